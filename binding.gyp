@@ -1,0 +1,29 @@
+{
+  "targets": [
+    {
+      "target_name": "node_rdma",
+      "sources": [
+        "native/addon.cc",
+        "native/util/errors.cc",
+        "native/util/poller.cc",
+        "native/device.cc",
+        "native/context.cc"
+      ],
+      "include_dirs": [
+        "<!@(node -p \"require('node-addon-api').include\")",
+        "native"
+      ],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-Wno-unused-parameter"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "defines": ["NAPI_VERSION=9", "NAPI_CPP_EXCEPTIONS"],
+      "libraries": ["<!@(pkg-config --libs libibverbs librdmacm)"],
+      "conditions": [
+        ["OS!='linux'", { "type": "none" }],
+        ["'<!(echo $NODE_RDMA_SANITIZE)'=='1'", {
+          "cflags_cc": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"],
+          "ldflags": ["-fsanitize=address,undefined"]
+        }]
+      ]
+    }
+  ]
+}

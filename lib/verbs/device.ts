@@ -1,0 +1,160 @@
+/**
+ * Devices: listing (no open), opening, queries and async events.
+ */
+import { EventEmitter } from 'events';
+import { native, NativeAsyncEvent, NativeContext, NativeDeviceInfo, NativeGidEntry } from '../native';
+import { Resource } from './resource';
+
+export type DeviceInfo = NativeDeviceInfo;
+export type GidEntry = NativeGidEntry;
+export type AsyncEvent = NativeAsyncEvent;
+
+export interface PortAttributes {
+  state: 'NOP' | 'DOWN' | 'INIT' | 'ARMED' | 'ACTIVE' | 'ACTIVE_DEFER' | 'UNKNOWN';
+  maxMtu: number;
+  activeMtu: number;
+  gidTblLen: number;
+  portCapFlags: number;
+  maxMsgSz: number;
+  pkeyTblLen: number;
+  lid: number;
+  smLid: number;
+  lmc: number;
+  maxVlNum: number;
+  smSl: number;
+  activeWidth: number;
+  activeSpeed: number;
+  physState: number;
+  linkLayer: 'InfiniBand' | 'Ethernet' | 'Unspecified';
+}
+
+export type OdpCap = 'SEND' | 'RECV' | 'WRITE' | 'READ' | 'ATOMIC' | 'SRQ_RECV';
+
+export interface DeviceAttributes {
+  fwVer: string;
+  nodeGuid: string;
+  sysImageGuid: string;
+  maxMrSize: bigint;
+  pageSizeCap: bigint;
+  vendorId: number;
+  vendorPartId: number;
+  hwVer: number;
+  maxQp: number;
+  maxQpWr: number;
+  deviceCapFlags: bigint;
+  /** Names of the set IBV_DEVICE_* capability flags, e.g. 'MEM_WINDOW'. */
+  capabilities: string[];
+  maxSge: number;
+  maxSgeRd: number;
+  maxCq: number;
+  maxCqe: number;
+  maxMr: number;
+  maxPd: number;
+  maxQpRdAtom: number;
+  maxQpInitRdAtom: number;
+  maxResRdAtom: number;
+  atomicCap: 'NONE' | 'HCA' | 'GLOB' | 'UNKNOWN';
+  maxMw: number;
+  maxMcastGrp: number;
+  maxMcastQpAttach: number;
+  maxTotalMcastQpAttach: number;
+  maxAh: number;
+  maxSrq: number;
+  maxSrqWr: number;
+  maxSrqSge: number;
+  maxPkeys: number;
+  localCaAckDelay: number;
+  physPortCnt: number;
+  odpCaps: {
+    general: Array<'SUPPORT' | 'SUPPORT_IMPLICIT'>;
+    rc: OdpCap[];
+    uc: OdpCap[];
+    ud: OdpCap[];
+    xrc: OdpCap[];
+  };
+  deviceCapFlagsEx: bigint;
+  completionTimestampMask: bigint;
+  hcaCoreClock: bigint;
+  maxDmSize: bigint;
+  pciAtomicCaps: { fetchAdd: number; swap: number; compareSwap: number };
+}
+
+/** RDMA devices present (ibv_get_device_list); [] on a host without any. */
+export function listDevices(): DeviceInfo[] {
+  return native().getDevices();
+}
+
+/**
+ * An opened device (ibv_context). Emits 'event' for every async event
+ * ({ type: 'PORT_ACTIVE', port: 1 }, 'PORT_ERR', 'GID_CHANGE', 'DEVICE_FATAL',
+ * 'QP_FATAL', 'CQ_ERR', ...) and also under the event's own type name.
+ * Listening does not keep the process alive.
+ */
+export class Device extends Resource {
+  readonly name: string;
+  /** @internal */
+  readonly handle: NativeContext;
+  readonly #events = new EventEmitter();
+  #watching = false;
+
+  /** @internal use openDevice() */
+  constructor(handle: NativeContext) {
+    super();
+    this.handle = handle;
+    this.name = handle.name;
+  }
+
+  query(): DeviceAttributes {
+    this.assertOpen();
+    return this.handle.queryDevice() as unknown as DeviceAttributes;
+  }
+
+  queryPort(port = 1): PortAttributes {
+    this.assertOpen();
+    return this.handle.queryPort(port) as unknown as PortAttributes;
+  }
+
+  /** The GID table of every port (ibv_query_gid_table). */
+  gids(): GidEntry[] {
+    this.assertOpen();
+    return this.handle.queryGidTable();
+  }
+
+  on(event: string, listener: (ev: AsyncEvent) => void): this {
+    this.assertOpen();
+    this.#events.on(event, listener);
+    this.#updateWatch();
+    return this;
+  }
+
+  off(event: string, listener: (ev: AsyncEvent) => void): this {
+    this.#events.off(event, listener);
+    this.#updateWatch();
+    return this;
+  }
+
+  #updateWatch(): void {
+    const want = !this.closed && this.#events.eventNames().length > 0;
+    if (want && !this.#watching) {
+      this.handle.watchEvents((ev) => {
+        this.#events.emit('event', ev);
+        this.#events.emit(ev.type, ev);
+      });
+    } else if (!want && this.#watching) {
+      this.handle.unwatchEvents();
+    }
+    this.#watching = want;
+  }
+
+  protected release(): void {
+    this.#events.removeAllListeners();
+    this.#watching = false;
+    this.handle.close();
+  }
+}
+
+/** Opens a device by name (ibv_open_device). Throws ENODEV if there is none. */
+export function openDevice(name: string): Device {
+  if (typeof name !== 'string' || name.length === 0) throw new TypeError('name must be a non-empty string');
+  return new Device(new (native().Context)(name));
+}

@@ -1,0 +1,116 @@
+#include "util/errors.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+namespace rdma {
+
+namespace {
+// One constructor per environment (workers get their own).
+struct ErrorClass {
+  Napi::FunctionReference ctor;
+};
+
+const char* ErrnoName(int err) {
+  switch (err) {
+#define E(x) case x: return #x;
+    E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG) E(EBADF) E(EAGAIN)
+    E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY) E(EEXIST) E(ENODEV) E(ENOTDIR) E(EINVAL)
+    E(ENFILE) E(EMFILE) E(ENOSPC) E(ESPIPE) E(EROFS) E(EPIPE) E(ERANGE) E(ENOSYS)
+    E(ENODATA) E(ETIME) E(ENOLINK) E(EPROTO) E(EBADMSG) E(EOVERFLOW) E(EOPNOTSUPP)
+    E(EADDRINUSE) E(EADDRNOTAVAIL) E(ENETDOWN) E(ENETUNREACH) E(ECONNABORTED)
+    E(ECONNRESET) E(ENOBUFS) E(EISCONN) E(ENOTCONN) E(ETIMEDOUT) E(ECONNREFUSED)
+    E(EHOSTUNREACH) E(EALREADY) E(EINPROGRESS) E(ECANCELED) E(EPROTONOSUPPORT)
+    E(EAFNOSUPPORT) E(EREMOTEIO)
+#undef E
+    default: return nullptr;
+  }
+}
+}  // namespace
+
+void SetErrorClass(Napi::Env env, Napi::Function ctor) {
+  auto* data = env.GetInstanceData<ErrorClass>();
+  if (!data) {
+    data = new ErrorClass();
+    env.SetInstanceData(data);
+  }
+  data->ctor = Napi::Persistent(ctor);
+}
+
+Napi::Error MakeError(Napi::Env env, const char* verb, int err, const std::string& detail) {
+  if (err < 0) err = -err;
+  const char* name = ErrnoName(err);
+  std::string code = name ? name : ("ERRNO_" + std::to_string(err));
+  std::string msg = std::string(verb) + " failed: " + code + " (" + std::strerror(err) + ")";
+  if (!detail.empty()) msg += ": " + detail;
+  auto* data = env.GetInstanceData<ErrorClass>();
+  Napi::Object obj;
+  if (data && !data->ctor.IsEmpty()) {
+    obj = data->ctor.New({Napi::String::New(env, msg)});
+  } else {
+    obj = Napi::Error::New(env, msg).Value();
+  }
+  obj.Set("code", code);
+  obj.Set("errno", Napi::Number::New(env, err));
+  obj.Set("syscall", verb);
+  return Napi::Error(env, obj);
+}
+
+void Throw(Napi::Env env, const char* verb, int err, const std::string& detail) {
+  throw MakeError(env, verb, err, detail);
+}
+
+void ThrowType(Napi::Env env, const std::string& msg) { throw Napi::TypeError::New(env, msg); }
+void ThrowRange(Napi::Env env, const std::string& msg) { throw Napi::RangeError::New(env, msg); }
+
+void ThrowClosed(Napi::Env env, const char* what) {
+  auto* data = env.GetInstanceData<ErrorClass>();
+  std::string msg = std::string(what) + " is closed";
+  Napi::Object obj = data && !data->ctor.IsEmpty() ? data->ctor.New({Napi::String::New(env, msg)})
+                                                   : Napi::Error::New(env, msg).Value();
+  obj.Set("code", "ECLOSED");
+  throw Napi::Error(env, obj);
+}
+
+uint32_t ArgU32(const Napi::Value& v, const char* name) {
+  if (!v.IsNumber()) ThrowType(v.Env(), std::string(name) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 4294967295.0) || std::floor(d) != d)
+    ThrowRange(v.Env(), std::string(name) + " must be an integer from 0 to 2^32-1, got " + std::to_string(d));
+  return static_cast<uint32_t>(d);
+}
+
+int32_t ArgI32(const Napi::Value& v, const char* name) {
+  if (!v.IsNumber()) ThrowType(v.Env(), std::string(name) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= -2147483648.0 && d <= 2147483647.0) || std::floor(d) != d)
+    ThrowRange(v.Env(), std::string(name) + " must be a 32-bit integer");
+  return static_cast<int32_t>(d);
+}
+
+uint64_t ArgU64(const Napi::Value& v, const char* name) {
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) ThrowRange(v.Env(), std::string(name) + " must fit in 64 bits");
+    return r;
+  }
+  if (!v.IsNumber()) ThrowType(v.Env(), std::string(name) + " must be a number or bigint");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 9007199254740991.0) || std::floor(d) != d)
+    ThrowRange(v.Env(), std::string(name) + " must be a non-negative safe integer");
+  return static_cast<uint64_t>(d);
+}
+
+bool ArgBool(const Napi::Value& v, const char* name) {
+  if (!v.IsBoolean()) ThrowType(v.Env(), std::string(name) + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string ArgString(const Napi::Value& v, const char* name) {
+  if (!v.IsString()) ThrowType(v.Env(), std::string(name) + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+}  // namespace rdma

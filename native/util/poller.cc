@@ -1,0 +1,83 @@
+#include "util/poller.h"
+
+#include <fcntl.h>
+#include <cerrno>
+
+#include "util/errors.h"
+
+namespace rdma {
+
+int SetNonBlocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return errno;
+  if (fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return errno;
+  return 0;
+}
+
+Poller* Poller::Create(Napi::Env env, int fd, Callback on_readable) {
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) Throw(env, "napi_get_uv_event_loop", EINVAL);
+  auto* p = new Poller(std::move(on_readable));
+  int rc = uv_poll_init(loop, &p->handle_, fd);
+  if (rc != 0) {
+    delete p;
+    Throw(env, "uv_poll_init", -rc);
+  }
+  p->handle_.data = p;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&p->handle_));
+  return p;
+}
+
+void Poller::Start() {
+  if (closing_ || started_) return;
+  uv_poll_start(&handle_, UV_READABLE, OnPoll);
+  started_ = true;
+}
+
+void Poller::Stop() {
+  if (closing_ || !started_) return;
+  uv_poll_stop(&handle_);
+  started_ = false;
+}
+
+void Poller::Ref() {
+  if (closing_ || refed_) return;
+  uv_ref(reinterpret_cast<uv_handle_t*>(&handle_));
+  refed_ = true;
+}
+
+void Poller::Unref() {
+  if (closing_ || !refed_) return;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&handle_));
+  refed_ = false;
+}
+
+void Poller::Close() {
+  if (closing_) return;
+  Stop();
+  closing_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&handle_),
+           [](uv_handle_t* h) { delete static_cast<Poller*>(h->data); });
+}
+
+void Poller::OnPoll(uv_poll_t* h, int status, int events) {
+  auto* self = static_cast<Poller*>(h->data);
+  if (self->closing_) return;
+  // errors (e.g. EBADF after a device removal) are reported as readable so
+  // the owner drains and sees the verb's own error
+  self->cb_();
+}
+
+}  // namespace rdma
+
+namespace rdma {
+void CallFromLoop(Napi::Env env, const Napi::FunctionReference& fn, Napi::AsyncContext& ctx,
+                  const std::vector<napi_value>& args) {
+  Napi::HandleScope scope(env);
+  try {
+    fn.MakeCallback(env.Global(), args, ctx);
+  } catch (const Napi::Error& e) {
+    napi_fatal_exception(env, e.Value());
+  }
+}
+}  // namespace rdma

@@ -1,0 +1,54 @@
+// A uv_poll watcher on a non-blocking fd (completion channel, async events,
+// rdma_cm event channel). The owner decides when it keeps the event loop
+// alive: Ref() while something waits, Unref() when idle, so an idle verbs
+// object never holds a process open.
+#pragma once
+#include <uv.h>
+#include <napi.h>
+#include <functional>
+#include <vector>
+
+namespace rdma {
+
+class Poller {
+ public:
+  using Callback = std::function<void()>;
+  // fd must already be O_NONBLOCK. Starts unref'd and stopped. The Poller
+  // frees itself after Close(): it may be closed from inside its own callback.
+  static Poller* Create(Napi::Env env, int fd, Callback on_readable);
+  Poller(const Poller&) = delete;
+  Poller& operator=(const Poller&) = delete;
+
+  void Start();   // watch for readability (idempotent)
+  void Stop();    // stop watching (idempotent)
+  void Ref();
+  void Unref();
+  bool active() const { return started_; }
+  // Stops watching at once (the owner may close the fd right after) and
+  // deletes this object from the uv close callback. Do not use it after.
+  void Close();
+
+ private:
+  Poller(Callback cb) : cb_(std::move(cb)) {}
+  ~Poller() = default;
+  static void OnPoll(uv_poll_t* h, int status, int events);
+  uv_poll_t handle_;
+  bool closing_ = false;
+  Callback cb_;
+  bool started_ = false;
+  bool refed_ = false;
+};
+
+// Sets O_NONBLOCK on fd; returns errno or 0.
+int SetNonBlocking(int fd);
+
+}  // namespace rdma
+
+namespace rdma {
+// Calls a JS function from a libuv callback (not from JS): opens a handle
+// scope, runs it through MakeCallback so promises resolved inside settle
+// (microtasks run), and turns a JS exception into an uncaught exception
+// instead of a C++ exception escaping into libuv.
+void CallFromLoop(Napi::Env env, const Napi::FunctionReference& fn, Napi::AsyncContext& ctx,
+                  const std::vector<napi_value>& args);
+}  // namespace rdma
