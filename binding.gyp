@@ -7,7 +7,8 @@
         "native/util/errors.cc",
         "native/util/poller.cc",
         "native/device.cc",
-        "native/context.cc"
+        "native/context.cc",
+        "native/p2pmem.cc"
       ],
       "include_dirs": [
         "<!@(node -p \"require('node-addon-api').include\")",

@@ -4,6 +4,7 @@
 
 #include "context.h"
 #include "device.h"
+#include "p2pmem.h"
 #include "util/errors.h"
 
 namespace rdma {
@@ -19,6 +20,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClassJs, "setErrorClass"));
   InitDevice(env, exports);
   Context::Init(env, exports);
+  InitP2pmem(env, exports);
   return exports;
 }
 
