@@ -1,0 +1,78 @@
+// Jest reporter for node-rdma's test tiers. At the end of a run it prints,
+// alone on a line,
+//   <tier>: N passed, N failed, N skipped
+// then the full name of every skipped test (by convention the name carries
+// the reason, e.g. "ODP registration on mlx5 [skipped: RDMA_TEST_DEVICE not
+// set]") and of every failed test. A test file that could not run at all
+// (syntax error, failing import, crash) counts as one failure under its path,
+// because jest itself counts no test for it.
+// With NODE_RDMA_SUMMARY=<file> it also writes those facts as JSON, which is
+// how scripts/test checks the counts of the run inside the guest.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+
+class NodeRdmaReporter {
+  constructor(globalConfig, options = {}) {
+    this.rootDir = globalConfig.rootDir;
+    this.tier = options.tier || process.env.NODE_RDMA_TIER || 'tests';
+  }
+
+  onRunComplete(_contexts, results) {
+    const skipped = [];
+    const failed = [];
+    let passed = 0;
+    for (const file of results.testResults) {
+      const rel = path.relative(this.rootDir, file.testFilePath);
+      if (file.testExecError || (file.failureMessage && file.testResults.length === 0)) {
+        const msg = file.testExecError ? file.testExecError.message : file.failureMessage;
+        failed.push(`${rel} (test file failed to run: ${firstLine(msg)})`);
+      }
+      for (const t of file.testResults) {
+        if (t.status === 'passed') passed++;
+        else if (t.status === 'failed') failed.push(t.fullName);
+        else skipped.push(t.fullName); // 'pending' (skip), 'todo', 'skipped', 'disabled'
+      }
+    }
+    const line = `${this.tier}: ${passed} passed, ${failed.length} failed, ${skipped.length} skipped`;
+    // On stderr like jest's own report, so the two keep their order, and
+    // after it: jest runs its summary reporter after every custom one, so we
+    // print on the next turn of the event loop (or at exit, if jest exits
+    // first, e.g. with --forceExit).
+    const out = [line, ...skipped.map((n) => `  skipped: ${n}`), ...failed.map((n) => `  FAILED: ${n}`)];
+    let printed = false;
+    const print = () => {
+      if (printed) return;
+      printed = true;
+      fs.writeSync(2, `\n${out.join('\n')}\n`);
+    };
+    setImmediate(print);
+    process.once('exit', print);
+
+    const file = process.env.NODE_RDMA_SUMMARY;
+    if (file) {
+      const summary = {
+        tier: this.tier,
+        passed,
+        failed: failed.length,
+        skipped: skipped.length,
+        total: passed + failed.length + skipped.length,
+        testFiles: results.numTotalTestSuites,
+        success: failed.length === 0 && results.numRuntimeErrorTestSuites === 0,
+        line,
+        skippedTests: skipped,
+        failedTests: failed,
+        durationMs: Date.now() - results.startTime,
+      };
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, JSON.stringify(summary, null, 2) + '\n');
+    }
+  }
+}
+
+function firstLine(s) {
+  const l = String(s || '').split('\n').find((x) => x.trim() !== '');
+  return (l || 'unknown error').trim().slice(0, 200);
+}
+
+module.exports = NodeRdmaReporter;
