@@ -8,6 +8,14 @@
         "native/util/poller.cc",
         "native/device.cc",
         "native/context.cc",
+        "native/pd.cc",
+        "native/memory.cc",
+        "native/mr.cc",
+        "native/mw.cc",
+        "native/cq.cc",
+        "native/qp.cc",
+        "native/srq.cc",
+        "native/cm.cc",
         "native/p2pmem.cc"
       ],
       "include_dirs": [

@@ -2,8 +2,16 @@
 // JS file that loads it.
 #include <napi.h>
 
+#include "cm.h"
 #include "context.h"
+#include "cq.h"
 #include "device.h"
+#include "memory.h"
+#include "mr.h"
+#include "mw.h"
+#include "pd.h"
+#include "qp.h"
+#include "srq.h"
 #include "p2pmem.h"
 #include "util/errors.h"
 
@@ -20,6 +28,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClassJs, "setErrorClass"));
   InitDevice(env, exports);
   Context::Init(env, exports);
+  ProtectionDomain::Init(env, exports);
+  InitMemory(env, exports);
+  MemoryRegion::Init(env, exports);
+  MemoryWindow::Init(env, exports);
+  CompletionQueue::Init(env, exports);
+  QueuePair::Init(env, exports);
+  SharedReceiveQueue::Init(env, exports);
+  CmEventChannel::Init(env, exports);
+  CmId::Init(env, exports);
   InitP2pmem(env, exports);
   return exports;
 }

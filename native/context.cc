@@ -130,6 +130,12 @@ const char* AsyncEventName(ibv_event_type t) {
 
 }  // namespace
 
+static Napi::FunctionReference g_context_ctor;
+
+Napi::Object Context::Borrow(Napi::Env env, ibv_context* ctx, Napi::Object owner) {
+  return g_context_ctor.New({Napi::External<ibv_context>::New(env, ctx), owner});
+}
+
 void Context::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = DefineClass(env, "Context", {
       InstanceMethod<&Context::Close>("close"),
@@ -141,15 +147,24 @@ void Context::Init(Napi::Env env, Napi::Object exports) {
       InstanceAccessor<&Context::GetName>("name"),
       InstanceAccessor<&Context::GetClosed>("closed"),
   });
+  g_context_ctor = Napi::Persistent(cls);
+  g_context_ctor.SuppressDestruct();
   exports.Set("Context", cls);
 }
 
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
   Napi::Env env = info.Env();
+  if (info[0].IsExternal()) {
+    ctx_ = info[0].As<Napi::External<ibv_context>>().Data();
+    owned_ = false;
+    owner_ = Napi::Persistent(info[1].As<Napi::Object>());
+    name_ = ibv_get_device_name(ctx_->device);
+    return;
+  }
   name_ = ArgString(info[0], "name");
   int n = 0;
   ibv_device** list = ibv_get_device_list(&n);
-  if (!list) Throw(env, "ibv_get_device_list", errno ? errno : ENODEV);
+  if (!list) Throw(env, "ibv_open_device", ENODEV, "no RDMA device named '" + name_ + "' (this host has no RDMA devices)");
   ibv_device* dev = nullptr;
   for (int i = 0; i < n; i++)
     if (name_ == ibv_get_device_name(list[i])) dev = list[i];
@@ -170,10 +185,9 @@ void Context::Release() {
   poller_ = nullptr;
   on_event_.Reset();
   async_.reset();
-  if (ctx_) {
-    ibv_close_device(ctx_);
-    ctx_ = nullptr;
-  }
+  if (ctx_ && owned_) ibv_close_device(ctx_);
+  ctx_ = nullptr;
+  owner_.Reset();
 }
 
 ibv_context* Context::Get(Napi::Env env, const char* what) {
@@ -192,8 +206,9 @@ Napi::Value Context::Close(const Napi::CallbackInfo& info) {
     poller_ = nullptr;
     on_event_.Reset();
     async_.reset();
-    int rc = ibv_close_device(ctx_);
+    int rc = owned_ ? ibv_close_device(ctx_) : 0;
     ctx_ = nullptr;
+    owner_.Reset();
     if (rc) Throw(info.Env(), "ibv_close_device", errno);
   }
   return info.Env().Undefined();

@@ -19,6 +19,9 @@ class Context : public Napi::ObjectWrap<Context> {
   // The open context, or throws ECLOSED.
   ibv_context* Get(Napi::Env env, const char* what = "Context");
   static Context* From(const Napi::Value& v, const char* name);
+  // A Context over a device context someone else owns (librdmacm for a CM
+  // id): never closed by us; keeps `owner` alive.
+  static Napi::Object Borrow(Napi::Env env, ibv_context* ctx, Napi::Object owner);
 
  private:
   Napi::Value Close(const Napi::CallbackInfo& info);
@@ -33,6 +36,8 @@ class Context : public Napi::ObjectWrap<Context> {
   void Release();
 
   ibv_context* ctx_ = nullptr;
+  bool owned_ = true;
+  Napi::ObjectReference owner_;
   std::string name_;
   Poller* poller_ = nullptr;
   Napi::FunctionReference on_event_;

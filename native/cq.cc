@@ -1,0 +1,215 @@
+#include "cq.h"
+
+#include <cerrno>
+#include <vector>
+
+#include "context.h"
+#include "util/errors.h"
+
+namespace rdma {
+
+void CompletionQueue::Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("CompletionQueue", DefineClass(env, "CompletionQueue", {
+      InstanceMethod<&CompletionQueue::Close>("close"),
+      InstanceMethod<&CompletionQueue::Poll>("poll"),
+      InstanceMethod<&CompletionQueue::Start>("start"),
+      InstanceMethod<&CompletionQueue::Stop>("stop"),
+      InstanceMethod<&CompletionQueue::Ref>("ref"),
+      InstanceMethod<&CompletionQueue::Unref>("unref"),
+      InstanceAccessor<&CompletionQueue::GetHandle>("handle"),
+      InstanceAccessor<&CompletionQueue::GetCqe>("cqe"),
+      InstanceAccessor<&CompletionQueue::GetClosed>("closed"),
+      StaticValue("WC_STRIDE", Napi::Number::New(env, kWcStride)),
+  }));
+}
+
+// new CompletionQueue(context, cqe, wcBuffer: Uint32Array)
+CompletionQueue::CompletionQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CompletionQueue>(info) {
+  Napi::Env env = info.Env();
+  Context* ctxw = Context::From(info[0], "context");
+  ibv_context* ctx = ctxw->Get(env);
+  uint32_t cqe = ArgU32(info[1], "cqe");
+  if (cqe < 1) ThrowRange(env, "cqe must be >= 1");
+  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+    ThrowType(env, "wcBuffer must be a Uint32Array");
+  Napi::Uint32Array buf = info[2].As<Napi::Uint32Array>();
+  if (buf.ElementLength() < kWcStride) ThrowRange(env, "wcBuffer too small");
+  channel_ = ibv_create_comp_channel(ctx);
+  if (!channel_) Throw(env, "ibv_create_comp_channel", errno ? errno : ENOMEM);
+  int err = SetNonBlocking(channel_->fd);
+  if (err) {
+    ibv_destroy_comp_channel(channel_);
+    channel_ = nullptr;
+    Throw(env, "fcntl", err, "completion channel");
+  }
+  errno = 0;
+  cq_ = ibv_create_cq(ctx, int(cqe), nullptr, channel_, 0);
+  if (!cq_) {
+    err = errno ? errno : ENOMEM;
+    ibv_destroy_comp_channel(channel_);
+    channel_ = nullptr;
+    Throw(env, "ibv_create_cq", err, "cqe " + std::to_string(cqe));
+  }
+  int rc = ibv_req_notify_cq(cq_, 0);
+  if (rc) {
+    Release();
+    Throw(env, "ibv_req_notify_cq", rc);
+  }
+  wc_buf_ = Napi::Persistent(buf);
+  wc_data_ = buf.Data();
+  wc_cap_ = uint32_t(buf.ElementLength() / kWcStride);
+  context_ = Napi::Persistent(info[0].As<Napi::Object>());
+}
+
+CompletionQueue::~CompletionQueue() { Release(); }
+
+void CompletionQueue::Release() {
+  if (poller_) poller_->Close();
+  poller_ = nullptr;
+  if (cq_) {
+    if (unacked_) ibv_ack_cq_events(cq_, unacked_);  // destroy waits for every ack
+    unacked_ = 0;
+    ibv_destroy_cq(cq_);
+    cq_ = nullptr;
+  }
+  if (channel_) {
+    ibv_destroy_comp_channel(channel_);
+    channel_ = nullptr;
+  }
+}
+
+ibv_cq* CompletionQueue::Get(Napi::Env env) {
+  if (!cq_) ThrowClosed(env, "CompletionQueue");
+  return cq_;
+}
+
+CompletionQueue* CompletionQueue::From(const Napi::Value& v, const char* name) {
+  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a CompletionQueue");
+  return Unwrap(v.As<Napi::Object>());
+}
+
+Napi::Value CompletionQueue::Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (cq_) {
+    if (poller_) poller_->Close();
+    poller_ = nullptr;
+    if (unacked_) ibv_ack_cq_events(cq_, unacked_);
+    unacked_ = 0;
+    int rc = ibv_destroy_cq(cq_);
+    if (rc) Throw(env, "ibv_destroy_cq", rc, "queue pairs using it must be closed first");
+    cq_ = nullptr;
+    if (channel_) ibv_destroy_comp_channel(channel_);
+    channel_ = nullptr;
+    on_batch_.Reset();
+    async_.reset();
+    context_.Reset();
+    wc_buf_.Reset();
+    wc_data_ = nullptr;
+  }
+  return env.Undefined();
+}
+
+int CompletionQueue::PollInto() {
+  ibv_wc wcs[32];
+  uint32_t n = 0;
+  while (n < wc_cap_) {
+    int want = int(std::min<uint32_t>(32, wc_cap_ - n));
+    int got = ibv_poll_cq(cq_, want, wcs);
+    if (got < 0) return got;
+    for (int i = 0; i < got; i++, n++) {
+      const ibv_wc& wc = wcs[i];
+      uint32_t* w = wc_data_ + size_t(n) * kWcStride;
+      w[0] = uint32_t(wc.wr_id);
+      w[1] = uint32_t(wc.wr_id >> 32);
+      w[2] = wc.status;
+      w[3] = wc.opcode;
+      w[4] = wc.vendor_err;
+      w[5] = wc.byte_len;
+      w[6] = (wc.wc_flags & IBV_WC_WITH_IMM) ? be32toh(wc.imm_data)
+             : (wc.wc_flags & IBV_WC_WITH_INV) ? wc.invalidated_rkey : 0;
+      w[7] = wc.qp_num;
+      w[8] = wc.src_qp;
+      w[9] = wc.wc_flags;
+    }
+    if (got < want) break;
+  }
+  return int(n);
+}
+
+// poll(): number of completions written into the buffer (busy-poll mode)
+Napi::Value CompletionQueue::Poll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Get(env);
+  int n = PollInto();
+  if (n < 0) Throw(env, "ibv_poll_cq", -n);
+  return Napi::Number::New(env, n);
+}
+
+// start(onBatch): onBatch(count) for each batch of completions
+Napi::Value CompletionQueue::Start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Get(env);
+  if (!info[0].IsFunction()) ThrowType(env, "onBatch must be a function");
+  on_batch_ = Napi::Persistent(info[0].As<Napi::Function>());
+  if (!async_) async_ = std::make_unique<Napi::AsyncContext>(env, "rdma:completions");
+  if (!poller_) poller_ = Poller::Create(env, channel_->fd, [this]() { OnReadable(); });
+  poller_->Start();
+  return env.Undefined();
+}
+
+Napi::Value CompletionQueue::Stop(const Napi::CallbackInfo& info) {
+  if (poller_) poller_->Stop();
+  return info.Env().Undefined();
+}
+
+Napi::Value CompletionQueue::Ref(const Napi::CallbackInfo& info) {
+  if (poller_) poller_->Ref();
+  return info.Env().Undefined();
+}
+
+Napi::Value CompletionQueue::Unref(const Napi::CallbackInfo& info) {
+  if (poller_) poller_->Unref();
+  return info.Env().Undefined();
+}
+
+void CompletionQueue::OnReadable() {
+  Napi::Env env = Env();
+  if (!cq_) return;
+  // 1. consume the channel's events (ack in batches: acking takes a mutex)
+  ibv_cq* ev_cq = nullptr;
+  void* ev_ctx = nullptr;
+  while (ibv_get_cq_event(channel_, &ev_cq, &ev_ctx) == 0) unacked_++;
+  if (unacked_ >= 256) {
+    ibv_ack_cq_events(cq_, unacked_);
+    unacked_ = 0;
+  }
+  // 2. re-arm, 3. then drain: a completion that lands between the last poll
+  // and the arm would otherwise never raise an event
+  int rc = ibv_req_notify_cq(cq_, 0);
+  Napi::HandleScope scope(env);
+  if (rc) {
+    napi_fatal_exception(env, MakeError(env, "ibv_req_notify_cq", rc).Value());
+    return;
+  }
+  for (;;) {
+    if (!cq_ || on_batch_.IsEmpty()) return;  // closed or stopped by the callback
+    int n = PollInto();
+    if (n < 0) {
+      napi_fatal_exception(env, MakeError(env, "ibv_poll_cq", -n).Value());
+      return;
+    }
+    if (n == 0) return;
+    CallFromLoop(env, on_batch_, *async_, {Napi::Number::New(env, n)});
+    if (uint32_t(n) < wc_cap_) return;
+  }
+}
+
+Napi::Value CompletionQueue::GetHandle(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cq_ ? cq_->handle : 0);
+}
+Napi::Value CompletionQueue::GetCqe(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cq_ ? cq_->cqe : 0);
+}
+Napi::Value CompletionQueue::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !cq_); }
+
+}  // namespace rdma

@@ -1,0 +1,168 @@
+#include "memory.h"
+
+#include <fcntl.h>
+#include <linux/udmabuf.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "util/errors.h"
+
+namespace rdma {
+
+struct Block {
+  char* ptr;
+  size_t len;
+  std::atomic<int> refs;
+  bool mapped;  // munmap (udmabuf memfd mapping) instead of free
+};
+
+namespace {
+std::mutex g_mu;
+std::map<char*, Block*> g_blocks;  // keyed by start address
+
+void Register(Block* b) {
+  std::lock_guard<std::mutex> l(g_mu);
+  g_blocks[b->ptr] = b;
+}
+
+void Finalize(Napi::Env, void*, Block* b) { ReleaseBlock(b); }
+
+size_t PageSize() { return size_t(sysconf(_SC_PAGESIZE)); }
+
+// allocate(size): a zeroed, page-aligned external ArrayBuffer
+Napi::Value Allocate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) ThrowType(env, "size must be a number");
+  double d = info[0].As<Napi::Number>().DoubleValue();
+  if (!(d >= 1 && d <= double(1ull << 40)) || d != double(uint64_t(d)))
+    ThrowRange(env, "size must be an integer from 1 to 2^40");
+  size_t size = size_t(d);
+  size_t page = PageSize();
+  size_t rounded = (size + page - 1) / page * page;
+  void* p = nullptr;
+  int rc = posix_memalign(&p, page, rounded);
+  if (rc) Throw(env, "posix_memalign", rc, std::to_string(rounded) + " bytes");
+  memset(p, 0, rounded);
+  auto* b = new Block{static_cast<char*>(p), rounded, {1}, false};
+  Register(b);
+  return Napi::ArrayBuffer::New(env, p, size, Finalize, b);
+}
+
+// createUdmabuf(size): { fd, buffer } — memfd memory (sealed against
+// shrinking, as udmabuf requires) turned into a dma-buf by /dev/udmabuf, and
+// mapped for the CPU. The dma-buf fd is the caller's to close.
+Napi::Value CreateUdmabuf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t size = ArgU32(info[0], "size");
+  size_t page = PageSize();
+  if (size == 0 || size % page) ThrowRange(env, "size must be a non-zero multiple of the page size (" + std::to_string(page) + ")");
+  int memfd = memfd_create("node-rdma-udmabuf", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+  if (memfd < 0) Throw(env, "memfd_create", errno);
+  auto fail = [&](const char* verb, int err, const std::string& detail = "") {
+    close(memfd);
+    Throw(env, verb, err, detail);
+  };
+  if (ftruncate(memfd, size) < 0) fail("ftruncate", errno);
+  if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK) < 0) fail("fcntl", errno, "F_SEAL_SHRINK");
+  int dev = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+  if (dev < 0) fail("open", errno, "/dev/udmabuf (kernel without CONFIG_UDMABUF?)");
+  udmabuf_create create = {};
+  create.memfd = uint32_t(memfd);
+  create.flags = UDMABUF_FLAGS_CLOEXEC;
+  create.offset = 0;
+  create.size = size;
+  int dmabuf = ioctl(dev, UDMABUF_CREATE, &create);
+  int err = errno;
+  close(dev);
+  if (dmabuf < 0) fail("ioctl", err, "UDMABUF_CREATE");
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  err = errno;
+  close(memfd);  // the mapping and the dma-buf keep the memory
+  if (p == MAP_FAILED) {
+    close(dmabuf);
+    Throw(env, "mmap", err, "udmabuf memfd");
+  }
+  auto* b = new Block{static_cast<char*>(p), size, {1}, true};
+  Register(b);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", dmabuf);
+  out.Set("buffer", Napi::ArrayBuffer::New(env, p, size, Finalize, b));
+  return out;
+}
+
+// closeFd(fd): for the dma-buf fds handed out above
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  int32_t fd = ArgI32(info[0], "fd");
+  if (fd < 0) ThrowRange(info.Env(), "fd must be >= 0");
+  if (close(fd) < 0) Throw(info.Env(), "close", errno);
+  return info.Env().Undefined();
+}
+
+Napi::Value PageSizeJs(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(PageSize())); }
+}  // namespace
+
+Block* AcquireBlock(void* ptr, size_t len) {
+  std::lock_guard<std::mutex> l(g_mu);
+  char* p = static_cast<char*>(ptr);
+  auto it = g_blocks.upper_bound(p);
+  if (it == g_blocks.begin()) return nullptr;
+  --it;
+  Block* b = it->second;
+  if (p < b->ptr || p + len > b->ptr + b->len) return nullptr;
+  b->refs++;
+  return b;
+}
+
+void ReleaseBlock(Block* b) {
+  if (--b->refs > 0) return;
+  {
+    std::lock_guard<std::mutex> l(g_mu);
+    g_blocks.erase(b->ptr);
+  }
+  if (b->mapped) munmap(b->ptr, b->len);
+  else free(b->ptr);
+  delete b;
+}
+
+void InitMemory(Napi::Env env, Napi::Object exports) {
+  exports.Set("allocate", Napi::Function::New(env, Allocate, "allocate"));
+  exports.Set("createUdmabuf", Napi::Function::New(env, CreateUdmabuf, "createUdmabuf"));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("pageSize", Napi::Function::New(env, PageSizeJs, "pageSize"));
+}
+
+}  // namespace rdma
+
+namespace rdma {
+void BufferSpan(const Napi::Value& v, const char* name, char** ptr, size_t* len) {
+  Napi::Env env = v.Env();
+  if (v.IsArrayBuffer()) {
+    auto ab = v.As<Napi::ArrayBuffer>();
+    if (ab.IsDetached()) ThrowType(env, std::string(name) + " is a detached ArrayBuffer");
+    *ptr = static_cast<char*>(ab.Data());
+    *len = ab.ByteLength();
+    return;
+  }
+  if (v.IsTypedArray()) {
+    auto ta = v.As<Napi::TypedArray>();
+    if (ta.ArrayBuffer().IsDetached()) ThrowType(env, std::string(name) + " is backed by a detached ArrayBuffer");
+    *ptr = static_cast<char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    *len = ta.ByteLength();
+    return;
+  }
+  if (v.IsDataView()) {
+    auto dv = v.As<Napi::DataView>();
+    *ptr = static_cast<char*>(dv.ArrayBuffer().Data()) + dv.ByteOffset();
+    *len = dv.ByteLength();
+    return;
+  }
+  ThrowType(env, std::string(name) + " must be an ArrayBuffer, TypedArray, DataView or Buffer");
+}
+}  // namespace rdma

@@ -1,0 +1,421 @@
+#include "qp.h"
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "cm.h"
+#include "cq.h"
+#include "mr.h"
+#include "mw.h"
+#include "pd.h"
+#include "srq.h"
+#include "util/errors.h"
+
+namespace rdma {
+
+namespace {
+
+ibv_mtu MtuEnum(Napi::Env env, uint32_t bytes) {
+  switch (bytes) {
+    case 256: return IBV_MTU_256;
+    case 512: return IBV_MTU_512;
+    case 1024: return IBV_MTU_1024;
+    case 2048: return IBV_MTU_2048;
+    case 4096: return IBV_MTU_4096;
+    default: ThrowRange(env, "pathMtu must be 256, 512, 1024, 2048 or 4096");
+  }
+}
+
+uint32_t MtuBytes(ibv_mtu m) { return m >= IBV_MTU_256 && m <= IBV_MTU_4096 ? 128u << m : 0; }
+
+bool Has(const Napi::Object& o, const char* key) {
+  return o.Has(key) && !o.Get(key).IsUndefined();
+}
+
+uint8_t U8(const Napi::Object& o, const char* key) {
+  uint32_t v = ArgU32(o.Get(key), key);
+  if (v > 255) ThrowRange(o.Env(), std::string(key) + " must be from 0 to 255");
+  return uint8_t(v);
+}
+
+void ParseAh(const Napi::Object& o, ibv_ah_attr& ah) {
+  Napi::Env env = o.Env();
+  if (Has(o, "dlid")) ah.dlid = uint16_t(ArgU32(o.Get("dlid"), "dlid"));
+  if (Has(o, "sl")) ah.sl = U8(o, "sl");
+  if (Has(o, "srcPathBits")) ah.src_path_bits = U8(o, "srcPathBits");
+  if (Has(o, "staticRate")) ah.static_rate = U8(o, "staticRate");
+  if (Has(o, "portNum")) ah.port_num = U8(o, "portNum");
+  if (Has(o, "grh")) {
+    if (!o.Get("grh").IsObject()) ThrowType(env, "ahAttr.grh must be an object");
+    Napi::Object g = o.Get("grh").As<Napi::Object>();
+    ah.is_global = 1;
+    std::string dgid = ArgString(g.Get("dgid"), "grh.dgid");
+    if (inet_pton(AF_INET6, dgid.c_str(), ah.grh.dgid.raw) != 1)
+      ThrowType(env, "grh.dgid must be an IPv6-format GID string, got '" + dgid + "'");
+    if (Has(g, "flowLabel")) ah.grh.flow_label = ArgU32(g.Get("flowLabel"), "grh.flowLabel");
+    if (Has(g, "sgidIndex")) ah.grh.sgid_index = U8(g, "sgidIndex");
+    ah.grh.hop_limit = Has(g, "hopLimit") ? U8(g, "hopLimit") : 64;
+    if (Has(g, "trafficClass")) ah.grh.traffic_class = U8(g, "trafficClass");
+  }
+}
+
+Napi::Object AhToJs(Napi::Env env, const ibv_ah_attr& ah) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dlid", ah.dlid);
+  o.Set("sl", ah.sl);
+  o.Set("portNum", ah.port_num);
+  if (ah.is_global) {
+    char buf[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, ah.grh.dgid.raw, buf, sizeof buf);
+    Napi::Object g = Napi::Object::New(env);
+    g.Set("dgid", buf);
+    g.Set("sgidIndex", ah.grh.sgid_index);
+    g.Set("hopLimit", ah.grh.hop_limit);
+    g.Set("flowLabel", ah.grh.flow_label);
+    g.Set("trafficClass", ah.grh.traffic_class);
+    o.Set("grh", g);
+  }
+  return o;
+}
+
+void ParseSges(const Napi::Value& v, std::vector<ibv_sge>& out, size_t& count) {
+  Napi::Env env = v.Env();
+  count = 0;
+  if (v.IsUndefined() || v.IsNull()) return;
+  if (!v.IsArray()) ThrowType(env, "sge must be an array of {addr, length, lkey}");
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsObject()) ThrowType(env, "sge[" + std::to_string(i) + "] must be {addr, length, lkey}");
+    Napi::Object o = e.As<Napi::Object>();
+    ibv_sge s;
+    s.addr = ArgU64(o.Get("addr"), "sge.addr");
+    s.length = ArgU32(o.Get("length"), "sge.length");
+    s.lkey = ArgU32(o.Get("lkey"), "sge.lkey");
+    out.push_back(s);
+    count++;
+  }
+}
+
+}  // namespace
+
+void QueuePair::Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("QueuePair", DefineClass(env, "QueuePair", {
+      InstanceMethod<&QueuePair::Close>("close"),
+      InstanceMethod<&QueuePair::Modify>("modify"),
+      InstanceMethod<&QueuePair::Query>("query"),
+      InstanceMethod<&QueuePair::PostSend>("postSend"),
+      InstanceMethod<&QueuePair::PostRecv>("postRecv"),
+      InstanceAccessor<&QueuePair::GetQpNum>("qpNum"),
+      InstanceAccessor<&QueuePair::GetClosed>("closed"),
+  }));
+}
+
+// new QueuePair(pd, {type, sendCq, recvCq, srq?, maxSendWr, maxRecvWr,
+//   maxSendSge, maxRecvSge, maxInlineData, sigAll}, cmId?)
+QueuePair::QueuePair(const Napi::CallbackInfo& info) : Napi::ObjectWrap<QueuePair>(info) {
+  Napi::Env env = info.Env();
+  ProtectionDomain* pdw = ProtectionDomain::From(info[0], "pd");
+  ibv_pd* pd = pdw->Get(env);
+  if (!info[1].IsObject()) ThrowType(env, "attrs must be an object");
+  Napi::Object a = info[1].As<Napi::Object>();
+  ibv_qp_init_attr attr = {};
+  attr.qp_type = ibv_qp_type(ArgU32(a.Get("type"), "type"));
+  CompletionQueue* scq = CompletionQueue::From(a.Get("sendCq"), "sendCq");
+  CompletionQueue* rcq = CompletionQueue::From(a.Get("recvCq"), "recvCq");
+  attr.send_cq = scq->Get(env);
+  attr.recv_cq = rcq->Get(env);
+  if (Has(a, "srq") && !a.Get("srq").IsNull()) attr.srq = SharedReceiveQueue::From(a.Get("srq"), "srq")->Get(env);
+  attr.cap.max_send_wr = ArgU32(a.Get("maxSendWr"), "maxSendWr");
+  attr.cap.max_recv_wr = attr.srq ? 0 : ArgU32(a.Get("maxRecvWr"), "maxRecvWr");
+  attr.cap.max_send_sge = ArgU32(a.Get("maxSendSge"), "maxSendSge");
+  attr.cap.max_recv_sge = attr.srq ? 0 : ArgU32(a.Get("maxRecvSge"), "maxRecvSge");
+  attr.cap.max_inline_data = ArgU32(a.Get("maxInlineData"), "maxInlineData");
+  attr.sq_sig_all = ArgBool(a.Get("sigAll"), "sigAll") ? 1 : 0;
+  if (info.Length() > 2 && info[2].IsObject()) {
+    CmId* idw = CmId::From(info[2], "cmId");
+    rdma_cm_id* id = idw->Get(env);
+    if (rdma_create_qp(id, pd, &attr) != 0) Throw(env, "rdma_create_qp", errno ? errno : EINVAL);
+    qp_ = id->qp;
+    cm_id_ = id;
+    cm_ = Napi::Persistent(info[2].As<Napi::Object>());
+    idw->AttachQp(this);
+  } else {
+    errno = 0;
+    qp_ = ibv_create_qp(pd, &attr);
+    if (!qp_) Throw(env, "ibv_create_qp", errno ? errno : EINVAL);
+  }
+  pd_ = Napi::Persistent(info[0].As<Napi::Object>());
+  send_cq_ = Napi::Persistent(a.Get("sendCq").As<Napi::Object>());
+  recv_cq_ = Napi::Persistent(a.Get("recvCq").As<Napi::Object>());
+  if (attr.srq) srq_ = Napi::Persistent(a.Get("srq").As<Napi::Object>());
+}
+
+QueuePair::~QueuePair() { Destroy(); }
+
+int QueuePair::Destroy() {
+  if (!qp_) return 0;
+  int rc = 0;
+  if (cm_id_) {
+    rdma_destroy_qp(cm_id_);
+    CmId* idw = cm_.IsEmpty() ? nullptr : CmId::Unwrap(cm_.Value());
+    if (idw) idw->AttachQp(nullptr);
+  } else {
+    rc = ibv_destroy_qp(qp_);
+    if (rc) return rc;
+  }
+  qp_ = nullptr;
+  cm_id_ = nullptr;
+  return 0;
+}
+
+void QueuePair::DetachFromCm() {
+  // rdma_destroy_id would not destroy the QP; the id's owner destroys it
+  // here first
+  if (qp_ && cm_id_) rdma_destroy_qp(cm_id_);
+  qp_ = nullptr;
+  cm_id_ = nullptr;
+}
+
+ibv_qp* QueuePair::Get(Napi::Env env) {
+  if (!qp_) ThrowClosed(env, "QueuePair");
+  return qp_;
+}
+
+QueuePair* QueuePair::From(const Napi::Value& v, const char* name) {
+  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a QueuePair");
+  return Unwrap(v.As<Napi::Object>());
+}
+
+Napi::Value QueuePair::Close(const Napi::CallbackInfo& info) {
+  int rc = Destroy();
+  if (rc) Throw(info.Env(), "ibv_destroy_qp", rc);
+  pd_.Reset();
+  send_cq_.Reset();
+  recv_cq_.Reset();
+  srq_.Reset();
+  cm_.Reset();
+  return info.Env().Undefined();
+}
+
+// modify({qpState, pathMtu, destQpNum, rqPsn, sqPsn, ...}): the attribute
+// mask is the set of keys given
+Napi::Value QueuePair::Modify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ibv_qp* qp = Get(env);
+  if (!info[0].IsObject()) ThrowType(env, "attrs must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  ibv_qp_attr a = {};
+  int mask = 0;
+  if (Has(o, "qpState")) { a.qp_state = ibv_qp_state(ArgU32(o.Get("qpState"), "qpState")); mask |= IBV_QP_STATE; }
+  if (Has(o, "curQpState")) { a.cur_qp_state = ibv_qp_state(ArgU32(o.Get("curQpState"), "curQpState")); mask |= IBV_QP_CUR_STATE; }
+  if (Has(o, "pathMtu")) { a.path_mtu = MtuEnum(env, ArgU32(o.Get("pathMtu"), "pathMtu")); mask |= IBV_QP_PATH_MTU; }
+  if (Has(o, "qkey")) { a.qkey = ArgU32(o.Get("qkey"), "qkey"); mask |= IBV_QP_QKEY; }
+  if (Has(o, "rqPsn")) { a.rq_psn = ArgU32(o.Get("rqPsn"), "rqPsn") & 0xffffff; mask |= IBV_QP_RQ_PSN; }
+  if (Has(o, "sqPsn")) { a.sq_psn = ArgU32(o.Get("sqPsn"), "sqPsn") & 0xffffff; mask |= IBV_QP_SQ_PSN; }
+  if (Has(o, "destQpNum")) { a.dest_qp_num = ArgU32(o.Get("destQpNum"), "destQpNum"); mask |= IBV_QP_DEST_QPN; }
+  if (Has(o, "qpAccessFlags")) { a.qp_access_flags = ArgU32(o.Get("qpAccessFlags"), "qpAccessFlags"); mask |= IBV_QP_ACCESS_FLAGS; }
+  if (Has(o, "pkeyIndex")) { a.pkey_index = uint16_t(ArgU32(o.Get("pkeyIndex"), "pkeyIndex")); mask |= IBV_QP_PKEY_INDEX; }
+  if (Has(o, "portNum")) { a.port_num = U8(o, "portNum"); mask |= IBV_QP_PORT; }
+  if (Has(o, "timeout")) { a.timeout = U8(o, "timeout"); mask |= IBV_QP_TIMEOUT; }
+  if (Has(o, "retryCnt")) { a.retry_cnt = U8(o, "retryCnt"); mask |= IBV_QP_RETRY_CNT; }
+  if (Has(o, "rnrRetry")) { a.rnr_retry = U8(o, "rnrRetry"); mask |= IBV_QP_RNR_RETRY; }
+  if (Has(o, "minRnrTimer")) { a.min_rnr_timer = U8(o, "minRnrTimer"); mask |= IBV_QP_MIN_RNR_TIMER; }
+  if (Has(o, "maxRdAtomic")) { a.max_rd_atomic = U8(o, "maxRdAtomic"); mask |= IBV_QP_MAX_QP_RD_ATOMIC; }
+  if (Has(o, "maxDestRdAtomic")) { a.max_dest_rd_atomic = U8(o, "maxDestRdAtomic"); mask |= IBV_QP_MAX_DEST_RD_ATOMIC; }
+  if (Has(o, "ahAttr")) {
+    if (!o.Get("ahAttr").IsObject()) ThrowType(env, "ahAttr must be an object");
+    ParseAh(o.Get("ahAttr").As<Napi::Object>(), a.ah_attr);
+    mask |= IBV_QP_AV;
+  }
+  if (mask == 0) ThrowType(env, "attrs names no attribute to modify");
+  int rc = ibv_modify_qp(qp, &a, mask);
+  if (rc) Throw(env, "ibv_modify_qp", rc);
+  return env.Undefined();
+}
+
+Napi::Value QueuePair::Query(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ibv_qp* qp = Get(env);
+  ibv_qp_attr a = {};
+  ibv_qp_init_attr ia = {};
+  int mask = IBV_QP_STATE | IBV_QP_CUR_STATE | IBV_QP_PATH_MTU | IBV_QP_QKEY | IBV_QP_RQ_PSN | IBV_QP_SQ_PSN |
+             IBV_QP_DEST_QPN | IBV_QP_ACCESS_FLAGS | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_TIMEOUT |
+             IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_MIN_RNR_TIMER | IBV_QP_MAX_QP_RD_ATOMIC |
+             IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_AV | IBV_QP_CAP;
+  int rc = ibv_query_qp(qp, &a, mask, &ia);
+  if (rc) Throw(env, "ibv_query_qp", rc);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("qpState", uint32_t(a.qp_state));
+  o.Set("pathMtu", MtuBytes(a.path_mtu));
+  o.Set("qkey", a.qkey);
+  o.Set("rqPsn", a.rq_psn);
+  o.Set("sqPsn", a.sq_psn);
+  o.Set("destQpNum", a.dest_qp_num);
+  o.Set("qpAccessFlags", uint32_t(a.qp_access_flags));
+  o.Set("pkeyIndex", a.pkey_index);
+  o.Set("portNum", a.port_num);
+  o.Set("timeout", a.timeout);
+  o.Set("retryCnt", a.retry_cnt);
+  o.Set("rnrRetry", a.rnr_retry);
+  o.Set("minRnrTimer", a.min_rnr_timer);
+  o.Set("maxRdAtomic", a.max_rd_atomic);
+  o.Set("maxDestRdAtomic", a.max_dest_rd_atomic);
+  o.Set("ahAttr", AhToJs(env, a.ah_attr));
+  Napi::Object cap = Napi::Object::New(env);
+  cap.Set("maxSendWr", a.cap.max_send_wr);
+  cap.Set("maxRecvWr", a.cap.max_recv_wr);
+  cap.Set("maxSendSge", a.cap.max_send_sge);
+  cap.Set("maxRecvSge", a.cap.max_recv_sge);
+  cap.Set("maxInlineData", a.cap.max_inline_data);
+  o.Set("cap", cap);
+  o.Set("sigAll", ia.sq_sig_all != 0);
+  o.Set("type", uint32_t(ia.qp_type));
+  return o;
+}
+
+// postSend([{wrId, opcode, flags, sge, imm, invalidateRkey, remoteAddr, rkey,
+//   compareAdd, swap, mw, bindMr, bindAddr, bindLength, bindAccess}])
+Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ibv_qp* qp = Get(env);
+  if (!info[0].IsArray()) ThrowType(env, "wrs must be an array");
+  Napi::Array list = info[0].As<Napi::Array>();
+  uint32_t n = list.Length();
+  if (n == 0) return env.Undefined();
+  std::vector<ibv_send_wr> wrs(n);
+  std::vector<ibv_sge> sges;
+  std::vector<size_t> sge_counts(n);
+  std::vector<std::pair<ibv_mw*, uint32_t>> binds;  // rkeys to commit once posted
+  sges.reserve(n * 2);
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value e = list.Get(i);
+    if (!e.IsObject()) ThrowType(env, "wrs[" + std::to_string(i) + "] must be an object");
+    Napi::Object o = e.As<Napi::Object>();
+    ibv_send_wr& wr = wrs[i];
+    wr = {};
+    wr.wr_id = ArgU64(o.Get("wrId"), "wrId");
+    wr.opcode = ibv_wr_opcode(ArgU32(o.Get("opcode"), "opcode"));
+    wr.send_flags = Has(o, "flags") ? ArgU32(o.Get("flags"), "flags") : 0;
+    ParseSges(o.Get("sge"), sges, sge_counts[i]);
+    switch (wr.opcode) {
+      case IBV_WR_SEND_WITH_IMM:
+      case IBV_WR_RDMA_WRITE_WITH_IMM:
+        wr.imm_data = htobe32(ArgU32(o.Get("imm"), "imm"));
+        break;
+      case IBV_WR_SEND_WITH_INV:
+      case IBV_WR_LOCAL_INV:
+        wr.invalidate_rkey = ArgU32(o.Get("invalidateRkey"), "invalidateRkey");
+        break;
+      default:
+        break;
+    }
+    switch (wr.opcode) {
+      case IBV_WR_RDMA_WRITE:
+      case IBV_WR_RDMA_WRITE_WITH_IMM:
+      case IBV_WR_RDMA_READ:
+        wr.wr.rdma.remote_addr = ArgU64(o.Get("remoteAddr"), "remoteAddr");
+        wr.wr.rdma.rkey = ArgU32(o.Get("rkey"), "rkey");
+        break;
+      case IBV_WR_ATOMIC_CMP_AND_SWP:
+      case IBV_WR_ATOMIC_FETCH_AND_ADD:
+        wr.wr.atomic.remote_addr = ArgU64(o.Get("remoteAddr"), "remoteAddr");
+        wr.wr.atomic.rkey = ArgU32(o.Get("rkey"), "rkey");
+        wr.wr.atomic.compare_add = ArgU64(o.Get("compareAdd"), "compareAdd");
+        if (wr.opcode == IBV_WR_ATOMIC_CMP_AND_SWP) wr.wr.atomic.swap = ArgU64(o.Get("swap"), "swap");
+        break;
+      case IBV_WR_BIND_MW: {
+        MemoryWindow* mww = MemoryWindow::From(o.Get("mw"), "mw");
+        ibv_mw* mw = mww->Get(env);
+        wr.bind_mw.mw = mw;
+        wr.bind_mw.rkey = ibv_inc_rkey(mw->rkey);
+        binds.emplace_back(mw, wr.bind_mw.rkey);
+        if (Has(o, "bindMr") && !o.Get("bindMr").IsNull()) {
+          wr.bind_mw.bind_info.mr = MemoryRegion::From(o.Get("bindMr"), "bindMr")->Get(env);
+          wr.bind_mw.bind_info.addr = ArgU64(o.Get("bindAddr"), "bindAddr");
+          wr.bind_mw.bind_info.length = ArgU64(o.Get("bindLength"), "bindLength");
+          wr.bind_mw.bind_info.mw_access_flags = ArgU32(o.Get("bindAccess"), "bindAccess");
+        }
+        break;
+      }
+      case IBV_WR_SEND:
+      case IBV_WR_SEND_WITH_IMM:
+      case IBV_WR_SEND_WITH_INV:
+      case IBV_WR_LOCAL_INV:
+        break;
+      default:
+        ThrowRange(env, "opcode " + std::to_string(wr.opcode) + " is not supported by postSend");
+    }
+  }
+  size_t off = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    wrs[i].sg_list = sge_counts[i] ? &sges[off] : nullptr;
+    wrs[i].num_sge = int(sge_counts[i]);
+    off += sge_counts[i];
+    wrs[i].next = i + 1 < n ? &wrs[i + 1] : nullptr;
+  }
+  ibv_send_wr* bad = nullptr;
+  int rc = ibv_post_send(qp, wrs.data(), &bad);
+  // a bound window's new rkey is valid from the post on (the bind executes in
+  // order before any later WR); on failure only WRs before `bad` were posted
+  for (auto& b : binds) {
+    bool posted = true;
+    if (rc) {
+      for (ibv_send_wr* w = bad; w; w = w->next)
+        if (w->opcode == IBV_WR_BIND_MW && w->bind_mw.mw == b.first && w->bind_mw.rkey == b.second) posted = false;
+    }
+    if (posted) b.first->rkey = b.second;
+  }
+  if (rc) {
+    size_t idx = bad ? size_t(bad - wrs.data()) : 0;
+    Throw(env, "ibv_post_send", rc, "work request " + std::to_string(idx) + " of " + std::to_string(n));
+  }
+  return env.Undefined();
+}
+
+void ParseRecvList(const Napi::Value& v, RecvStorage& st) {
+  Napi::Env env = v.Env();
+  if (!v.IsArray()) ThrowType(env, "wrs must be an array");
+  Napi::Array list = v.As<Napi::Array>();
+  uint32_t n = list.Length();
+  st.wrs.assign(n, ibv_recv_wr{});
+  std::vector<size_t> counts(n);
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value e = list.Get(i);
+    if (!e.IsObject()) ThrowType(env, "wrs[" + std::to_string(i) + "] must be an object");
+    Napi::Object o = e.As<Napi::Object>();
+    st.wrs[i].wr_id = ArgU64(o.Get("wrId"), "wrId");
+    ParseSges(o.Get("sge"), st.sges, counts[i]);
+  }
+  size_t off = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    st.wrs[i].sg_list = counts[i] ? &st.sges[off] : nullptr;
+    st.wrs[i].num_sge = int(counts[i]);
+    off += counts[i];
+    st.wrs[i].next = i + 1 < n ? &st.wrs[i + 1] : nullptr;
+  }
+}
+
+Napi::Value QueuePair::PostRecv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ibv_qp* qp = Get(env);
+  RecvStorage st;
+  ParseRecvList(info[0], st);
+  if (st.wrs.empty()) return env.Undefined();
+  ibv_recv_wr* bad = nullptr;
+  int rc = ibv_post_recv(qp, st.wrs.data(), &bad);
+  if (rc) {
+    size_t idx = bad ? size_t(bad - st.wrs.data()) : 0;
+    Throw(env, "ibv_post_recv", rc, "work request " + std::to_string(idx) + " of " + std::to_string(st.wrs.size()));
+  }
+  return env.Undefined();
+}
+
+Napi::Value QueuePair::GetQpNum(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), qp_ ? qp_->qp_num : 0);
+}
+Napi::Value QueuePair::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !qp_); }
+
+}  // namespace rdma

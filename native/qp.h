@@ -1,0 +1,45 @@
+// QueuePair: ibv_create_qp (or rdma_create_qp on a CM id), modify, query,
+// post_send with lists of work requests of every opcode, post_recv.
+#pragma once
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
+#include <napi.h>
+#include <vector>
+
+namespace rdma {
+
+class QueuePair : public Napi::ObjectWrap<QueuePair> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports);
+  explicit QueuePair(const Napi::CallbackInfo& info);
+  ~QueuePair() override;
+
+  ibv_qp* Get(Napi::Env env);
+  static QueuePair* From(const Napi::Value& v, const char* name);
+  // Called by the CM id when it is destroyed before the QP was closed.
+  void DetachFromCm();
+
+ private:
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Modify(const Napi::CallbackInfo& info);
+  Napi::Value Query(const Napi::CallbackInfo& info);
+  Napi::Value PostSend(const Napi::CallbackInfo& info);
+  Napi::Value PostRecv(const Napi::CallbackInfo& info);
+  Napi::Value GetQpNum(const Napi::CallbackInfo& info);
+  Napi::Value GetClosed(const Napi::CallbackInfo& info);
+  int Destroy();
+
+  ibv_qp* qp_ = nullptr;
+  rdma_cm_id* cm_id_ = nullptr;  // set when created by rdma_create_qp
+  Napi::ObjectReference pd_, send_cq_, recv_cq_, srq_, cm_;
+};
+
+// Shared with SharedReceiveQueue: parses [{wrId, sge: [{addr, length, lkey}]}]
+// into linked recv WRs.
+struct RecvStorage {
+  std::vector<ibv_recv_wr> wrs;
+  std::vector<ibv_sge> sges;
+};
+void ParseRecvList(const Napi::Value& v, RecvStorage& st);
+
+}  // namespace rdma

@@ -1,0 +1,106 @@
+#include "srq.h"
+
+#include <cerrno>
+
+#include "pd.h"
+#include "qp.h"
+#include "util/errors.h"
+
+namespace rdma {
+
+void SharedReceiveQueue::Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("SharedReceiveQueue", DefineClass(env, "SharedReceiveQueue", {
+      InstanceMethod<&SharedReceiveQueue::Close>("close"),
+      InstanceMethod<&SharedReceiveQueue::PostRecv>("postRecv"),
+      InstanceMethod<&SharedReceiveQueue::Modify>("modify"),
+      InstanceMethod<&SharedReceiveQueue::Query>("query"),
+      InstanceAccessor<&SharedReceiveQueue::GetHandle>("handle"),
+      InstanceAccessor<&SharedReceiveQueue::GetClosed>("closed"),
+  }));
+}
+
+// new SharedReceiveQueue(pd, {maxWr, maxSge, limit})
+SharedReceiveQueue::SharedReceiveQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SharedReceiveQueue>(info) {
+  Napi::Env env = info.Env();
+  ibv_pd* pd = ProtectionDomain::From(info[0], "pd")->Get(env);
+  if (!info[1].IsObject()) ThrowType(env, "attrs must be an object");
+  Napi::Object a = info[1].As<Napi::Object>();
+  ibv_srq_init_attr attr = {};
+  attr.attr.max_wr = ArgU32(a.Get("maxWr"), "maxWr");
+  attr.attr.max_sge = ArgU32(a.Get("maxSge"), "maxSge");
+  attr.attr.srq_limit = ArgU32(a.Get("limit"), "limit");
+  errno = 0;
+  srq_ = ibv_create_srq(pd, &attr);
+  if (!srq_) Throw(env, "ibv_create_srq", errno ? errno : EINVAL);
+  pd_ = Napi::Persistent(info[0].As<Napi::Object>());
+}
+
+SharedReceiveQueue::~SharedReceiveQueue() {
+  if (srq_) ibv_destroy_srq(srq_);
+}
+
+ibv_srq* SharedReceiveQueue::Get(Napi::Env env) {
+  if (!srq_) ThrowClosed(env, "SharedReceiveQueue");
+  return srq_;
+}
+
+SharedReceiveQueue* SharedReceiveQueue::From(const Napi::Value& v, const char* name) {
+  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a SharedReceiveQueue");
+  return Unwrap(v.As<Napi::Object>());
+}
+
+Napi::Value SharedReceiveQueue::Close(const Napi::CallbackInfo& info) {
+  if (srq_) {
+    int rc = ibv_destroy_srq(srq_);
+    if (rc) Throw(info.Env(), "ibv_destroy_srq", rc, "queue pairs using it must be closed first");
+    srq_ = nullptr;
+    pd_.Reset();
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value SharedReceiveQueue::PostRecv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ibv_srq* srq = Get(env);
+  RecvStorage st;
+  ParseRecvList(info[0], st);
+  if (st.wrs.empty()) return env.Undefined();
+  ibv_recv_wr* bad = nullptr;
+  int rc = ibv_post_srq_recv(srq, st.wrs.data(), &bad);
+  if (rc) {
+    size_t idx = bad ? size_t(bad - st.wrs.data()) : 0;
+    Throw(env, "ibv_post_srq_recv", rc, "work request " + std::to_string(idx));
+  }
+  return env.Undefined();
+}
+
+// modify({limit}) arms the SRQ limit event (SRQ_LIMIT_REACHED)
+Napi::Value SharedReceiveQueue::Modify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ibv_srq* srq = Get(env);
+  if (!info[0].IsObject()) ThrowType(env, "attrs must be an object");
+  ibv_srq_attr a = {};
+  a.srq_limit = ArgU32(info[0].As<Napi::Object>().Get("limit"), "limit");
+  int rc = ibv_modify_srq(srq, &a, IBV_SRQ_LIMIT);
+  if (rc) Throw(env, "ibv_modify_srq", rc);
+  return env.Undefined();
+}
+
+Napi::Value SharedReceiveQueue::Query(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ibv_srq_attr a = {};
+  int rc = ibv_query_srq(Get(env), &a);
+  if (rc) Throw(env, "ibv_query_srq", rc);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("maxWr", a.max_wr);
+  o.Set("maxSge", a.max_sge);
+  o.Set("limit", a.srq_limit);
+  return o;
+}
+
+Napi::Value SharedReceiveQueue::GetHandle(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), srq_ ? srq_->handle : 0);
+}
+Napi::Value SharedReceiveQueue::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !srq_); }
+
+}  // namespace rdma
