@@ -247,7 +247,6 @@ void CmId::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&CmId::Accept>("accept"),
       InstanceMethod<&CmId::Reject>("reject"),
       InstanceMethod<&CmId::Disconnect>("disconnect"),
-      InstanceMethod<&CmId::GetContext>("context"),
       InstanceMethod<&CmId::GetInfo>("info"),
       InstanceAccessor<&CmId::GetClosed>("closed"),
   });
@@ -388,15 +387,6 @@ Napi::Value CmId::Disconnect(const Napi::CallbackInfo& info) {
   rdma_cm_id* id = Get(env);
   if (rdma_disconnect(id) != 0) Throw(env, "rdma_disconnect", errno);
   return env.Undefined();
-}
-
-// context(): the device context the id is bound to (a Context that does not
-// own it: librdmacm does), or null before address resolution / bind
-Napi::Value CmId::GetContext(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  rdma_cm_id* id = Get(env);
-  if (!id->verbs) return env.Null();
-  return Context::Borrow(env, id->verbs, Value());
 }
 
 Napi::Value CmId::GetInfo(const Napi::CallbackInfo& info) {

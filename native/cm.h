@@ -65,7 +65,6 @@ class CmId : public Napi::ObjectWrap<CmId> {
   Napi::Value Accept(const Napi::CallbackInfo& info);
   Napi::Value Reject(const Napi::CallbackInfo& info);
   Napi::Value Disconnect(const Napi::CallbackInfo& info);
-  Napi::Value GetContext(const Napi::CallbackInfo& info);
   Napi::Value GetInfo(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
 

@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <set>
 #include <vector>
 
 #include "util/errors.h"
@@ -130,12 +132,6 @@ const char* AsyncEventName(ibv_event_type t) {
 
 }  // namespace
 
-static Napi::FunctionReference g_context_ctor;
-
-Napi::Object Context::Borrow(Napi::Env env, ibv_context* ctx, Napi::Object owner) {
-  return g_context_ctor.New({Napi::External<ibv_context>::New(env, ctx), owner});
-}
-
 void Context::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = DefineClass(env, "Context", {
       InstanceMethod<&Context::Close>("close"),
@@ -147,47 +143,37 @@ void Context::Init(Napi::Env env, Napi::Object exports) {
       InstanceAccessor<&Context::GetName>("name"),
       InstanceAccessor<&Context::GetClosed>("closed"),
   });
-  g_context_ctor = Napi::Persistent(cls);
-  g_context_ctor.SuppressDestruct();
   exports.Set("Context", cls);
 }
 
+// Devices are taken from librdmacm (rdma_get_devices), not opened with
+// ibv_open_device: librdmacm binds CM ids to these same contexts, so PDs,
+// CQs and MRs made here work with QPs created on CM ids. librdmacm keeps the
+// devices open while it is loaded; close() releases our list.
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
   Napi::Env env = info.Env();
-  if (info[0].IsExternal()) {
-    ctx_ = info[0].As<Napi::External<ibv_context>>().Data();
-    owned_ = false;
-    owner_ = Napi::Persistent(info[1].As<Napi::Object>());
-    name_ = ibv_get_device_name(ctx_->device);
-    return;
-  }
   name_ = ArgString(info[0], "name");
   int n = 0;
-  ibv_device** list = ibv_get_device_list(&n);
-  if (!list) Throw(env, "ibv_open_device", ENODEV, "no RDMA device named '" + name_ + "' (this host has no RDMA devices)");
-  ibv_device* dev = nullptr;
+  errno = 0;
+  list_ = rdma_get_devices(&n);
+  if (!list_) Throw(env, "rdma_get_devices", ENODEV, "no RDMA device named '" + name_ + "' (this host has no RDMA devices)");
   for (int i = 0; i < n; i++)
-    if (name_ == ibv_get_device_name(list[i])) dev = list[i];
-  if (!dev) {
-    ibv_free_device_list(list);
-    Throw(env, "ibv_open_device", ENODEV, "no RDMA device named '" + name_ + "'");
+    if (name_ == ibv_get_device_name(list_[i]->device)) ctx_ = list_[i];
+  if (!ctx_) {
+    rdma_free_devices(list_);
+    list_ = nullptr;
+    Throw(env, "rdma_get_devices", ENODEV, "no RDMA device named '" + name_ + "'");
   }
-  ctx_ = ibv_open_device(dev);
-  int err = errno;
-  ibv_free_device_list(list);
-  if (!ctx_) Throw(env, "ibv_open_device", err ? err : ENODEV, name_);
 }
 
 Context::~Context() { Release(); }
 
 void Context::Release() {
-  if (poller_) poller_->Close();
-  poller_ = nullptr;
-  on_event_.Reset();
+  StopWatching();
   async_.reset();
-  if (ctx_ && owned_) ibv_close_device(ctx_);
   ctx_ = nullptr;
-  owner_.Reset();
+  if (list_) rdma_free_devices(list_);
+  list_ = nullptr;
 }
 
 ibv_context* Context::Get(Napi::Env env, const char* what) {
@@ -201,16 +187,7 @@ Context* Context::From(const Napi::Value& v, const char* name) {
 }
 
 Napi::Value Context::Close(const Napi::CallbackInfo& info) {
-  if (ctx_) {
-    if (poller_) poller_->Close();
-    poller_ = nullptr;
-    on_event_.Reset();
-    async_.reset();
-    int rc = owned_ ? ibv_close_device(ctx_) : 0;
-    ctx_ = nullptr;
-    owner_.Reset();
-    if (rc) Throw(info.Env(), "ibv_close_device", errno);
-  }
+  Release();
   return info.Env().Undefined();
 }
 
@@ -337,34 +314,71 @@ Napi::Value Context::QueryGidTable(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Every Context over one device shares librdmacm's ibv_context and so its
+// async fd: one Poller per ibv_context reads the events and hands each to
+// every watching Context.
+namespace {
+struct AsyncHub {
+  Poller* poller = nullptr;
+  std::set<Context*> watchers;
+};
+std::map<ibv_context*, AsyncHub> g_hubs;
+}  // namespace
+
 // watchEvents(cb): cb({ type, port?, qpNum?, cqHandle?, srqHandle? }) per async event.
 Napi::Value Context::WatchEvents(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_context* ctx = Get(env);
   if (!info[0].IsFunction()) ThrowType(env, "callback must be a function");
-  on_event_ = Napi::Persistent(info[0].As<Napi::Function>());
-  if (!poller_) {
+  AsyncHub& hub = g_hubs[ctx];
+  if (!hub.poller) {
     int err = SetNonBlocking(ctx->async_fd);
-    if (err) Throw(env, "fcntl", err, "async_fd");
-    async_ = std::make_unique<Napi::AsyncContext>(env, "rdma:async-events");
-    poller_ = Poller::Create(env, ctx->async_fd, [this]() { DrainEvents(); });
+    if (!err) {
+      try {
+        hub.poller = Poller::Create(env, ctx->async_fd, [ctx]() { DrainEvents(ctx); });
+      } catch (...) {
+        g_hubs.erase(ctx);
+        throw;
+      }
+    } else {
+      g_hubs.erase(ctx);
+      Throw(env, "fcntl", err, "async_fd");
+    }
+    hub.poller->Start();  // never ref'd: events alone do not keep a process alive
   }
-  poller_->Start();  // never ref'd: events alone do not keep a process alive
+  on_event_ = Napi::Persistent(info[0].As<Napi::Function>());
+  if (!async_) async_ = std::make_unique<Napi::AsyncContext>(env, "rdma:async-events");
+  hub.watchers.insert(this);
   return env.Undefined();
 }
 
-Napi::Value Context::UnwatchEvents(const Napi::CallbackInfo& info) {
-  if (poller_) poller_->Stop();
+void Context::StopWatching() {
+  if (ctx_) {
+    auto it = g_hubs.find(ctx_);
+    if (it != g_hubs.end()) {
+      it->second.watchers.erase(this);
+      if (it->second.watchers.empty()) {
+        it->second.poller->Close();
+        g_hubs.erase(it);
+      }
+    }
+  }
   on_event_.Reset();
+}
+
+Napi::Value Context::UnwatchEvents(const Napi::CallbackInfo& info) {
+  StopWatching();
   return info.Env().Undefined();
 }
 
-void Context::DrainEvents() {
-  Napi::Env env = Env();
+void Context::DrainEvents(ibv_context* ctx) {
   for (;;) {
-    if (!ctx_) return;
+    auto it = g_hubs.find(ctx);
+    if (it == g_hubs.end()) return;
     ibv_async_event ev;
-    if (ibv_get_async_event(ctx_, &ev) != 0) return;  // EAGAIN: drained
+    if (ibv_get_async_event(ctx, &ev) != 0) return;  // EAGAIN: drained
+    std::set<Context*> watchers = it->second.watchers;
+    Napi::Env env = (*watchers.begin())->Env();
     Napi::HandleScope scope(env);
     Napi::Object o = Napi::Object::New(env);
     o.Set("type", AsyncEventName(ev.event_type));
@@ -381,7 +395,6 @@ void Context::DrainEvents() {
         o.Set("srqHandle", ev.element.srq->handle);
         break;
       case IBV_EVENT_DEVICE_FATAL:
-        break;
       case IBV_EVENT_WQ_FATAL:
         break;
       default:
@@ -389,7 +402,11 @@ void Context::DrainEvents() {
         break;
     }
     ibv_ack_async_event(&ev);
-    if (!on_event_.IsEmpty()) CallFromLoop(env, on_event_, *async_, {o});
+    for (Context* w : watchers) {
+      auto cur = g_hubs.find(ctx);
+      if (cur == g_hubs.end() || !cur->second.watchers.count(w)) continue;  // unwatched meanwhile
+      if (!w->on_event_.IsEmpty()) CallFromLoop(env, w->on_event_, *w->async_, {o});
+    }
   }
 }
 

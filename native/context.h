@@ -1,8 +1,9 @@
-// Context: an opened device (ibv_open_device). Queries (device, port, GID
+// Context: an opened device (librdmacm's context for it, see context.cc). Queries (device, port, GID
 // table) and async events (ibv_get_async_event on the context's async fd,
 // watched by a Poller only while JS listens).
 #pragma once
 #include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
 #include <napi.h>
 #include <memory>
 
@@ -19,9 +20,6 @@ class Context : public Napi::ObjectWrap<Context> {
   // The open context, or throws ECLOSED.
   ibv_context* Get(Napi::Env env, const char* what = "Context");
   static Context* From(const Napi::Value& v, const char* name);
-  // A Context over a device context someone else owns (librdmacm for a CM
-  // id): never closed by us; keeps `owner` alive.
-  static Napi::Object Borrow(Napi::Env env, ibv_context* ctx, Napi::Object owner);
 
  private:
   Napi::Value Close(const Napi::CallbackInfo& info);
@@ -32,14 +30,13 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value UnwatchEvents(const Napi::CallbackInfo& info);
   Napi::Value GetName(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
-  void DrainEvents();
+  static void DrainEvents(ibv_context* ctx);
+  void StopWatching();
   void Release();
 
   ibv_context* ctx_ = nullptr;
-  bool owned_ = true;
-  Napi::ObjectReference owner_;
+  ibv_context** list_ = nullptr;  // from rdma_get_devices
   std::string name_;
-  Poller* poller_ = nullptr;
   Napi::FunctionReference on_event_;
   std::unique_ptr<Napi::AsyncContext> async_;
 };
