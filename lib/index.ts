@@ -1,3 +1,3 @@
 /** node-rdma's public surface. */
 export { RdmaError } from './errors';
-export * from './verbs/device';
+export * from './verbs';

@@ -3,6 +3,8 @@
  */
 import { EventEmitter } from 'events';
 import { native, NativeAsyncEvent, NativeContext, NativeDeviceInfo, NativeGidEntry } from '../native';
+import { CompletionQueue, CompletionQueueOptions } from './cq';
+import { ProtectionDomain } from './pd';
 import { Resource } from './resource';
 
 export type DeviceInfo = NativeDeviceInfo;
@@ -118,6 +120,18 @@ export class Device extends Resource {
   gids(): GidEntry[] {
     this.assertOpen();
     return this.handle.queryGidTable();
+  }
+
+  /** A protection domain (ibv_alloc_pd). */
+  allocPd(): ProtectionDomain {
+    this.assertOpen();
+    return new ProtectionDomain(this);
+  }
+
+  /** A completion queue with its own completion channel. */
+  createCompletionQueue(options: CompletionQueueOptions = {}): CompletionQueue {
+    this.assertOpen();
+    return new CompletionQueue(this, options);
   }
 
   on(event: string, listener: (ev: AsyncEvent) => void): this {

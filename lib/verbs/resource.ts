@@ -24,6 +24,13 @@ export abstract class Resource {
     if (this.#closed) throw closedError(what);
   }
 
+  /** Makes `child` (created without a parent) close with this object. */
+  protected adopt(child: Resource): void {
+    if (child.#parent) child.#parent.#children.delete(child);
+    child.#parent = this;
+    this.#children.add(child);
+  }
+
   /** Closes the children (newest first), then this object. Idempotent. */
   close(): void {
     if (this.#closed) return;

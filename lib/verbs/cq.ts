@@ -1,0 +1,178 @@
+/**
+ * Completion queues. Completions arrive in batches ('completions' event, one
+ * JS call per batch); the completion channel is watched by libuv and keeps
+ * the process alive only while work is outstanding (signaled sends posted
+ * through a QueuePair, or an explicit ref()), so an idle CQ never does.
+ */
+import { EventEmitter } from 'events';
+import { native } from '../native';
+import { WC_OPCODE, WC_STATUS, WcFlags, WcStatusName } from './constants';
+import { Resource } from './resource';
+import type { Device } from './device';
+
+export interface WorkCompletion {
+  wrId: number;
+  status: number;
+  statusName: WcStatusName;
+  /** status === SUCCESS */
+  ok: boolean;
+  opcode: number;
+  opcodeName: string;
+  vendorErr: number;
+  byteLen: number;
+  /** The immediate data (host order) when the completion carries one. */
+  imm?: number;
+  /** The rkey the peer invalidated (SEND_WITH_INV received). */
+  invalidatedRkey?: number;
+  qpNum: number;
+  srcQp: number;
+  wcFlags: number;
+}
+
+export interface CompletionQueueOptions {
+  /** Minimum number of entries (ibv_create_cq cqe). Default 256. */
+  cqe?: number;
+  /** Completions delivered per JS call at most. Default 64. */
+  batch?: number;
+  /**
+   * Poll from the event loop (setImmediate) while work is outstanding instead
+   * of sleeping on the completion channel: lower latency, one core busy.
+   */
+  busyPoll?: boolean;
+}
+
+const STRIDE = 10;
+
+export class CompletionQueue extends Resource {
+  readonly device: Device;
+  readonly busyPoll: boolean;
+  /** @internal */
+  readonly handle: any;
+  readonly #wcs: Uint32Array;
+  readonly #events = new EventEmitter();
+  #outstanding = 0;
+  #userRefs = 0;
+  #busyTimer: NodeJS.Immediate | undefined;
+
+  /** @internal use Device.createCompletionQueue() */
+  constructor(device: Device, options: CompletionQueueOptions = {}) {
+    super(device);
+    const cqe = options.cqe ?? 256;
+    const batch = options.batch ?? 64;
+    if (!Number.isInteger(cqe) || cqe < 1 || cqe > 0x3fffffff) throw new RangeError(`cqe must be an integer >= 1, got ${cqe}`);
+    if (!Number.isInteger(batch) || batch < 1 || batch > 4096) throw new RangeError(`batch must be an integer from 1 to 4096, got ${batch}`);
+    this.device = device;
+    this.busyPoll = options.busyPoll ?? false;
+    this.#wcs = new Uint32Array(batch * STRIDE);
+    this.handle = new (native().CompletionQueue)(device.handle, cqe, this.#wcs);
+    this.handle.start((n: number) => this.#deliver(n));
+  }
+
+  /** The CQ's size as the device rounded it. */
+  get cqe(): number {
+    return this.handle.cqe;
+  }
+
+  /** Listen for batches: (wcs: WorkCompletion[]) => void. */
+  on(event: 'completions', listener: (wcs: WorkCompletion[]) => void): this {
+    this.#events.on(event, listener);
+    return this;
+  }
+
+  off(event: 'completions', listener: (wcs: WorkCompletion[]) => void): this {
+    this.#events.off(event, listener);
+    return this;
+  }
+
+  /** Polls once (ibv_poll_cq), without waiting. Also emits the batch. */
+  poll(): WorkCompletion[] {
+    this.assertOpen();
+    const n = this.handle.poll();
+    return n ? this.#deliver(n) : [];
+  }
+
+  /** Keep the process alive while this CQ is waited on (counted). */
+  ref(): this {
+    this.assertOpen();
+    this.#userRefs++;
+    this.#updateRef();
+    return this;
+  }
+
+  unref(): this {
+    if (this.#userRefs > 0) this.#userRefs--;
+    this.#updateRef();
+    return this;
+  }
+
+  /** @internal a QueuePair posted `n` work requests that will complete here */
+  expect(n: number): void {
+    this.#outstanding += n;
+    this.#updateRef();
+  }
+
+  #deliver(n: number): WorkCompletion[] {
+    const w = this.#wcs;
+    const out: WorkCompletion[] = new Array(n);
+    let sends = 0;
+    for (let i = 0; i < n; i++) {
+      const o = i * STRIDE;
+      const status = w[o + 2];
+      const opcode = w[o + 3];
+      const flags = w[o + 9];
+      const wc: WorkCompletion = {
+        wrId: w[o] + w[o + 1] * 0x100000000,
+        status,
+        statusName: (WC_STATUS[status] ?? 'UNKNOWN') as WcStatusName,
+        ok: status === 0,
+        opcode,
+        opcodeName: WC_OPCODE[opcode] ?? `OPCODE_${opcode}`,
+        vendorErr: w[o + 4],
+        byteLen: w[o + 5],
+        qpNum: w[o + 7],
+        srcQp: w[o + 8],
+        wcFlags: flags,
+      };
+      if (flags & WcFlags.WITH_IMM) wc.imm = w[o + 6];
+      if (flags & WcFlags.WITH_INV) wc.invalidatedRkey = w[o + 6];
+      // a flushed send-queue WR may come back without its send opcode; only
+      // receives (opcode >= 128 on success) do not settle an outstanding send
+      if (!(status === 0 && opcode >= 128)) sends++;
+      out[i] = wc;
+    }
+    if (sends) {
+      this.#outstanding = Math.max(0, this.#outstanding - sends);
+      this.#updateRef();
+    }
+    this.#events.emit('completions', out);
+    return out;
+  }
+
+  #updateRef(): void {
+    if (this.closed) return;
+    const busy = this.#outstanding > 0 || this.#userRefs > 0;
+    if (this.busyPoll) {
+      if (busy && !this.#busyTimer) this.#busyLoop();
+      return;
+    }
+    if (busy) this.handle.ref();
+    else this.handle.unref();
+  }
+
+  #busyLoop(): void {
+    this.#busyTimer = setImmediate(() => {
+      this.#busyTimer = undefined;
+      if (this.closed) return;
+      const n = this.handle.poll();
+      if (n) this.#deliver(n);
+      if (this.#outstanding > 0 || this.#userRefs > 0) this.#busyLoop();
+    });
+  }
+
+  protected release(): void {
+    if (this.#busyTimer) clearImmediate(this.#busyTimer);
+    this.#busyTimer = undefined;
+    this.#events.removeAllListeners();
+    this.handle.close();
+  }
+}

@@ -1,0 +1,12 @@
+/** The verbs layer: one class per verbs object. */
+export * from './constants';
+export { Device, DeviceAttributes, DeviceInfo, GidEntry, AsyncEvent, PortAttributes, listDevices, openDevice } from './device';
+export { ProtectionDomain, DmabufRange } from './pd';
+export { MemoryRegion, MemoryRegionKind, MemoryWindow, Udmabuf, Sge, allocate, pageSize } from './memory';
+export { CompletionQueue, CompletionQueueOptions, WorkCompletion } from './cq';
+export {
+  QueuePair, QueuePairInit, QpAttr, QpQuery, AhAttr, Grh, SendWorkRequest, RecvWorkRequest,
+  SharedReceiveQueue, SharedReceiveQueueInit,
+} from './qp';
+export { CmId, ConnParam, CmAddress, CmInfo } from './cm';
+export { Resource } from './resource';

@@ -1,0 +1,162 @@
+/**
+ * Memory regions, memory windows and the udmabuf helper.
+ */
+import { RdmaError } from '../errors';
+import { native } from '../native';
+import { ADVISE_MR_FLAG_FLUSH, Advice } from './constants';
+import { Resource } from './resource';
+import type { ProtectionDomain } from './pd';
+
+/** A scatter/gather element: `length` bytes at `addr`, registered under `lkey`. */
+export interface Sge {
+  addr: number;
+  length: number;
+  lkey: number;
+}
+
+export type MemoryRegionKind = 'buffer' | 'on-demand' | 'implicit-on-demand' | 'dmabuf';
+
+/**
+ * A registered memory region (ibv_mr). The memory it covers stays alive
+ * while it is registered, whatever JS does with its references.
+ */
+export class MemoryRegion extends Resource {
+  readonly pd: ProtectionDomain;
+  readonly kind: MemoryRegionKind;
+  /** The registered JS memory (kind 'buffer' and 'on-demand'). */
+  readonly buffer: ArrayBuffer | ArrayBufferView | undefined;
+  /** @internal */
+  readonly handle: any;
+  readonly addr: number;
+  readonly length: number;
+  readonly lkey: number;
+  readonly rkey: number;
+
+  /** @internal use ProtectionDomain.registerMemory() and friends */
+  constructor(pd: ProtectionDomain, kind: MemoryRegionKind, handle: any, buffer?: ArrayBuffer | ArrayBufferView) {
+    super(pd);
+    this.pd = pd;
+    this.kind = kind;
+    this.handle = handle;
+    this.buffer = buffer;
+    this.addr = handle.addr;
+    this.length = handle.length;
+    this.lkey = handle.lkey;
+    this.rkey = handle.rkey;
+  }
+
+  /** An SGE for [offset, offset + length) of this region. */
+  sge(offset = 0, length = this.length - offset): Sge {
+    this.assertOpen();
+    if (!Number.isInteger(offset) || offset < 0 || offset > this.length) {
+      throw new RangeError(`offset must be an integer from 0 to ${this.length}, got ${offset}`);
+    }
+    if (!Number.isInteger(length) || length < 0 || offset + length > this.length) {
+      throw new RangeError(`length must be an integer from 0 to ${this.length - offset}, got ${length}`);
+    }
+    return { addr: this.addr + offset, length, lkey: this.lkey };
+  }
+
+  /**
+   * ibv_advise_mr on an on-demand region: prefetch pages ahead of use.
+   * `ranges` default to the whole region (an implicit region needs them).
+   */
+  advise(
+    advice: keyof typeof Advice,
+    options: { flush?: boolean; ranges?: Array<{ addr: number; length: number }> } = {},
+  ): void {
+    this.assertOpen();
+    if (!(advice in Advice)) throw new TypeError(`advice must be one of ${Object.keys(Advice).join(', ')}`);
+    if (this.kind !== 'on-demand' && this.kind !== 'implicit-on-demand') {
+      throw new RdmaError(
+        'ibv_advise_mr failed: EOPNOTSUPP: advise applies to on-demand paging regions only',
+        'EOPNOTSUPP', 95, 'ibv_advise_mr');
+    }
+    const ranges = options.ranges ?? [{ addr: this.addr, length: this.length }];
+    if (this.kind === 'implicit-on-demand' && !options.ranges) {
+      throw new TypeError('ranges are required for an implicit on-demand region');
+    }
+    this.handle.advise(Advice[advice], options.flush ? ADVISE_MR_FLAG_FLUSH : 0, ranges);
+  }
+
+  protected release(): void {
+    this.handle.close();
+  }
+}
+
+/**
+ * A memory window (ibv_mw): a window onto part of a region, with its own
+ * rkey, bound and invalidated through the send queue. Type 1 binds with
+ * bind(); type 2 with a BIND_MW work request ({ opcode: 'BIND_MW', bind })
+ * and is invalidated by LOCAL_INV or the peer's SEND_WITH_INV.
+ */
+export class MemoryWindow extends Resource {
+  readonly pd: ProtectionDomain;
+  readonly type: 1 | 2;
+  /** @internal */
+  readonly handle: any;
+
+  /** @internal use ProtectionDomain.allocMemoryWindow() */
+  constructor(pd: ProtectionDomain, type: 1 | 2, handle: any) {
+    super(pd);
+    this.pd = pd;
+    this.type = type;
+    this.handle = handle;
+  }
+
+  /** The current rkey (a successful bind posts a new one). */
+  get rkey(): number {
+    return this.handle.rkey;
+  }
+
+  /**
+   * Type 1: binds [addr, addr + length) of `mr` with `access` by posting a
+   * bind on `qp` (ibv_bind_mw); the completion (wrId) reports the result.
+   * Returns the new rkey. `mr` null unbinds.
+   */
+  bind(
+    qp: { handle: any },
+    mr: MemoryRegion | null,
+    options: { addr?: number; length?: number; access?: number; wrId?: number; signaled?: boolean } = {},
+  ): number {
+    this.assertOpen();
+    const addr = options.addr ?? mr?.addr ?? 0;
+    const length = options.length ?? mr?.length ?? 0;
+    return this.handle.bind(qp.handle, mr ? mr.handle : null, addr, length, options.access ?? 0,
+      options.wrId ?? 0, options.signaled === false ? 0 : 2);
+  }
+
+  protected release(): void {
+    this.handle.close();
+  }
+}
+
+/**
+ * A dma-buf made from memfd memory by /dev/udmabuf: CPU-visible memory
+ * (`buffer`) with a dma-buf fd (`fd`) to register with
+ * ProtectionDomain.registerDmabuf(). For tests and CPU staging.
+ */
+export class Udmabuf extends Resource {
+  readonly fd: number;
+  readonly buffer: ArrayBuffer;
+
+  constructor(size: number) {
+    super();
+    const { fd, buffer } = native().createUdmabuf(size);
+    this.fd = fd;
+    this.buffer = buffer;
+  }
+
+  protected release(): void {
+    native().closeFd(this.fd);
+  }
+}
+
+/** Page-aligned, zeroed memory from the addon, for registration. */
+export function allocate(size: number): ArrayBuffer {
+  return native().allocate(size);
+}
+
+export function pageSize(): number {
+  return native().pageSize();
+}

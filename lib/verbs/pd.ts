@@ -1,0 +1,141 @@
+/**
+ * Protection domains: the parent of memory regions, memory windows, queue
+ * pairs and shared receive queues. Closing a PD closes those first.
+ */
+import { RdmaError, unsupported } from '../errors';
+import { native } from '../native';
+import { checkBytes, checkObject, checkUint } from './args';
+import { Access } from './constants';
+import { allocate, MemoryRegion, MemoryWindow } from './memory';
+import { QueuePair, QueuePairInit, SharedReceiveQueue, SharedReceiveQueueInit } from './qp';
+import { Resource } from './resource';
+import type { Device } from './device';
+
+const ALL_ACCESS = Object.values(Access).reduce((a, b) => a | b, 0);
+
+function checkAccess(access: unknown): number {
+  const a = checkUint(access, 'access');
+  if (a & ~ALL_ACCESS) throw new RangeError(`access has unknown bits: 0x${(a & ~ALL_ACCESS).toString(16)}`);
+  return a;
+}
+
+export interface DmabufRange {
+  fd: number;
+  offset?: number;
+  length: number;
+  /** The address the region is known by on the wire. Default 0. */
+  iova?: number | bigint;
+}
+
+export class ProtectionDomain extends Resource {
+  readonly device: Device;
+  /** @internal */
+  readonly handle: any;
+
+  /** @internal use Device.allocPd() */
+  constructor(device: Device) {
+    super(device);
+    this.device = device;
+    this.handle = new (native().ProtectionDomain)(device.handle);
+  }
+
+  /** Page-aligned zeroed memory from the addon (kept alive while registered). */
+  allocate(size: number): ArrayBuffer {
+    this.assertOpen();
+    return allocate(checkUint(size, 'size', 2 ** 40, 1));
+  }
+
+  /** Registers JS memory (ibv_reg_mr). */
+  registerMemory(buffer: ArrayBuffer | ArrayBufferView, access: number = Access.LOCAL_WRITE): MemoryRegion {
+    this.assertOpen();
+    checkBytes(buffer, 'buffer');
+    const a = checkAccess(access);
+    if (a & Access.ON_DEMAND) return this.registerOnDemand(buffer, a);
+    return new MemoryRegion(this, 'buffer', new (native().MemoryRegion)(this.handle, 'buffer', buffer, a), buffer);
+  }
+
+  /**
+   * Explicit on-demand paging over `buffer`: pages are faulted in by the
+   * NIC as used, never pinned. Needs odp_caps.general_caps SUPPORT.
+   */
+  registerOnDemand(buffer: ArrayBuffer | ArrayBufferView, access: number = Access.LOCAL_WRITE): MemoryRegion {
+    this.assertOpen();
+    checkBytes(buffer, 'buffer');
+    const a = checkAccess(access) | Access.ON_DEMAND;
+    this.#requireOdp(false);
+    return new MemoryRegion(this, 'on-demand', new (native().MemoryRegion)(this.handle, 'buffer', buffer, a), buffer);
+  }
+
+  /**
+   * Implicit on-demand paging: one region over the whole address space
+   * (ibv_reg_mr(pd, NULL, SIZE_MAX, ON_DEMAND)). Needs SUPPORT_IMPLICIT.
+   */
+  registerImplicitOnDemand(access: number = Access.LOCAL_WRITE): MemoryRegion {
+    this.assertOpen();
+    const a = checkAccess(access) | Access.ON_DEMAND;
+    this.#requireOdp(true);
+    return new MemoryRegion(this, 'implicit-on-demand', new (native().MemoryRegion)(this.handle, 'implicit', null, a));
+  }
+
+  /** Registers a dma-buf (ibv_reg_dmabuf_mr), e.g. GPU memory or a Udmabuf. */
+  registerDmabuf(range: DmabufRange, access: number = Access.LOCAL_WRITE): MemoryRegion {
+    this.assertOpen();
+    checkObject(range, 'range');
+    const spec = {
+      fd: checkUint(range.fd, 'fd', 0x7fffffff),
+      offset: checkUint(range.offset ?? 0, 'offset', Number.MAX_SAFE_INTEGER),
+      length: checkUint(range.length, 'length', Number.MAX_SAFE_INTEGER, 1),
+      iova: range.iova ?? 0,
+    };
+    try {
+      return new MemoryRegion(this, 'dmabuf', new (native().MemoryRegion)(this.handle, 'dmabuf', spec, checkAccess(access)));
+    } catch (err) {
+      if (err instanceof RdmaError && err.code === 'EOPNOTSUPP') {
+        throw new RdmaError(
+          `ibv_reg_dmabuf_mr failed: EOPNOTSUPP: device ${this.device.name} does not support dma-buf memory regions`,
+          'EOPNOTSUPP', 95, 'ibv_reg_dmabuf_mr');
+      }
+      throw err;
+    }
+  }
+
+  /** A memory window of type 1 or 2; checks the device's MEM_WINDOW caps first. */
+  allocMemoryWindow(type: 1 | 2 = 2): MemoryWindow {
+    this.assertOpen();
+    if (type !== 1 && type !== 2) throw new RangeError(`type must be 1 or 2, got ${String(type)}`);
+    const caps = this.device.query().capabilities;
+    if (!caps.includes('MEM_WINDOW')) {
+      throw unsupported('ibv_alloc_mw', `device ${this.device.name} does not support memory windows (no IBV_DEVICE_MEM_WINDOW)`);
+    }
+    if (type === 2 && !caps.includes('MEM_WINDOW_TYPE_2A') && !caps.includes('MEM_WINDOW_TYPE_2B')) {
+      throw unsupported('ibv_alloc_mw', `device ${this.device.name} does not support type 2 memory windows`);
+    }
+    return new MemoryWindow(this, type, new (native().MemoryWindow)(this.handle, type));
+  }
+
+  createQueuePair(init: QueuePairInit): QueuePair {
+    this.assertOpen();
+    return new QueuePair(this, init);
+  }
+
+  createSharedReceiveQueue(init: SharedReceiveQueueInit = {}): SharedReceiveQueue {
+    this.assertOpen();
+    return new SharedReceiveQueue(this, init);
+  }
+
+  #requireOdp(implicit: boolean): void {
+    const odp = this.device.query().odpCaps;
+    if (!odp.general.includes('SUPPORT')) {
+      throw unsupported('ibv_reg_mr',
+        `device ${this.device.name} does not support on-demand paging (odp_caps.general_caps lacks IBV_ODP_SUPPORT)`);
+    }
+    if (implicit && !odp.general.includes('SUPPORT_IMPLICIT')) {
+      throw unsupported('ibv_reg_mr',
+        `device ${this.device.name} does not support implicit on-demand paging (odp_caps.general_caps lacks IBV_ODP_SUPPORT_IMPLICIT)`);
+    }
+  }
+
+  protected release(): void {
+    this.handle.close();
+  }
+}

@@ -1,0 +1,300 @@
+/**
+ * Queue pairs and shared receive queues.
+ */
+import { native } from '../native';
+import { checkObject, checkUint } from './args';
+import { QpState, QpStateName, QpType, QpTypeName, SendFlags, WrOpcode, WrOpcodeName } from './constants';
+import { CompletionQueue } from './cq';
+import { MemoryRegion, MemoryWindow, Sge } from './memory';
+import { Resource } from './resource';
+import type { ProtectionDomain } from './pd';
+
+export interface QueuePairInit {
+  type?: QpTypeName;
+  sendCq: CompletionQueue;
+  recvCq: CompletionQueue;
+  srq?: SharedReceiveQueue;
+  maxSendWr?: number;
+  maxRecvWr?: number;
+  maxSendSge?: number;
+  maxRecvSge?: number;
+  maxInlineData?: number;
+  /** Signal every send WR (sq_sig_all). Default false. */
+  sigAll?: boolean;
+}
+
+export interface Grh {
+  dgid: string;
+  sgidIndex?: number;
+  hopLimit?: number;
+  flowLabel?: number;
+  trafficClass?: number;
+}
+
+export interface AhAttr {
+  dlid?: number;
+  sl?: number;
+  srcPathBits?: number;
+  staticRate?: number;
+  portNum?: number;
+  grh?: Grh;
+}
+
+/** ibv_modify_qp attributes; the mask is the set of keys given. */
+export interface QpAttr {
+  qpState?: QpStateName;
+  curQpState?: QpStateName;
+  pathMtu?: 256 | 512 | 1024 | 2048 | 4096;
+  qkey?: number;
+  rqPsn?: number;
+  sqPsn?: number;
+  destQpNum?: number;
+  qpAccessFlags?: number;
+  pkeyIndex?: number;
+  portNum?: number;
+  timeout?: number;
+  retryCnt?: number;
+  rnrRetry?: number;
+  minRnrTimer?: number;
+  maxRdAtomic?: number;
+  maxDestRdAtomic?: number;
+  ahAttr?: AhAttr;
+}
+
+export interface QpQuery extends Omit<QpAttr, 'qpState' | 'curQpState'> {
+  qpState: QpStateName;
+  cap: { maxSendWr: number; maxRecvWr: number; maxSendSge: number; maxRecvSge: number; maxInlineData: number };
+  sigAll: boolean;
+  type: number;
+}
+
+export interface SendWorkRequest {
+  wrId?: number;
+  opcode: WrOpcodeName;
+  sge?: Sge[];
+  /** Generate a completion (ignored when the QP signals all). Default true. */
+  signaled?: boolean;
+  inline?: boolean;
+  fence?: boolean;
+  solicited?: boolean;
+  /** SEND_WITH_IMM / RDMA_WRITE_WITH_IMM: 32-bit immediate (host order). */
+  imm?: number;
+  /** SEND_WITH_INV / LOCAL_INV: the rkey to invalidate. */
+  invalidateRkey?: number;
+  /** RDMA and atomic operations: the peer's address and rkey. */
+  remoteAddr?: number | bigint;
+  rkey?: number;
+  /** Atomics: the compare (CMP_AND_SWP) or add (FETCH_AND_ADD) operand. */
+  compareAdd?: number | bigint;
+  swap?: number | bigint;
+  /** BIND_MW: bind a type-2 window onto a region (mr null: unbind). */
+  bind?: { mw: MemoryWindow; mr: MemoryRegion | null; addr?: number; length?: number; access: number };
+}
+
+export interface RecvWorkRequest {
+  wrId?: number;
+  sge?: Sge[];
+}
+
+const STATE_NAMES = Object.keys(QpState) as QpStateName[];
+
+function toNativeAttr(attr: QpAttr): Record<string, unknown> {
+  checkObject(attr, 'attr');
+  const out: Record<string, unknown> = { ...attr };
+  for (const key of ['qpState', 'curQpState'] as const) {
+    if (attr[key] === undefined) continue;
+    const v = QpState[attr[key] as QpStateName];
+    if (v === undefined) throw new TypeError(`${key} must be one of ${STATE_NAMES.join(', ')}`);
+    out[key] = v;
+  }
+  return out;
+}
+
+function toNativeSend(wr: SendWorkRequest, sigAll: boolean): Record<string, unknown> {
+  checkObject(wr, 'work request');
+  const opcode = WrOpcode[wr.opcode];
+  if (opcode === undefined) throw new TypeError(`opcode must be one of ${Object.keys(WrOpcode).join(', ')}, got ${String(wr.opcode)}`);
+  let flags = 0;
+  if (sigAll || wr.signaled !== false) flags |= SendFlags.SIGNALED;
+  if (wr.inline) flags |= SendFlags.INLINE;
+  if (wr.fence) flags |= SendFlags.FENCE;
+  if (wr.solicited) flags |= SendFlags.SOLICITED;
+  const out: Record<string, unknown> = {
+    wrId: wr.wrId ?? 0,
+    opcode,
+    flags,
+    sge: wr.sge,
+    imm: wr.imm,
+    invalidateRkey: wr.invalidateRkey,
+    remoteAddr: wr.remoteAddr,
+    rkey: wr.rkey,
+    compareAdd: wr.compareAdd,
+    swap: wr.swap,
+  };
+  if (wr.opcode === 'BIND_MW') {
+    const b = checkObject<NonNullable<SendWorkRequest['bind']>>(wr.bind, 'bind');
+    if (!(b.mw instanceof MemoryWindow)) throw new TypeError('bind.mw must be a MemoryWindow');
+    if (b.mw.type !== 2) throw new TypeError('BIND_MW work requests bind type 2 windows; use MemoryWindow.bind() for type 1');
+    out.mw = b.mw.handle;
+    if (b.mr) {
+      if (!(b.mr instanceof MemoryRegion)) throw new TypeError('bind.mr must be a MemoryRegion or null');
+      out.bindMr = b.mr.handle;
+      out.bindAddr = b.addr ?? b.mr.addr;
+      out.bindLength = b.length ?? b.mr.length;
+      out.bindAccess = checkUint(b.access, 'bind.access');
+    }
+  }
+  return out;
+}
+
+/**
+ * A queue pair (ibv_qp). Created by ProtectionDomain.createQueuePair() or,
+ * connected through rdma_cm, by CmId.createQueuePair().
+ */
+export class QueuePair extends Resource {
+  readonly pd: ProtectionDomain;
+  readonly sendCq: CompletionQueue;
+  readonly recvCq: CompletionQueue;
+  readonly srq: SharedReceiveQueue | undefined;
+  readonly type: QpTypeName;
+  readonly sigAll: boolean;
+  /** @internal */
+  readonly handle: any;
+
+  /** @internal */
+  constructor(pd: ProtectionDomain, init: QueuePairInit, cmIdHandle?: unknown) {
+    super(pd);
+    checkObject(init, 'init');
+    if (!(init.sendCq instanceof CompletionQueue)) throw new TypeError('sendCq must be a CompletionQueue');
+    if (!(init.recvCq instanceof CompletionQueue)) throw new TypeError('recvCq must be a CompletionQueue');
+    if (init.srq !== undefined && !(init.srq instanceof SharedReceiveQueue)) throw new TypeError('srq must be a SharedReceiveQueue');
+    const type = init.type ?? 'RC';
+    if (QpType[type] === undefined) throw new TypeError(`type must be one of ${Object.keys(QpType).join(', ')}`);
+    this.pd = pd;
+    this.sendCq = init.sendCq;
+    this.recvCq = init.recvCq;
+    this.srq = init.srq;
+    this.type = type;
+    this.sigAll = init.sigAll ?? false;
+    const attrs = {
+      type: QpType[type],
+      sendCq: init.sendCq.handle,
+      recvCq: init.recvCq.handle,
+      srq: init.srq?.handle ?? null,
+      maxSendWr: checkUint(init.maxSendWr ?? 128, 'maxSendWr', 0xffffffff, 1),
+      maxRecvWr: checkUint(init.maxRecvWr ?? 128, 'maxRecvWr'),
+      maxSendSge: checkUint(init.maxSendSge ?? 1, 'maxSendSge', 0xffffffff, 1),
+      maxRecvSge: checkUint(init.maxRecvSge ?? 1, 'maxRecvSge'),
+      maxInlineData: checkUint(init.maxInlineData ?? 0, 'maxInlineData'),
+      sigAll: this.sigAll,
+    };
+    this.handle = new (native().QueuePair)(pd.handle, attrs, cmIdHandle);
+  }
+
+  get qpNum(): number {
+    return this.handle.qpNum;
+  }
+
+  modify(attr: QpAttr): void {
+    this.assertOpen();
+    this.handle.modify(toNativeAttr(attr));
+  }
+
+  query(): QpQuery {
+    this.assertOpen();
+    const q = this.handle.query();
+    q.qpState = STATE_NAMES[q.qpState] ?? 'ERR';
+    return q;
+  }
+
+  /**
+   * Connects an RC QP by hand: RESET -> INIT -> RTR -> RTS, with the peer's
+   * QP number and GID (RoCE) or LID (InfiniBand).
+   */
+  connectTo(remote: { qpNum: number; psn?: number; gid?: string; lid?: number }, local: {
+    port?: number; sgidIndex?: number; psn?: number; pathMtu?: QpAttr['pathMtu']; accessFlags?: number;
+    timeout?: number; retryCnt?: number; rnrRetry?: number; minRnrTimer?: number; maxRdAtomic?: number;
+  } = {}): void {
+    checkObject(remote, 'remote');
+    const port = local.port ?? 1;
+    this.modify({ qpState: 'INIT', pkeyIndex: 0, portNum: port, qpAccessFlags: local.accessFlags ?? 0xf });
+    const ahAttr: AhAttr = { portNum: port, sl: 0, dlid: remote.lid ?? 0 };
+    if (remote.gid) ahAttr.grh = { dgid: remote.gid, sgidIndex: local.sgidIndex ?? 0, hopLimit: 64 };
+    this.modify({
+      qpState: 'RTR', pathMtu: local.pathMtu ?? 1024, destQpNum: checkUint(remote.qpNum, 'remote.qpNum'),
+      rqPsn: remote.psn ?? 0, maxDestRdAtomic: local.maxRdAtomic ?? 16, minRnrTimer: local.minRnrTimer ?? 12, ahAttr,
+    });
+    this.modify({
+      qpState: 'RTS', sqPsn: local.psn ?? 0, timeout: local.timeout ?? 14, retryCnt: local.retryCnt ?? 7,
+      rnrRetry: local.rnrRetry ?? 7, maxRdAtomic: local.maxRdAtomic ?? 16,
+    });
+  }
+
+  /** Posts a list of send work requests (one ibv_post_send call). */
+  postSend(wrs: SendWorkRequest[]): void {
+    this.assertOpen();
+    if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
+    const list = wrs.map((wr) => toNativeSend(wr, this.sigAll));
+    this.handle.postSend(list);
+    let signaled = 0;
+    for (const wr of list) if ((wr.flags as number) & SendFlags.SIGNALED) signaled++;
+    if (signaled) this.sendCq.expect(signaled);
+  }
+
+  /** Posts a list of receive work requests (one ibv_post_recv call). */
+  postRecv(wrs: RecvWorkRequest[]): void {
+    this.assertOpen();
+    if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
+    if (this.srq) throw new TypeError('this QP receives through its SharedReceiveQueue: post there');
+    this.handle.postRecv(wrs.map((wr) => ({ wrId: wr.wrId ?? 0, sge: wr.sge })));
+  }
+
+  protected release(): void {
+    this.handle.close();
+  }
+}
+
+export interface SharedReceiveQueueInit {
+  maxWr?: number;
+  maxSge?: number;
+  /** SRQ_LIMIT_REACHED fires when fewer WRs remain (0: off). */
+  limit?: number;
+}
+
+/** A shared receive queue (ibv_srq). */
+export class SharedReceiveQueue extends Resource {
+  readonly pd: ProtectionDomain;
+  /** @internal */
+  readonly handle: any;
+
+  /** @internal use ProtectionDomain.createSharedReceiveQueue() */
+  constructor(pd: ProtectionDomain, init: SharedReceiveQueueInit = {}) {
+    super(pd);
+    this.pd = pd;
+    this.handle = new (native().SharedReceiveQueue)(pd.handle, {
+      maxWr: checkUint(init.maxWr ?? 256, 'maxWr', 0xffffffff, 1),
+      maxSge: checkUint(init.maxSge ?? 1, 'maxSge', 0xffffffff, 1),
+      limit: checkUint(init.limit ?? 0, 'limit'),
+    });
+  }
+
+  postRecv(wrs: RecvWorkRequest[]): void {
+    this.assertOpen();
+    if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
+    this.handle.postRecv(wrs.map((wr) => ({ wrId: wr.wrId ?? 0, sge: wr.sge })));
+  }
+
+  setLimit(limit: number): void {
+    this.assertOpen();
+    this.handle.modify({ limit: checkUint(limit, 'limit') });
+  }
+
+  query(): { maxWr: number; maxSge: number; limit: number } {
+    this.assertOpen();
+    return this.handle.query();
+  }
+
+  protected release(): void {
+    this.handle.close();
+  }
+}
