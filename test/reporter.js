@@ -8,6 +8,8 @@
 // because jest itself counts no test for it.
 // With NODE_RDMA_SUMMARY=<file> it also writes those facts as JSON, which is
 // how scripts/test checks the counts of the run inside the guest.
+// It also fails a run whose process does not exit after the tests (see
+// watchExit below).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -34,12 +36,30 @@ class NodeRdmaReporter {
         else skipped.push(t.fullName); // 'pending' (skip), 'todo', 'skipped', 'disabled'
       }
     }
-    const line = `${this.tier}: ${passed} passed, ${failed.length} failed, ${skipped.length} skipped`;
+    const summary = {
+      tier: this.tier,
+      passed,
+      failed: failed.length,
+      skipped: skipped.length,
+      total: passed + failed.length + skipped.length,
+      testFiles: results.numTotalTestSuites,
+      success: failed.length === 0 && results.numRuntimeErrorTestSuites === 0,
+      line: `${this.tier}: ${passed} passed, ${failed.length} failed, ${skipped.length} skipped`,
+      skippedTests: skipped,
+      failedTests: failed,
+      durationMs: Date.now() - results.startTime,
+    };
+    writeSummary(summary);
+
     // On stderr like jest's own report, so the two keep their order, and
     // after it: jest runs its summary reporter after every custom one, so we
     // print on the next turn of the event loop (or at exit, if jest exits
     // first, e.g. with --forceExit).
-    const out = [line, ...skipped.map((n) => `  skipped: ${n}`), ...failed.map((n) => `  FAILED: ${n}`)];
+    const out = [
+      summary.line,
+      ...skipped.map((n) => `  skipped: ${n}`),
+      ...failed.map((n) => `  FAILED: ${n}`),
+    ];
     let printed = false;
     const print = () => {
       if (printed) return;
@@ -48,26 +68,37 @@ class NodeRdmaReporter {
     };
     setImmediate(print);
     process.once('exit', print);
-
-    const file = process.env.NODE_RDMA_SUMMARY;
-    if (file) {
-      const summary = {
-        tier: this.tier,
-        passed,
-        failed: failed.length,
-        skipped: skipped.length,
-        total: passed + failed.length + skipped.length,
-        testFiles: results.numTotalTestSuites,
-        success: failed.length === 0 && results.numRuntimeErrorTestSuites === 0,
-        line,
-        skippedTests: skipped,
-        failedTests: failed,
-        durationMs: Date.now() - results.startTime,
-      };
-      fs.mkdirSync(path.dirname(file), { recursive: true });
-      fs.writeFileSync(file, JSON.stringify(summary, null, 2) + '\n');
-    }
+    watchExit(summary, print);
   }
+}
+
+// After the run nothing may keep the process alive (DESIGN.md: idle objects
+// must not hold the event loop). If something does, jest waits forever and,
+// in the guest, only vm-run's global timeout would end it, without a result.
+// So after a grace period (NODE_RDMA_EXIT_GRACE_MS, default 30 s) we say so,
+// record it as a failure and exit 1. The timer is unref'd: it never keeps the
+// process alive itself, and only fires when something else does.
+function watchExit(summary, print) {
+  const grace = Number(process.env.NODE_RDMA_EXIT_GRACE_MS || 30_000);
+  setTimeout(() => {
+    print();
+    const what = 'process did not exit after the tests: an open device/CQ/QP/CM id or timer keeps the event loop alive (try --detectOpenHandles)';
+    fs.writeSync(2, `${summary.tier}: FAILED: ${what}; exiting after ${grace / 1000} s\n`);
+    summary.success = false;
+    summary.failed += 1;
+    summary.total += 1;
+    summary.failedTests.push(what);
+    summary.line = `${summary.tier}: ${summary.passed} passed, ${summary.failed} failed, ${summary.skipped} skipped`;
+    writeSummary(summary);
+    process.exit(1);
+  }, grace).unref();
+}
+
+function writeSummary(summary) {
+  const file = process.env.NODE_RDMA_SUMMARY;
+  if (!file) return;
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(summary, null, 2) + '\n');
 }
 
 function firstLine(s) {
