@@ -56,7 +56,7 @@ export class CompletionQueue extends Resource {
 
   /** @internal use Device.createCompletionQueue() */
   constructor(device: Device, options: CompletionQueueOptions = {}) {
-    super(device);
+    super();
     const cqe = options.cqe ?? 256;
     const batch = options.batch ?? 64;
     if (!Number.isInteger(cqe) || cqe < 1 || cqe > 0x3fffffff) throw new RangeError(`cqe must be an integer >= 1, got ${cqe}`);
@@ -66,6 +66,7 @@ export class CompletionQueue extends Resource {
     this.#wcs = new Uint32Array(batch * STRIDE);
     this.handle = new (native().CompletionQueue)(device.handle, cqe, this.#wcs);
     this.handle.start((n: number) => this.#deliver(n));
+    this.dependOn(device);
   }
 
   /** The CQ's size as the device rounded it. */

@@ -34,9 +34,10 @@ export class ProtectionDomain extends Resource {
 
   /** @internal use Device.allocPd() */
   constructor(device: Device) {
-    super(device);
+    super();
     this.device = device;
     this.handle = new (native().ProtectionDomain)(device.handle);
+    this.dependOn(device);
   }
 
   /** Page-aligned zeroed memory from the addon (kept alive while registered). */

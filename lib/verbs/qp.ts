@@ -163,7 +163,7 @@ export class QueuePair extends Resource {
 
   /** @internal */
   constructor(pd: ProtectionDomain, init: QueuePairInit, cmIdHandle?: unknown) {
-    super(pd);
+    super();
     checkObject(init, 'init');
     if (!(init.sendCq instanceof CompletionQueue)) throw new TypeError('sendCq must be a CompletionQueue');
     if (!(init.recvCq instanceof CompletionQueue)) throw new TypeError('recvCq must be a CompletionQueue');
@@ -189,6 +189,7 @@ export class QueuePair extends Resource {
       sigAll: this.sigAll,
     };
     this.handle = new (native().QueuePair)(pd.handle, attrs, cmIdHandle);
+    this.dependOn(pd, init.sendCq, init.recvCq, init.srq);
   }
 
   get qpNum(): number {
@@ -269,13 +270,14 @@ export class SharedReceiveQueue extends Resource {
 
   /** @internal use ProtectionDomain.createSharedReceiveQueue() */
   constructor(pd: ProtectionDomain, init: SharedReceiveQueueInit = {}) {
-    super(pd);
+    super();
     this.pd = pd;
     this.handle = new (native().SharedReceiveQueue)(pd.handle, {
       maxWr: checkUint(init.maxWr ?? 256, 'maxWr', 0xffffffff, 1),
       maxSge: checkUint(init.maxSge ?? 1, 'maxSge', 0xffffffff, 1),
       limit: checkUint(init.limit ?? 0, 'limit'),
     });
+    this.dependOn(pd);
   }
 
   postRecv(wrs: RecvWorkRequest[]): void {

@@ -1,34 +1,42 @@
 /**
  * The lifetime rules shared by every verbs object: idempotent close(),
- * Symbol.dispose, children closed before their parent, a clear ECLOSED error
- * on use after close.
+ * Symbol.dispose, children closed before their parents, a clear ECLOSED
+ * error on use after close. A child may have several parents (a QP depends
+ * on its PD and on its CQs): closing any of them closes it first.
  */
 import { closedError } from '../errors';
 
 export abstract class Resource {
   #closed = false;
   #children = new Set<Resource>();
-  #parent: Resource | undefined;
+  #parents = new Set<Resource>();
 
   protected constructor(parent?: Resource) {
-    this.#parent = parent;
-    if (parent) parent.#children.add(this);
+    if (parent) this.dependOn(parent);
   }
 
   get closed(): boolean {
     return this.#closed;
   }
 
-  /** Throws ECLOSED when this object (or its parent) was closed. */
+  /** Throws ECLOSED when this object was closed. */
   protected assertOpen(what = this.constructor.name): void {
     if (this.#closed) throw closedError(what);
   }
 
+  /** This object is closed before any of `parents` is. */
+  protected dependOn(...parents: Array<Resource | undefined>): void {
+    for (const p of parents) {
+      if (!p) continue;
+      p.assertOpen();
+      p.#children.add(this);
+      this.#parents.add(p);
+    }
+  }
+
   /** Makes `child` (created without a parent) close with this object. */
   protected adopt(child: Resource): void {
-    if (child.#parent) child.#parent.#children.delete(child);
-    child.#parent = this;
-    this.#children.add(child);
+    child.dependOn(this);
   }
 
   /** Closes the children (newest first), then this object. Idempotent. */
@@ -43,7 +51,8 @@ export abstract class Resource {
       }
     }
     this.#closed = true;
-    if (this.#parent) this.#parent.#children.delete(this);
+    for (const p of this.#parents) p.#children.delete(this);
+    this.#parents.clear();
     try {
       this.release();
     } catch (err) {

@@ -1,0 +1,75 @@
+/**
+ * Helpers for the real-kernel tier: loopback RC queue pairs on one rxe
+ * device (two QPs of one process connected to each other by hand) and
+ * waiting for completions with a bound (a dead rxe peer can hang forever).
+ */
+import {
+  Access, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, WorkCompletion,
+} from '../../lib';
+
+/** The GID index of the device's RoCE v2 IPv4-mapped GID (::ffff:a.b.c.d). */
+export function ipv4GidIndex(dev: Device): { index: number; gid: string } {
+  const e = dev.gids().find((g) => g.port === 1 && g.type === 'RoCEv2' && g.gid.startsWith('::ffff:'));
+  if (!e) throw new Error(`${dev.name} has no RoCE v2 IPv4 GID`);
+  return { index: e.index, gid: e.gid };
+}
+
+export interface Loopback {
+  dev: Device;
+  pd: ProtectionDomain;
+  cqA: CompletionQueue;
+  cqB: CompletionQueue;
+  a: QueuePair;
+  b: QueuePair;
+  close(): void;
+}
+
+/** Two RC QPs on `name`, connected to each other (each with its own CQ). */
+export function loopback(name = 'rxe0', qp: { maxSendWr?: number; maxRecvWr?: number; maxInlineData?: number } = {}): Loopback {
+  const dev = openDevice(name);
+  const pd = dev.allocPd();
+  const cqA = dev.createCompletionQueue({ cqe: 1024 });
+  const cqB = dev.createCompletionQueue({ cqe: 1024 });
+  const init = { maxSendWr: qp.maxSendWr ?? 256, maxRecvWr: qp.maxRecvWr ?? 256, maxInlineData: qp.maxInlineData ?? 64 };
+  const a = pd.createQueuePair({ sendCq: cqA, recvCq: cqA, ...init });
+  const b = pd.createQueuePair({ sendCq: cqB, recvCq: cqB, ...init });
+  const { index, gid } = ipv4GidIndex(dev);
+  a.connectTo({ qpNum: b.qpNum, gid, psn: 100 }, { sgidIndex: index, psn: 200 });
+  b.connectTo({ qpNum: a.qpNum, gid, psn: 200 }, { sgidIndex: index, psn: 100 });
+  return { dev, pd, cqA, cqB, a, b, close: () => dev.close() };
+}
+
+/** Resolves with the next `n` completions of `cq`, or rejects after `ms`. */
+export function completions(cq: CompletionQueue, n: number, ms = 20_000): Promise<WorkCompletion[]> {
+  return new Promise((resolve, reject) => {
+    const got: WorkCompletion[] = [];
+    cq.ref();
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      cq.off('completions', onBatch);
+      cq.unref();
+      if (err) reject(err);
+      else resolve(got);
+    };
+    const onBatch = (wcs: WorkCompletion[]) => {
+      got.push(...wcs);
+      if (got.length >= n) done();
+    };
+    const timer = setTimeout(
+      () => done(new Error(`timed out after ${ms} ms waiting for ${n} completions (got ${got.length}: ` +
+        `${got.map((w) => `${w.opcodeName}/${w.statusName}`).join(', ')})`)),
+      ms,
+    );
+    cq.on('completions', onBatch);
+  });
+}
+
+/** Registers `size` bytes of addon memory with full access. */
+export function region(pd: ProtectionDomain, size: number, access = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.REMOTE_ATOMIC): MemoryRegion {
+  return pd.registerMemory(pd.allocate(size), access);
+}
+
+export function bytes(mr: MemoryRegion): Buffer {
+  const b = mr.buffer as ArrayBuffer;
+  return Buffer.from(b, 0, mr.length);
+}
