@@ -8,6 +8,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as v8 from 'v8';
+import * as vm from 'vm';
 import { RdmaError } from '../../lib/errors';
 import { allocateP2pmem, p2pPageSize, P2pMemory } from '../../lib/p2p/memory';
 import { getProvider } from '../../lib/p2p/providers';
@@ -66,6 +68,24 @@ test('close detaches the ArrayBuffer: every view goes empty, use after close is 
   expect(() => mem.close()).not.toThrow();
   // the native layer refuses a second unmap of the same ArrayBuffer
   expect(() => native().p2pmemUnmap(ab)).toThrow(expect.objectContaining({ code: 'EINVAL', syscall: 'munmap' }));
+});
+
+test('a mapping dropped without close() is unmapped when its ArrayBuffer is collected', async () => {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const file = fs.realpathSync(allocateFile()); // /proc/self/maps shows the resolved path
+  const mapped = (): boolean => fs.readFileSync('/proc/self/maps', 'latin1').includes(file);
+  expect(mapped()).toBe(false);
+  (() => {
+    allocateP2pmem(NVME, 4096, fx.opts).bytes().fill(3);
+  })();
+  expect(mapped()).toBe(true);
+  const end = Date.now() + 5000;
+  while (mapped() && Date.now() < end) {
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  expect(mapped()).toBe(false);
 });
 
 test('Symbol.dispose closes', () => {
