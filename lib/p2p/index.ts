@@ -23,5 +23,6 @@ export {
   listProviders,
   getProvider,
   chooseProvider,
+  p2pDistance,
 } from './providers';
 export { P2pMemory, P2pIoOptions, allocateP2pmem, p2pPageSize } from './memory';

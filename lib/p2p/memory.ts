@@ -13,6 +13,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { isArrayBuffer } from 'util/types';
 import { RdmaError, closedError } from '../errors';
 import { native } from '../native';
 import { getProvider, P2pProvider } from './providers';
@@ -60,7 +61,9 @@ export class P2pMemory {
 
   /** Use allocateP2pmem(). */
   constructor(provider: string, ab: ArrayBuffer) {
-    if (!(ab instanceof ArrayBuffer)) throw new TypeError('arrayBuffer must be an ArrayBuffer');
+    if (typeof provider !== 'string') throw new TypeError('provider must be a BDF');
+    if (!isArrayBuffer(ab) || !native().p2pmemIsMapped(ab))
+      throw new TypeError('arrayBuffer must be a live p2pmem mapping (use allocateP2pmem())');
     this.provider = provider;
     this.byteLength = ab.byteLength;
     this.#ab = ab;

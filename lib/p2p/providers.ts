@@ -200,3 +200,20 @@ function nameOf(clients: P2pClient[], bdf: string): string {
   const c = clients.find((x) => x.pci === bdf);
   return c ? (c.name === bdf ? bdf : `${c.name} (${bdf})`) : bdf;
 }
+
+/**
+ * Distance and mapping type between two devices given by name: the provider
+ * (a BDF or a device name such as 'nvme0') and a client (RDMA device, NVMe
+ * controller or namespace, netdev or BDF). Throws RdmaError ENODEV for an
+ * unknown name or one without a PCI function.
+ */
+export function p2pDistance(provider: string, client: string, opts: P2pOptions = {}): P2pDistance {
+  const topo = new P2pTopology(opts);
+  const ends = [provider, client].map((name, i) => {
+    const c = resolveClient(topo.sysfs, name);
+    if (!c.pci)
+      throw new RdmaError(`${i === 0 ? 'provider' : 'client'} ${name} has no PCI function: ${c.reason}`, 'ENODEV', 19);
+    return c.pci;
+  });
+  return topo.distance(ends[0], ends[1]);
+}

@@ -164,6 +164,11 @@ test('allocation errors: size, provider, pre-6.2 kernel, no p2pmem', () => {
   }
 });
 
+test('P2pMemory wraps only live p2pmem mappings', () => {
+  expect(() => new P2pMemory(NVME, new ArrayBuffer(4096))).toThrow(/must be a live p2pmem mapping/);
+  expect(() => new P2pMemory(NVME, {} as ArrayBuffer)).toThrow(TypeError);
+});
+
 test('native argument checks', () => {
   const n = native();
   expect(() => n.p2pmemMap(allocateFile(), 100)).toThrow(/length must be a positive multiple of the page size/);

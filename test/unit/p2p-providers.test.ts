@@ -4,7 +4,7 @@
  */
 import { RdmaError } from '../../lib/errors';
 import { listClients, resolveClient } from '../../lib/p2p/clients';
-import { chooseProvider, getProvider, listProviders } from '../../lib/p2p/providers';
+import { chooseProvider, getProvider, listProviders, p2pDistance } from '../../lib/p2p/providers';
 import { Sysfs } from '../../lib/p2p/sysfs';
 import { buildSysfs, Fixture, FixturePci, FixtureSpec, guestLike } from './p2p/fixture';
 
@@ -230,5 +230,20 @@ describe('choice', () => {
     expect(() => chooseProvider(['rxe0'], { ...o, size: 0 })).toThrow(/options.size must be a positive integer/);
     expect(() => chooseProvider(['rxe0'], { ...o, size: 1.5 })).toThrow(RangeError);
     expect(() => chooseProvider(['nope0'], o)).toThrow(expect.objectContaining({ code: 'ENODEV' }));
+  });
+});
+
+describe('p2pDistance by name', () => {
+  test('provider and client by device name', () => {
+    const o = fixture(guestLike()).opts;
+    expect(p2pDistance('nvme0', 'rxe0', o)).toMatchObject({ provider: NVME, client: '0000:04:00.0', mapType: 'bus-addr', distance: 4 });
+    expect(p2pDistance(NVME, 'nvme0n1', o)).toMatchObject({ distance: 0, relation: 'same-function' });
+  });
+
+  test('a name without a PCI function is ENODEV with the reason', () => {
+    const o = fixture(guestLike()).opts;
+    expect(() => p2pDistance('nvme0', 'lo', o)).toThrow(
+      expect.objectContaining({ code: 'ENODEV', message: 'client lo has no PCI function: network interface lo is not a PCI device (no PCI parent)' }),
+    );
   });
 });
