@@ -45,6 +45,12 @@ export interface NativeAddon {
   setErrorClass(ctor: Function): void;
   getDevices(): NativeDeviceInfo[];
   Context: new (name: string) => NativeContext;
+  // p2pmem (native/p2pmem.cc, wrapped by lib/p2p/memory.ts)
+  p2pmemPageSize: number;
+  p2pmemMap(path: string, length: number): ArrayBuffer;
+  p2pmemUnmap(arrayBuffer: ArrayBuffer): void;
+  p2pmemIsMapped(arrayBuffer: ArrayBuffer): boolean;
+  tryRegisterP2pmem(deviceName: string, arrayBuffer: ArrayBuffer, offset?: number, length?: number): boolean;
   // further classes are typed where they are wrapped (lib/verbs/*)
   [name: string]: any;
 }

@@ -21,7 +21,7 @@ import { P2pOptions } from './sysfs';
 
 /** The page size: allocations are rounded up to it. */
 export function p2pPageSize(): number {
-  return native().p2pmemPageSize as number;
+  return native().p2pmemPageSize;
 }
 
 export interface P2pIoOptions {
@@ -155,7 +155,7 @@ export class P2pMemory {
    */
   tryRegister(rdmaDevice: string): boolean {
     if (typeof rdmaDevice !== 'string' || rdmaDevice === '') throw new TypeError('rdmaDevice must be a device name');
-    return native().tryRegisterP2pmem(rdmaDevice, this.buffer) as boolean;
+    return native().tryRegisterP2pmem(rdmaDevice, this.buffer);
   }
 
   /** Unmaps (detaching the ArrayBuffer first); idempotent. Throws EBUSY during IO. */
@@ -197,7 +197,7 @@ export function allocateP2pmem(provider: string | P2pProvider, size: number, opt
   const length = Math.ceil(size / ps) * ps;
   let ab: ArrayBuffer;
   try {
-    ab = native().p2pmemMap(p.allocatePath, length) as ArrayBuffer;
+    ab = native().p2pmemMap(p.allocatePath, length);
   } catch (err) {
     const code = (err as RdmaError).code;
     if (code === 'ENOMEM') {

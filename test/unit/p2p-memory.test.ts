@@ -172,12 +172,12 @@ test('P2pMemory wraps only live p2pmem mappings', () => {
 test('native argument checks', () => {
   const n = native();
   expect(() => n.p2pmemMap(allocateFile(), 100)).toThrow(/length must be a positive multiple of the page size/);
-  expect(() => n.p2pmemMap(42, 4096)).toThrow(/path must be a string/);
+  expect(() => n.p2pmemMap(42 as unknown as string, 4096)).toThrow(/path must be a string/);
   expect(() => n.p2pmemMap('/nonexistent/p2pmem/allocate', 4096)).toThrow(
     expect.objectContaining({ code: 'ENOENT', syscall: 'open' }),
   );
   expect(() => n.p2pmemUnmap(new ArrayBuffer(8))).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-  expect(() => n.p2pmemUnmap({})).toThrow(/arrayBuffer must be an ArrayBuffer/);
+  expect(() => n.p2pmemUnmap({} as ArrayBuffer)).toThrow(/arrayBuffer must be an ArrayBuffer/);
   expect(() => n.tryRegisterP2pmem('rxe0', new ArrayBuffer(0))).toThrow(/detached or empty/);
 });
 
