@@ -972,9 +972,8 @@ export function encodeResumeRsp(m: { chunk: number; rkey: number; seq: bigint })
   return buf;
 }
 
-function decodeResumeBody(dv: DataView, flags: number, rsp: boolean, p: { queueDepth: number; strict: boolean }): ResumeReq | ResumeRsp {
+function decodeResumeBody(dv: DataView, flags: number, rsp: boolean, p: { queueDepth: number }): ResumeReq | ResumeRsp {
   const what = rsp ? 'RESUME_RSP' : 'RESUME_REQ';
-  if (!p.strict) fail('resume-relaxed', `${what} in relaxed mode`);
   checkFlags(flags, 0, what);
   exactLength(dv, RESUME_SIZE, what);
   const chunk = dv.getUint16(8, true);
