@@ -154,6 +154,24 @@ describe('different switches, root ports and host bridges', () => {
     expect(d.reason).toMatch(/no devfn 00\.0 device or root port/);
   });
 
+  test('a host bridge below a platform device (not directly in /sys/devices) is still found', () => {
+    const hb = 'platform/soc@0/pci0000:00';
+    const spec: FixtureSpec = {
+      pci: [
+        { bdf: '0000:00:00.0', hostBridge: hb, vendor: 0x8086, device: 0x09a2, class: 0x060000 },
+        { bdf: '0000:00:01.0', hostBridge: hb, class: 0x060400, portType: 'root-port' },
+        { bdf: '0000:00:02.0', hostBridge: hb, class: 0x060400, portType: 'root-port' },
+        { bdf: '0000:01:00.0', parent: '0000:00:01.0', class: 0x010802, portType: 'endpoint', p2pmem: {} },
+        { bdf: '0000:02:00.0', parent: '0000:00:02.0', class: 0x020000, portType: 'endpoint' },
+      ],
+    };
+    const t = topo(spec);
+    expect(t.pci.get('0000:01:00.0')).toMatchObject({ hostBridge: 'pci0000:00', path: ['0000:00:01.0', '0000:01:00.0'] });
+    const d = t.distance('0000:01:00.0', '0000:02:00.0');
+    expect(d).toMatchObject({ mapType: 'thru-host-bridge', distance: 4 });
+    expect(d.reason).toMatch(/Ice Lake-SP/);
+  });
+
   test('REQ_SAME_HOST_BRIDGE entries (Haswell-E 8086:2f00) allow one host bridge but not two', () => {
     const same = topo(twoSwitches({ device: 0x2f00 })).distance('0000:07:00.0', '0000:0a:00.0');
     expect(same.mapType).toBe('thru-host-bridge');
