@@ -20,7 +20,25 @@ class NodeRdmaReporter {
     this.tier = options.tier || process.env.NODE_RDMA_TIER || 'tests';
   }
 
+  // If the process dies mid-run (a native crash takes jest down with it,
+  // before any summary), the last test started is the prime suspect:
+  // record it next to the summary as <summary>.running, so scripts/test can
+  // name it. Removed when the run completes.
+  onTestFileStart(test) {
+    this.#running(path.relative(this.rootDir, test.path));
+  }
+
+  onTestCaseStart(test, info) {
+    this.#running(`${path.relative(this.rootDir, test.path)} > ${info.fullName}`);
+  }
+
+  #running(what) {
+    const file = process.env.NODE_RDMA_SUMMARY;
+    if (file) fs.writeFileSync(`${file}.running`, what + '\n');
+  }
+
   onRunComplete(_contexts, results) {
+    if (process.env.NODE_RDMA_SUMMARY) fs.rmSync(`${process.env.NODE_RDMA_SUMMARY}.running`, { force: true });
     const skipped = [];
     const failed = [];
     let passed = 0;
