@@ -1,0 +1,277 @@
+/**
+ * One path's RDMA connection, shared by client and server: a CmId with its
+ * QP and CQ, the receive buffers (posted before connect/accept and reposted
+ * as they complete), send posting with completion tracking, and heartbeats.
+ * Owners get receive completions through onRecv and every failure (a
+ * failed work completion, a failed post) exactly once through onError.
+ */
+import { CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, SendWorkRequest, WorkCompletion } from '../verbs';
+import { Access } from '../verbs/constants';
+import { encodeHbImm, IMM_PAYLOAD_MASK } from './protocol';
+
+/** Errors of the transport's IO API: `code` says what happened. */
+export class TransportError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(`${code}: ${message}`);
+    this.name = 'TransportError';
+    this.code = code;
+  }
+}
+
+export function abortError(reason?: unknown): Error {
+  const e = new TransportError('ABORT_ERR', `the IO was aborted${reason instanceof Error ? `: ${reason.message}` : ''}`);
+  e.name = 'AbortError';
+  return e;
+}
+
+/** wrId = kind * 2^32 + index. */
+export const WrKind = { RECV: 1, SEND: 2, WAIT: 3 } as const;
+const KIND_MUL = 2 ** 32;
+
+export function wrId(kind: number, index: number): number {
+  return kind * KIND_MUL + index;
+}
+
+/** Devices opened by the transport, by name: shared by its PDs, never tied to a CmId's lifetime. */
+export class DeviceCache {
+  readonly #devs = new Map<string, Device>();
+
+  get(name: string): Device {
+    let d = this.#devs.get(name);
+    if (!d || d.closed) {
+      d = openDevice(name);
+      this.#devs.set(name, d);
+    }
+    return d;
+  }
+
+  close(): void {
+    for (const d of this.#devs.values()) d.close();
+    this.#devs.clear();
+  }
+}
+
+export interface ConnOptions {
+  recvSize: number;
+  recvCount: number;
+  maxSendWr: number;
+}
+
+/** Registered memory that is both a Buffer and an MR. */
+export interface Area {
+  mr: MemoryRegion;
+  buf: Buffer;
+}
+
+export function registerArea(pd: ProtectionDomain, size: number, access: number = Access.LOCAL_WRITE): Area {
+  const mem = pd.allocate(Math.max(size, 1));
+  const mr = pd.registerMemory(mem, access);
+  return { mr, buf: Buffer.from(mem, 0, size) };
+}
+
+export class Conn {
+  readonly id: CmId;
+  readonly pd: ProtectionDomain;
+  readonly cq: CompletionQueue;
+  readonly qp: QueuePair;
+  readonly recv: Area;
+  readonly recvSize: number;
+  /** receive completion: the data is recv.buf[slot * recvSize, + byteLen); call repost(slot) when done with it */
+  onRecv: (wc: WorkCompletion, slot: number) => void = () => undefined;
+  /** send completion of a SEND-kind work request (index from its wrId) */
+  onSendDone: (index: number) => void = () => undefined;
+  onError: (err: Error) => void = () => undefined;
+  #failed = false;
+  #closed = false;
+  #waiters = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  #waitSeq = 0;
+  #refs = 0;
+  // heartbeat
+  #hbTimer: NodeJS.Timeout | undefined;
+  #received = false;
+  #missed = 0;
+  #hbId = 0;
+  #hbSentAt = 0n;
+  #hbOutstanding = false;
+  latencyNs: number | undefined;
+
+  constructor(id: CmId, pd: ProtectionDomain, opts: ConnOptions) {
+    this.id = id;
+    this.pd = pd;
+    this.recvSize = opts.recvSize;
+    const dev = pd.device;
+    this.cq = dev.createCompletionQueue({ cqe: opts.maxSendWr + opts.recvCount + 16, batch: 64 });
+    try {
+      this.qp = id.createQueuePair(pd, {
+        sendCq: this.cq, recvCq: this.cq, maxSendWr: opts.maxSendWr, maxRecvWr: opts.recvCount, maxSendSge: 2, maxRecvSge: 1,
+      });
+      this.recv = registerArea(pd, opts.recvSize * opts.recvCount);
+    } catch (err) {
+      this.cq.close();
+      throw err;
+    }
+    this.cq.on('completions', (wcs) => this.#onCompletions(wcs));
+    const wrs = [];
+    for (let i = 0; i < opts.recvCount; i++) wrs.push({ wrId: wrId(WrKind.RECV, i), sge: [this.recv.mr.sge(i * opts.recvSize, opts.recvSize)] });
+    this.qp.postRecv(wrs);
+  }
+
+  get failed(): boolean {
+    return this.#failed || this.#closed;
+  }
+
+  recvBytes(slot: number, len: number): Buffer {
+    return this.recv.buf.subarray(slot * this.recvSize, slot * this.recvSize + len);
+  }
+
+  repost(slot: number): void {
+    if (this.failed) return;
+    try {
+      this.qp.postRecv([{ wrId: wrId(WrKind.RECV, slot), sge: [this.recv.mr.sge(slot * this.recvSize, this.recvSize)] }]);
+    } catch (err) {
+      this.fail(err as Error);
+    }
+  }
+
+  /** Posts send WRs (signaled); a failure fails the connection. Returns false when it could not post. */
+  post(wrs: SendWorkRequest[]): boolean {
+    if (this.failed) return false;
+    try {
+      this.qp.postSend(wrs);
+      return true;
+    } catch (err) {
+      this.fail(err as Error);
+      return false;
+    }
+  }
+
+  /** Posts WRs and resolves when all completed successfully. */
+  postAndWait(wrs: SendWorkRequest[]): Promise<void> {
+    if (this.failed) return Promise.reject(new TransportError('ECONNRESET', 'the connection failed'));
+    const ps: Promise<void>[] = [];
+    for (const wr of wrs) {
+      const n = this.#waitSeq = (this.#waitSeq + 1) % KIND_MUL;
+      wr.wrId = wrId(WrKind.WAIT, n);
+      ps.push(new Promise<void>((resolve, reject) => this.#waiters.set(n, { resolve, reject })));
+    }
+    if (!this.post(wrs)) return Promise.reject(new TransportError('ECONNRESET', 'the connection failed'));
+    return Promise.all(ps).then(() => undefined);
+  }
+
+  /** Keeps the process alive while the owner waits for peer messages (counted). */
+  ref(): void {
+    if (this.#refs++ === 0 && !this.#closed) this.cq.ref();
+  }
+
+  unref(): void {
+    if (this.#refs > 0 && --this.#refs === 0 && !this.#closed) this.cq.unref();
+  }
+
+  fail(err: Error): void {
+    if (this.#failed || this.#closed) return;
+    this.#failed = true;
+    this.#rejectWaiters(err);
+    this.stopHeartbeat();
+    this.onError(err);
+  }
+
+  #rejectWaiters(err: Error): void {
+    const ws = [...this.#waiters.values()];
+    this.#waiters.clear();
+    for (const w of ws) w.reject(err);
+  }
+
+  #onCompletions(wcs: WorkCompletion[]): void {
+    for (const wc of wcs) {
+      if (this.#closed) return;
+      const kind = Math.floor(wc.wrId / KIND_MUL);
+      const index = wc.wrId % KIND_MUL;
+      if (!wc.ok) {
+        if (kind === WrKind.WAIT) {
+          const w = this.#waiters.get(index);
+          this.#waiters.delete(index);
+          w?.reject(new TransportError('EIO', `work request failed: ${wc.statusName}`));
+        }
+        this.fail(new TransportError(wc.statusName === 'WR_FLUSH_ERR' ? 'ECONNRESET' : 'EIO', `${wc.opcodeName} completed with ${wc.statusName}`));
+        continue;
+      }
+      if (kind === WrKind.RECV) {
+        this.#received = true;
+        this.onRecv(wc, index);
+      } else if (kind === WrKind.WAIT) {
+        const w = this.#waiters.get(index);
+        this.#waiters.delete(index);
+        w?.resolve();
+      } else if (kind === WrKind.SEND) {
+        this.onSendDone(index);
+      }
+    }
+  }
+
+  // --------------------------------------------------------- heartbeats (§9)
+
+  /** Every interval: declare the path dead after `missedMax` silent intervals, else send HB. */
+  startHeartbeat(intervalMs: number, missedMax: number, onDead: () => void): void {
+    this.stopHeartbeat();
+    this.#received = true;
+    this.#hbTimer = setInterval(() => {
+      if (this.failed) return;
+      if (this.#received) {
+        this.#received = false;
+        this.#missed = 0;
+      } else if (++this.#missed >= missedMax) {
+        this.stopHeartbeat();
+        onDead();
+        return;
+      }
+      if (!this.#hbOutstanding || this.#missed > 0) this.sendHeartbeat();
+    }, intervalMs);
+    this.#hbTimer.unref();
+  }
+
+  stopHeartbeat(): void {
+    if (this.#hbTimer) clearInterval(this.#hbTimer);
+    this.#hbTimer = undefined;
+  }
+
+  sendHeartbeat(): void {
+    this.#hbId = (this.#hbId + 1) & IMM_PAYLOAD_MASK;
+    this.#hbSentAt = process.hrtime.bigint();
+    this.#hbOutstanding = true;
+    this.post([{ wrId: wrId(WrKind.SEND, 0xffffffff), opcode: 'RDMA_WRITE_WITH_IMM', imm: encodeHbImm(this.#hbId), sge: [], remoteAddr: 0, rkey: 0 }]);
+  }
+
+  /** The peer's HB: answer with an ACK carrying its id. */
+  answerHeartbeat(id: number): void {
+    this.post([{ wrId: wrId(WrKind.SEND, 0xffffffff), opcode: 'RDMA_WRITE_WITH_IMM', imm: encodeHbImm(id, true), sge: [], remoteAddr: 0, rkey: 0 }]);
+  }
+
+  /** An ACK: an RTT sample when it answers the last HB sent; others are ignored. */
+  heartbeatAck(id: number): void {
+    if (this.#hbOutstanding && id === this.#hbId) {
+      this.latencyNs = Number(process.hrtime.bigint() - this.#hbSentAt);
+      this.#hbOutstanding = false;
+    }
+  }
+
+  /** Disconnects (best effort) and frees the QP, CQ and receive buffers. */
+  close(): void {
+    if (this.#closed) return;
+    this.stopHeartbeat();
+    this.#closed = true;
+    this.#rejectWaiters(new TransportError('ECLOSED', 'the connection was closed'));
+    try {
+      this.id.disconnect();
+    } catch {
+      // not connected (yet), or already disconnected
+    }
+    if (this.#refs > 0) {
+      this.#refs = 0;
+      this.cq.unref();
+    }
+    this.id.close();
+    this.cq.close();
+    this.recv.mr.close();
+  }
+}

@@ -1,0 +1,713 @@
+/**
+ * The transport server (docs/protocol.md): listens on one or more addresses;
+ * a session (UUID) is created when its first path connects, with its chunk
+ * pool allocated once and registered in a protection domain of its own on
+ * every device its paths use. Requests reach an async handler that sees the
+ * user header and a zero-copy view of the data; its status and response
+ * header go back in one message. Strict mode (default) invalidates a chunk's
+ * keys on every path before the handler runs and re-keys on completion.
+ */
+import { EventEmitter } from 'events';
+import { CmId, MemoryRegion, MemoryWindow, ProtectionDomain, SendWorkRequest, WorkCompletion } from '../verbs';
+import { Access } from '../verbs/constants';
+import { Area, Conn, DeviceCache, registerArea, TransportError, wrId, WrKind } from './conn';
+import * as P from './protocol';
+import { ProtocolError } from './protocol';
+
+export interface TransportRequest {
+  kind: 'write' | 'read';
+  sessionId: string;
+  pathIndex: number;
+  /** the user header (a view into the chunk: valid until the handler settles) */
+  header: Buffer;
+  /** write: the data written by the client; read: the area to fill (its length is the requested length) */
+  data: Buffer;
+}
+
+export interface TransportResponse {
+  /** 0 (default) for success, 1..4095 for an error (errno values or the application's own) */
+  status?: number;
+  /** at most maxHeaderSize bytes back to the client */
+  header?: Uint8Array;
+  /** read: bytes produced at the start of data (default: data.length) */
+  length?: number;
+}
+
+export type TransportHandler = (req: TransportRequest) => TransportResponse | void | Promise<TransportResponse | void>;
+
+export interface ServerOptions {
+  handler: TransportHandler;
+  queueDepth?: number;
+  chunkSize?: number;
+  maxHeaderSize?: number;
+  /** strict mode (default true): see docs/protocol.md §1 */
+  strict?: boolean;
+  hbIntervalMs?: number;
+  hbMissedMax?: number;
+  /** how long a session outlives its last path (ms), default 30000 */
+  sessionLingerMs?: number;
+  maxSessions?: number;
+  /** log lines (violations, rejects, path events); default: none */
+  log?: (line: string) => void;
+}
+
+export interface ServerPathStats {
+  index: number;
+  state: 'connecting' | 'connected' | 'closed';
+  device: string;
+  reads: number;
+  readBytes: number;
+  writes: number;
+  writeBytes: number;
+  replays: number;
+  latencyNs: number | undefined;
+}
+
+interface ChunkRecord {
+  seq: bigint;
+  state: 'idle' | 'running' | 'done' | 'resumed';
+  kind: 'write' | 'read';
+  status: number;
+  header: Buffer;
+  dataLen: number;
+  /** path that answers when a running IO finishes (the latest copy's) */
+  respondOn?: ServerPath;
+  /** the read destination of the latest copy */
+  dest?: { addr: bigint; rkey: number };
+  resumedOn?: ServerPath;
+}
+
+interface DevState {
+  pd: ProtectionDomain;
+  pool: MemoryRegion;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export class TransportServer extends EventEmitter {
+  readonly params: P.SessionParams;
+  readonly hbIntervalMs: number;
+  readonly hbMissedMax: number;
+  readonly #handler: TransportHandler;
+  readonly #lingerMs: number;
+  readonly #maxSessions: number;
+  readonly #log: (line: string) => void;
+  readonly #devices = new DeviceCache();
+  readonly #listeners: CmId[] = [];
+  readonly #sessions = new Map<string, ServerSession>();
+  /** ids of closed sessions: a late connect for one gets ESTALE */
+  readonly #closedSessions = new Set<string>();
+  #closing = false;
+
+  constructor(opts: ServerOptions) {
+    super();
+    if (typeof opts?.handler !== 'function') throw new TypeError('handler must be a function');
+    this.params = {
+      queueDepth: opts.queueDepth ?? P.DEFAULT_QUEUE_DEPTH,
+      chunkSize: opts.chunkSize ?? P.DEFAULT_CHUNK_SIZE,
+      maxHeaderSize: opts.maxHeaderSize ?? P.DEFAULT_MAX_HEADER_SIZE,
+      strict: opts.strict ?? true,
+    };
+    const problem = P.sessionParamsProblem(this.params);
+    if (problem) throw new RangeError(problem);
+    this.hbIntervalMs = opts.hbIntervalMs ?? P.DEFAULT_HB_INTERVAL_MS;
+    this.hbMissedMax = opts.hbMissedMax ?? P.DEFAULT_HB_MISSED_MAX;
+    P.encodeAccept({ ...this.params, sessionCreated: false, hbIntervalMs: this.hbIntervalMs, hbMissedMax: this.hbMissedMax }); // validates
+    this.#handler = opts.handler;
+    this.#lingerMs = opts.sessionLingerMs ?? 30000;
+    this.#maxSessions = opts.maxSessions ?? 64;
+    this.#log = opts.log ?? (() => undefined);
+  }
+
+  /** Listens on every address (rdma_cm, RC). */
+  listen(addresses: Array<{ host: string; port: number }>): void {
+    if (this.#closing) throw new TransportError('ECLOSED', 'the server is closed');
+    for (const a of addresses) {
+      const id = CmId.create();
+      try {
+        id.on('connection', (req, pd) => this.#onConnection(req, pd));
+        id.listen(a.host, a.port);
+      } catch (err) {
+        id.close();
+        throw err;
+      }
+      this.#listeners.push(id);
+    }
+  }
+
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  /** Per session: its paths' state and counters. */
+  stats(): Record<string, { paths: ServerPathStats[] }> {
+    const out: Record<string, { paths: ServerPathStats[] }> = {};
+    for (const [id, s] of this.#sessions) out[id] = { paths: s.paths.filter((p): p is ServerPath => !!p).map((p) => p.stats()) };
+    return out;
+  }
+
+  /** Stops listening, disconnects every path and frees every session. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    for (const l of this.#listeners) l.close();
+    this.#listeners.length = 0;
+    for (const s of [...this.#sessions.values()]) await s.destroy('server closing');
+    this.#devices.close();
+  }
+
+  /** @internal */
+  log(line: string): void {
+    this.#log(line);
+    this.emit('log', line);
+  }
+
+  /** @internal */
+  get handler(): TransportHandler {
+    return this.#handler;
+  }
+
+  /** @internal */
+  forget(s: ServerSession): void {
+    this.#sessions.delete(s.id);
+    this.#closedSessions.add(s.id);
+    if (this.#closedSessions.size > 4096) this.#closedSessions.delete(this.#closedSessions.values().next().value as string);
+  }
+
+  /** @internal */
+  get lingerMs(): number {
+    return this.#lingerMs;
+  }
+
+  #reject(id: CmId, code: P.RejectCode, why: string, opts: { retry?: boolean; detail?: number } = {}): void {
+    this.log(`reject ${id.info().peer?.host ?? '?'}: ${code}: ${why}`);
+    try {
+      id.reject(P.encodeReject({ code, ...opts }));
+    } finally {
+      id.close();
+    }
+  }
+
+  #onConnection(id: CmId, privateData: Buffer): void {
+    let req: P.ConnectRequest;
+    try {
+      req = P.decodeConnectRequest(privateData);
+    } catch (err) {
+      const e = err as ProtocolError;
+      this.#reject(id, e.code === 'EPROTONOSUPPORT' ? 'EPROTONOSUPPORT' : 'EPROTO', e.message);
+      return;
+    }
+    if (this.#closing) return this.#reject(id, 'ESHUTDOWN', 'server closing');
+    let s = this.#sessions.get(req.sessionId);
+    let created = false;
+    if (!s) {
+      if (!req.newSession || this.#closedSessions.has(req.sessionId)) return this.#reject(id, 'ESTALE', `unknown session ${req.sessionId}`);
+      if (this.#sessions.size >= this.#maxSessions) return this.#reject(id, 'EUSERS', 'session limit', { retry: true, detail: this.#maxSessions });
+      try {
+        s = new ServerSession(this, req.sessionId, req.pathCount);
+      } catch (err) {
+        return this.#reject(id, 'ENOMEM', `pool allocation failed: ${(err as Error).message}`, { retry: true });
+      }
+      this.#sessions.set(s.id, s);
+      created = true;
+    }
+    if (s.closing) return this.#reject(id, 'ESTALE', `session ${s.id} is closing`);
+    if (req.pathCount !== s.pathCount) return this.#reject(id, 'EINVAL', `pathCount ${req.pathCount} != ${s.pathCount}`, { detail: s.pathCount });
+    const old = s.paths[req.pathIndex];
+    const last = s.lastReconnect[req.pathIndex];
+    if (old && old.state !== 'closed') {
+      if (req.reconnectCount <= old.reconnectCount) {
+        return this.#reject(id, 'EBUSY', `path ${req.pathIndex} is connected (reconnect ${old.reconnectCount} >= ${req.reconnectCount})`, { retry: true });
+      }
+      old.close(`superseded by reconnect ${req.reconnectCount}`);
+    } else if (last !== undefined && req.reconnectCount < last) {
+      return this.#reject(id, 'EBUSY', `stale reconnect ${req.reconnectCount} < ${last}`, { retry: true });
+    }
+    let dev: DevState;
+    try {
+      const info = id.info();
+      dev = s.devState(this.#devices, info.device!);
+    } catch (err) {
+      if (created) void s.destroy('setup failed');
+      return this.#reject(id, 'ENOMEM', `registration failed: ${(err as Error).message}`, { retry: true });
+    }
+    let path: ServerPath;
+    try {
+      path = new ServerPath(s, req.pathIndex, req.reconnectCount, id, dev);
+    } catch (err) {
+      if (created) void s.destroy('setup failed');
+      return this.#reject(id, 'ENOMEM', `connection setup failed: ${(err as Error).message}`, { retry: true });
+    }
+    s.attach(path);
+    const accept = P.encodeAccept({ ...this.params, sessionCreated: created, hbIntervalMs: this.hbIntervalMs, hbMissedMax: this.hbMissedMax });
+    id.accept({ privateData: accept, retryCount: 7, rnrRetryCount: 7 }).then(
+      () => path.established(),
+      (err) => path.close(`accept failed: ${(err as Error).message}`),
+    );
+  }
+}
+
+class ServerSession {
+  readonly server: TransportServer;
+  readonly id: string;
+  readonly pathCount: number;
+  readonly params: P.SessionParams;
+  readonly paths: Array<ServerPath | undefined>;
+  readonly lastReconnect: Array<number | undefined>;
+  readonly records: ChunkRecord[];
+  readonly #locks: Array<Promise<void> | undefined>;
+  readonly #devs = new Map<string, DevState>();
+  #linger: NodeJS.Timeout | undefined;
+  closing = false;
+
+  constructor(server: TransportServer, id: string, pathCount: number) {
+    this.server = server;
+    this.id = id;
+    this.pathCount = pathCount;
+    this.params = server.params;
+    this.#poolSize = this.params.queueDepth * this.params.chunkSize;
+    this.paths = new Array(pathCount).fill(undefined);
+    this.lastReconnect = new Array(pathCount).fill(undefined);
+    this.records = Array.from({ length: this.params.queueDepth }, () => ({ seq: 0n, state: 'idle' as const, kind: 'write' as const, status: 0, header: EMPTY, dataLen: 0 }));
+    this.#locks = new Array(this.params.queueDepth).fill(undefined);
+  }
+
+  readonly #poolSize: number;
+  #poolMem: ArrayBuffer | undefined;
+  #buf: Buffer = EMPTY;
+
+  /** The chunk pool (allocated once, when the first device registers it). */
+  get buf(): Buffer {
+    return this.#buf;
+  }
+
+  /** The session's PD and pool registration on `name` (created on first use). */
+  devState(devices: DeviceCache, name: string): DevState {
+    let d = this.#devs.get(name);
+    if (d) return d;
+    const dev = devices.get(name);
+    const pd = dev.allocPd();
+    try {
+      if (!this.#poolMem) {
+        this.#poolMem = pd.allocate(this.#poolSize);
+        this.#buf = Buffer.from(this.#poolMem);
+      }
+      // remote access only through type-2 windows (docs/protocol.md §1)
+      const pool = pd.registerMemory(this.#poolMem, Access.LOCAL_WRITE | Access.MW_BIND);
+      d = { pd, pool };
+    } catch (err) {
+      pd.close();
+      throw err;
+    }
+    this.#devs.set(name, d);
+    return d;
+  }
+
+  attach(p: ServerPath): void {
+    if (this.#linger) clearTimeout(this.#linger);
+    this.#linger = undefined;
+    this.paths[p.index] = p;
+    this.lastReconnect[p.index] = p.reconnectCount;
+  }
+
+  detach(p: ServerPath): void {
+    if (this.paths[p.index] === p) this.paths[p.index] = undefined;
+    if (this.closing || this.paths.some((x) => x && x.state !== 'closed')) return;
+    this.#linger = setTimeout(() => void this.destroy('no paths left'), this.server.lingerMs);
+    this.#linger.unref();
+  }
+
+  /** Paths that hold keys for the pool (info exchange started, not closed). */
+  keyedPaths(): ServerPath[] {
+    return this.paths.filter((p): p is ServerPath => !!p && p.state !== 'closed' && p.mws.length > 0);
+  }
+
+  /** Runs fn after every earlier task on chunk c (one IO per chunk at a time). */
+  serialize(c: number, fn: () => Promise<void>): void {
+    const prev = this.#locks[c] ?? Promise.resolve();
+    const next = prev.then(fn).catch((err) => this.server.log(`session ${this.id}: chunk ${c}: ${(err as Error).message}`));
+    this.#locks[c] = next;
+    void next.then(() => {
+      if (this.#locks[c] === next) this.#locks[c] = undefined;
+    });
+  }
+
+  async destroy(why: string): Promise<void> {
+    if (this.closing && this.#devs.size === 0) return;
+    this.closing = true;
+    if (this.#linger) clearTimeout(this.#linger);
+    await Promise.all(this.#locks.filter(Boolean));
+    for (const p of this.paths) p?.close(why);
+    for (const d of this.#devs.values()) d.pd.close();
+    this.#devs.clear();
+    this.server.forget(this);
+    this.server.log(`session ${this.id} closed: ${why}`);
+  }
+}
+
+class ServerPath {
+  readonly session: ServerSession;
+  readonly index: number;
+  readonly reconnectCount: number;
+  readonly conn: Conn;
+  readonly dev: DevState;
+  readonly device: string;
+  state: 'connecting' | 'connected' | 'closed' = 'connecting';
+  /** strict: one window per chunk; relaxed: one window over the pool */
+  readonly mws: MemoryWindow[] = [];
+  /** current rkey per chunk on this path, 0 = none */
+  readonly keys: Uint32Array;
+  readonly #rsp: Area;
+  readonly #rspSlot: number;
+  readonly #ctrl: Area;
+  #infoDone = false;
+  #counters = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, replays: 0 };
+
+  constructor(session: ServerSession, index: number, reconnectCount: number, id: CmId, dev: DevState) {
+    this.session = session;
+    this.index = index;
+    this.reconnectCount = reconnectCount;
+    this.dev = dev;
+    this.device = dev.pd.device.name;
+    const qd = session.params.queueDepth;
+    this.keys = new Uint32Array(qd);
+    this.conn = new Conn(id, dev.pd, { recvSize: P.CTRL_MSG_SIZE, recvCount: qd + P.RECV_SLACK, maxSendWr: qd * 4 + 64 });
+    try {
+      this.#rspSlot = P.clientRecvSize(session.params, session.pathCount);
+      this.#rsp = registerArea(dev.pd, this.#rspSlot * qd);
+      this.#ctrl = registerArea(dev.pd, P.RESUME_SIZE * qd);
+    } catch (err) {
+      this.conn.close();
+      throw err;
+    }
+    this.conn.onRecv = (wc, slot) => this.#onRecv(wc, slot);
+    this.conn.onError = (err) => this.close(err.message);
+    id.on('disconnected', () => this.close('peer disconnected'));
+  }
+
+  get name(): string {
+    return `path ${this.session.id}/${this.index}`;
+  }
+
+  /** (a getter, so checks after an await are not narrowed away) */
+  get closed(): boolean {
+    return this.state === 'closed';
+  }
+
+  stats(): ServerPathStats {
+    return { index: this.index, state: this.state, device: this.device, ...this.#counters, latencyNs: this.conn.latencyNs };
+  }
+
+  established(): void {
+    if (this.state === 'closed') return;
+    this.session.server.log(`${this.name}: established on ${this.device} (reconnect ${this.reconnectCount})`);
+  }
+
+  violation(err: unknown): void {
+    const reason = err instanceof ProtocolError ? err.reason : 'internal';
+    const msg = (err as Error)?.message ?? String(err);
+    this.session.server.log(`${this.name}: protocol violation: ${reason}: ${msg}`);
+    this.session.server.emit('violation', { sessionId: this.session.id, pathIndex: this.index, reason, message: msg });
+    this.close(`protocol violation: ${reason}`);
+  }
+
+  close(why: string): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.session.server.log(`${this.name}: closed: ${why}`);
+    this.conn.close();
+    for (const mw of this.mws) mw.close();
+    this.#rsp.mr.close();
+    this.#ctrl.mr.close();
+    this.session.detach(this);
+  }
+
+  #onRecv(wc: WorkCompletion, slot: number): void {
+    if (this.state === 'closed') return;
+    const p = this.session.params;
+    try {
+      if (wc.opcodeName === 'RECV_RDMA_WITH_IMM') {
+        this.conn.repost(slot);
+        const imm = P.decodeImm(wc.imm ?? 0, wc.byteLen, 'server', p);
+        switch (imm.type) {
+          case 'hb':
+            this.conn.answerHeartbeat(imm.id);
+            return;
+          case 'hb-ack':
+            this.conn.heartbeatAck(imm.id);
+            return;
+          case 'write-req':
+          case 'read-req':
+            if (!this.#infoDone) throw new ProtocolError('state', 'IO request before the info exchange');
+            this.session.serialize(imm.chunk, () => this.#request(imm.type === 'write-req' ? 'write' : 'read', imm.chunk, imm.trailerOffset, wc.byteLen));
+            return;
+          default:
+            throw new ProtocolError('imm-direction', `${imm.type} imm received by the server`);
+        }
+      }
+      if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);
+      const m = P.decodeServerMessage(this.conn.recvBytes(slot, wc.byteLen), {
+        queueDepth: p.queueDepth, strict: p.strict, minRecvSize: P.clientRecvSize(p, this.session.pathCount),
+      });
+      this.conn.repost(slot);
+      switch (m.type) {
+        case 'info-req':
+          if (this.#infoDone) throw new ProtocolError('state', 'second INFO_REQ');
+          this.#infoDone = true;
+          void this.#info(m.name).catch((err) => this.close(`info exchange failed: ${(err as Error).message}`));
+          return;
+        case 'resume-req':
+          if (!this.#infoDone) throw new ProtocolError('state', 'RESUME_REQ before the info exchange');
+          this.session.serialize(m.chunk, () => this.#resume(m.chunk, m.seq));
+          return;
+        case 'session-close':
+          void this.session.destroy('client closed the session');
+          return;
+      }
+    } catch (err) {
+      this.violation(err);
+    }
+  }
+
+  // ------------------------------------------------------------ keys (§4)
+
+  #bindWr(c: number): SendWorkRequest {
+    const cs = this.session.params.chunkSize;
+    const mw = this.mws[c];
+    return { opcode: 'BIND_MW', bind: { mw, mr: this.dev.pool, addr: this.dev.pool.addr + c * cs, length: cs, access: Access.REMOTE_WRITE } };
+  }
+
+  /** Binds chunk c's window on this path; resolves with the new key. */
+  async bind(c: number): Promise<number> {
+    await this.conn.postAndWait([this.#bindWr(c)]);
+    this.keys[c] = this.mws[c].rkey;
+    return this.keys[c];
+  }
+
+  /** Invalidates chunk c's key on this path (strict). */
+  async invalidate(c: number): Promise<void> {
+    const rkey = this.keys[c];
+    if (rkey === 0) return;
+    this.keys[c] = 0;
+    await this.conn.postAndWait([{ opcode: 'LOCAL_INV', invalidateRkey: rkey }]);
+  }
+
+  async #info(name: string): Promise<void> {
+    const { queueDepth: qd, chunkSize: cs, strict } = this.session.params;
+    const descs: P.InfoDesc[] = [];
+    if (strict) {
+      for (let c = 0; c < qd; c++) this.mws.push(this.dev.pd.allocMemoryWindow(2));
+      // from here on this path is "keyed": IOs on other paths invalidate and
+      // re-key its windows too. Each bind waits for its chunk's running IO
+      // (under the chunk's lock), so no key is live while a handler runs.
+      const binds: Promise<void>[] = [];
+      for (let c = 0; c < qd; c++) {
+        binds.push(new Promise<void>((resolve, reject) => {
+          this.session.serialize(c, async () => {
+            try {
+              if (this.keys[c] === 0 && !this.closed) await this.bind(c);
+              resolve();
+            } catch (err) {
+              reject(err as Error);
+            }
+          });
+        }));
+      }
+      await Promise.all(binds);
+      for (let c = 0; c < qd; c++) descs.push({ addr: BigInt(this.dev.pool.addr + c * cs), rkey: this.keys[c], len: cs });
+    } else {
+      const mw = this.dev.pd.allocMemoryWindow(2);
+      this.mws.push(mw);
+      await this.conn.postAndWait([{ opcode: 'BIND_MW', bind: { mw, mr: this.dev.pool, access: Access.REMOTE_WRITE } }]);
+      this.keys.fill(mw.rkey);
+      descs.push({ addr: BigInt(this.dev.pool.addr), rkey: mw.rkey, len: qd * cs });
+    }
+    if (this.closed) return;
+    const msgs = P.encodeInfoRsp(descs);
+    const area = registerArea(this.dev.pd, msgs.length * P.CTRL_MSG_SIZE);
+    try {
+      msgs.forEach((m, i) => m.copy(area.buf, i * P.CTRL_MSG_SIZE));
+      // every chunk key is bound before the client learns it (SQ order)
+      await this.conn.postAndWait(msgs.map((m, i) => ({ opcode: 'SEND', sge: [area.mr.sge(i * P.CTRL_MSG_SIZE, m.length)] })));
+    } finally {
+      area.mr.close();
+    }
+    if (this.closed) return;
+    this.state = 'connected';
+    this.conn.startHeartbeat(this.session.server.hbIntervalMs, this.session.server.hbMissedMax, () => this.close('heartbeats missed'));
+    this.session.server.log(`${this.name}: connected (${name || 'unnamed'}), ${descs.length} descriptors`);
+  }
+
+  // ----------------------------------------------------------- IO (§6, §7)
+
+  async #request(kind: 'write' | 'read', c: number, trailerOffset: number, byteLen: number): Promise<void> {
+    const s = this.session;
+    const p = s.params;
+    if (this.state !== 'connected' || s.closing) return;
+    if (p.strict) await Promise.all(s.keyedPaths().map((q) => q.invalidate(c).catch(() => undefined)));
+    if (this.state !== 'connected') return;
+    const base = c * p.chunkSize;
+    // copy the trailer out: no re-reads of peer-writable memory after the checks
+    const size = kind === 'write' ? P.WRITE_TRAILER_SIZE : P.READ_TRAILER_SIZE;
+    const tb = Buffer.from(s.buf.subarray(base + trailerOffset, base + trailerOffset + size));
+    let w: P.WriteTrailer | undefined;
+    let r: P.ReadTrailer | undefined;
+    try {
+      if (kind === 'write') w = P.decodeWriteTrailer(tb, trailerOffset, p);
+      else r = P.decodeReadTrailer(tb, trailerOffset, byteLen, p);
+    } catch (err) {
+      this.violation(err);
+      return;
+    }
+    const seq = (w ?? r)!.seq;
+    const rec = s.records[c];
+    if (seq < rec.seq) return this.violation(new ProtocolError('seq', `chunk ${c}: seq ${seq} < recorded ${rec.seq}`));
+    if (seq === rec.seq && rec.state === 'resumed' && rec.resumedOn !== this) {
+      s.server.log(`${this.name}: dropped a stale copy of chunk ${c} seq ${seq}`);
+      await this.#rekey(c);
+      return;
+    }
+    if (seq === rec.seq && rec.state !== 'resumed') {
+      if (rec.kind !== kind) return this.violation(new ProtocolError('seq', `chunk ${c}: seq ${seq} reused for a ${kind}`));
+      if (r) rec.dest = { addr: r.addr, rkey: r.rkey };
+      if (rec.state === 'running') {
+        rec.respondOn = this; // the serialized lock means this cannot happen while running; kept for clarity
+        return;
+      }
+      this.#counters.replays++;
+      await this.#respond(c, rec, true);
+      return;
+    }
+    if (seq > rec.seq && rec.state === 'running') return this.violation(new ProtocolError('chunk-busy', `chunk ${c} is running seq ${rec.seq}`));
+    // a new IO
+    rec.seq = seq;
+    rec.state = 'running';
+    rec.kind = kind;
+    rec.respondOn = this;
+    rec.resumedOn = undefined;
+    rec.dest = r ? { addr: r.addr, rkey: r.rkey } : undefined;
+    const chunk = s.buf.subarray(base, base + p.chunkSize);
+    const req: TransportRequest = w
+      ? { kind, sessionId: s.id, pathIndex: this.index, header: chunk.subarray(w.dataLen, w.dataLen + w.hdrLen), data: chunk.subarray(0, w.dataLen) }
+      : { kind, sessionId: s.id, pathIndex: this.index, header: chunk.subarray(trailerOffset - r!.hdrLen, trailerOffset), data: chunk.subarray(0, r!.len) };
+    let res: TransportResponse | void;
+    try {
+      res = await s.server.handler(req);
+    } catch (err) {
+      s.server.log(`${this.name}: handler failed on chunk ${c}: ${(err as Error).message}`);
+      res = { status: P.STATUS_EIO };
+    }
+    const out = checkResult(res, req, p.maxHeaderSize);
+    if (out.problem) s.server.log(`${this.name}: handler result rejected: ${out.problem}`);
+    rec.status = out.status;
+    rec.header = out.header;
+    rec.dataLen = kind === 'read' ? out.length : 0;
+    rec.state = 'done';
+    if (kind === 'write') {
+      this.#counters.writes++;
+      this.#counters.writeBytes += w!.dataLen;
+    } else {
+      this.#counters.reads++;
+      this.#counters.readBytes += rec.dataLen;
+    }
+    const target = rec.respondOn && rec.respondOn.state === 'connected' ? rec.respondOn : this;
+    await target.#respond(c, rec, false);
+  }
+
+  /** Strict: new keys for chunk c on every live path except this one (bound and awaited). */
+  async #rekeyOthers(c: number): Promise<void> {
+    await Promise.all(this.session.keyedPaths().filter((q) => q !== this && q.keys[c] === 0).map((q) => q.bind(c).catch(() => 0)));
+  }
+
+  async #rekey(c: number): Promise<void> {
+    if (!this.session.params.strict) return;
+    await this.#rekeyOthers(c);
+    if (this.keys[c] === 0 && this.state === 'connected') await this.bind(c).catch(() => 0);
+  }
+
+  /** Sends chunk c's recorded result on this path (§7.3, §7.4). */
+  async #respond(c: number, rec: ChunkRecord, replay: boolean): Promise<void> {
+    if (this.state !== 'connected') return; // the client resumes on another path
+    const s = this.session;
+    const p = s.params;
+    const wrs: SendWorkRequest[] = [];
+    if (rec.kind === 'read' && rec.dataLen > 0 && rec.dest) {
+      wrs.push({ opcode: 'RDMA_WRITE', sge: [this.dev.pool.sge(c * p.chunkSize, rec.dataLen)], remoteAddr: rec.dest.addr, rkey: rec.dest.rkey, wrId: wrId(WrKind.SEND, c) });
+    }
+    let keys: P.IoRspKey[] = [];
+    if (p.strict) {
+      await this.#rekeyOthers(c);
+      if (this.state !== 'connected') return;
+      if (this.keys[c] === 0) {
+        wrs.push({ ...this.#bindWr(c), wrId: wrId(WrKind.SEND, c) });
+      }
+    }
+    const fast = !p.strict && rec.kind === 'write' && rec.header.length === 0;
+    if (fast) {
+      wrs.push({ opcode: 'RDMA_WRITE_WITH_IMM', imm: P.encodeIoRspImm(c, rec.status), sge: [], remoteAddr: 0, rkey: 0, wrId: wrId(WrKind.SEND, c) });
+      this.conn.post(wrs);
+      return;
+    }
+    // the bind's new rkey is known once posted: post it first, then the response
+    if (p.strict && wrs.length && wrs[wrs.length - 1].opcode === 'BIND_MW') {
+      if (!this.conn.post(wrs.splice(0))) return;
+      this.keys[c] = this.mws[c].rkey;
+    }
+    if (p.strict) keys = s.keyedPaths().filter((q) => q.keys[c] !== 0).map((q) => ({ pathIndex: q.index, rkey: q.keys[c] }));
+    const off = c * this.#rspSlot;
+    const len = P.writeIoRsp(this.#rsp.buf, off, {
+      chunk: c, status: rec.status, seq: rec.seq, dataLen: rec.dataLen, read: rec.kind === 'read', replay, keys, header: rec.header,
+    });
+    const invalidate = rec.kind === 'read' && rec.dest && rec.dest.rkey !== 0;
+    wrs.push({
+      opcode: invalidate ? 'SEND_WITH_INV' : 'SEND',
+      invalidateRkey: invalidate ? rec.dest!.rkey : undefined,
+      sge: [this.#rsp.mr.sge(off, len)],
+      wrId: wrId(WrKind.SEND, c),
+    });
+    this.conn.post(wrs);
+  }
+
+  async #resume(c: number, seq: bigint): Promise<void> {
+    if (this.state !== 'connected') return;
+    const s = this.session;
+    const rec = s.records[c];
+    if (seq < rec.seq) return this.violation(new ProtocolError('seq', `RESUME_REQ chunk ${c} seq ${seq} < recorded ${rec.seq}`));
+    if (seq === rec.seq && (rec.state === 'done' || rec.state === 'running')) {
+      if (rec.state === 'running') {
+        rec.respondOn = this;
+        return;
+      }
+      this.#counters.replays++;
+      await this.#respond(c, rec, true);
+      return;
+    }
+    if (seq > rec.seq && rec.state === 'running') return this.violation(new ProtocolError('chunk-busy', `RESUME_REQ for chunk ${c} while seq ${rec.seq} runs`));
+    rec.seq = seq;
+    rec.state = 'resumed';
+    rec.resumedOn = this;
+    rec.header = EMPTY;
+    if (s.params.strict && this.keys[c] === 0) await this.bind(c);
+    if (this.state !== 'connected') return;
+    const m = P.encodeResumeRsp({ chunk: c, rkey: this.keys[c], seq });
+    m.copy(this.#ctrl.buf, c * P.RESUME_SIZE);
+    this.conn.post([{ opcode: 'SEND', sge: [this.#ctrl.mr.sge(c * P.RESUME_SIZE, P.RESUME_SIZE)], wrId: wrId(WrKind.SEND, c) }]);
+  }
+}
+
+function checkResult(res: TransportResponse | void, req: TransportRequest, maxHeader: number): { status: number; header: Buffer; length: number; problem?: string } {
+  const r = res ?? {};
+  const status = r.status ?? 0;
+  if (!Number.isInteger(status) || status < 0 || status > P.MAX_STATUS) {
+    return { status: P.STATUS_EIO, header: EMPTY, length: 0, problem: `status ${String(status)} outside 0..${P.MAX_STATUS}` };
+  }
+  const h = r.header ?? EMPTY;
+  if (!(h instanceof Uint8Array) || h.length > maxHeader) {
+    return { status: P.STATUS_EIO, header: EMPTY, length: 0, problem: `response header larger than ${maxHeader} bytes` };
+  }
+  const length = req.kind === 'read' ? r.length ?? req.data.length : 0;
+  if (!Number.isInteger(length) || length < 0 || length > req.data.length) {
+    return { status: P.STATUS_EIO, header: EMPTY, length: 0, problem: `read length ${String(length)} outside 0..${req.data.length}` };
+  }
+  return { status, header: Buffer.from(h), length };
+}
