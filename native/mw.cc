@@ -71,6 +71,13 @@ Napi::Value MemoryWindow::Bind(const Napi::CallbackInfo& info) {
     b.bind_info.addr = ArgU64(info[2], "addr");
     b.bind_info.length = ArgU64(info[3], "length");
     b.bind_info.mw_access_flags = ArgU32(info[4], "access");
+  } else {
+    // unbind = a zero-length bind. It names the MR of the current binding:
+    // providers (rxe) dereference bind_info.mr even for zero length
+    if (bound_mr_.IsEmpty()) ThrowType(env, "the window is not bound: nothing to unbind");
+    b.bind_info.mr = MemoryRegion::Unwrap(bound_mr_.Value())->Get(env);
+    b.bind_info.addr = uint64_t(uintptr_t(b.bind_info.mr->addr));
+    b.bind_info.length = 0;
   }
   b.wr_id = ArgU64(info[5], "wrId");
   b.send_flags = ArgU32(info[6], "sendFlags");

@@ -332,12 +332,14 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
         wr.bind_mw.mw = mw;
         wr.bind_mw.rkey = ibv_inc_rkey(mw->rkey);
         binds.emplace_back(mw, wr.bind_mw.rkey);
-        if (Has(o, "bindMr") && !o.Get("bindMr").IsNull()) {
-          wr.bind_mw.bind_info.mr = MemoryRegion::From(o.Get("bindMr"), "bindMr")->Get(env);
-          wr.bind_mw.bind_info.addr = ArgU64(o.Get("bindAddr"), "bindAddr");
-          wr.bind_mw.bind_info.length = ArgU64(o.Get("bindLength"), "bindLength");
-          wr.bind_mw.bind_info.mw_access_flags = ArgU32(o.Get("bindAccess"), "bindAccess");
-        }
+        // a type 2 window is invalidated (LOCAL_INV / SEND_WITH_INV), never
+        // unbound by a null bind: providers dereference bind_info.mr
+        if (!Has(o, "bindMr") || o.Get("bindMr").IsNull())
+          ThrowType(env, "bind.mr is required: invalidate a type 2 window with LOCAL_INV instead of unbinding");
+        wr.bind_mw.bind_info.mr = MemoryRegion::From(o.Get("bindMr"), "bindMr")->Get(env);
+        wr.bind_mw.bind_info.addr = ArgU64(o.Get("bindAddr"), "bindAddr");
+        wr.bind_mw.bind_info.length = ArgU64(o.Get("bindLength"), "bindLength");
+        wr.bind_mw.bind_info.mw_access_flags = ArgU32(o.Get("bindAccess"), "bindAccess");
         break;
       }
       case IBV_WR_SEND:

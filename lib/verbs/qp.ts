@@ -87,8 +87,8 @@ export interface SendWorkRequest {
   /** Atomics: the compare (CMP_AND_SWP) or add (FETCH_AND_ADD) operand. */
   compareAdd?: number | bigint;
   swap?: number | bigint;
-  /** BIND_MW: bind a type-2 window onto a region (mr null: unbind). */
-  bind?: { mw: MemoryWindow; mr: MemoryRegion | null; addr?: number; length?: number; access: number };
+  /** BIND_MW: bind a type-2 window onto [addr, addr + length) of a region. */
+  bind?: { mw: MemoryWindow; mr: MemoryRegion; addr?: number; length?: number; access: number };
 }
 
 export interface RecvWorkRequest {
@@ -136,13 +136,13 @@ function toNativeSend(wr: SendWorkRequest, sigAll: boolean): Record<string, unkn
     if (!(b.mw instanceof MemoryWindow)) throw new TypeError('bind.mw must be a MemoryWindow');
     if (b.mw.type !== 2) throw new TypeError('BIND_MW work requests bind type 2 windows; use MemoryWindow.bind() for type 1');
     out.mw = b.mw.handle;
-    if (b.mr) {
-      if (!(b.mr instanceof MemoryRegion)) throw new TypeError('bind.mr must be a MemoryRegion or null');
-      out.bindMr = b.mr.handle;
-      out.bindAddr = b.addr ?? b.mr.addr;
-      out.bindLength = b.length ?? b.mr.length;
-      out.bindAccess = checkUint(b.access, 'bind.access');
+    if (!(b.mr instanceof MemoryRegion)) {
+      throw new TypeError('bind.mr must be a MemoryRegion (invalidate a type 2 window with LOCAL_INV instead of unbinding)');
     }
+    out.bindMr = b.mr.handle;
+    out.bindAddr = b.addr ?? b.mr.addr;
+    out.bindLength = b.length ?? b.mr.length;
+    out.bindAccess = checkUint(b.access, 'bind.access');
   }
   return out;
 }
