@@ -3,3 +3,5 @@ export { RdmaError } from './errors';
 export * from './verbs';
 /** PCI peer-to-peer memory (p2pmem): discovery, distance, choice, allocation. */
 export * as p2p from './p2p';
+/** The RTRS-style IO transport: protocol, server, client, policies, backoff. */
+export * as transport from './transport';

@@ -53,8 +53,7 @@ export class DeviceCache {
 }
 
 export interface ConnOptions {
-  recvSize: number;
-  recvCount: number;
+  maxRecvWr: number;
   maxSendWr: number;
 }
 
@@ -75,8 +74,8 @@ export class Conn {
   readonly pd: ProtectionDomain;
   readonly cq: CompletionQueue;
   readonly qp: QueuePair;
-  readonly recv: Area;
-  readonly recvSize: number;
+  recv: Area | undefined;
+  recvSize = 0;
   /** receive completion: the data is recv.buf[slot * recvSize, + byteLen); call repost(slot) when done with it */
   onRecv: (wc: WorkCompletion, slot: number) => void = () => undefined;
   /** send completion of a SEND-kind work request (index from its wrId) */
@@ -99,21 +98,26 @@ export class Conn {
   constructor(id: CmId, pd: ProtectionDomain, opts: ConnOptions) {
     this.id = id;
     this.pd = pd;
-    this.recvSize = opts.recvSize;
     const dev = pd.device;
-    this.cq = dev.createCompletionQueue({ cqe: opts.maxSendWr + opts.recvCount + 16, batch: 64 });
+    this.cq = dev.createCompletionQueue({ cqe: opts.maxSendWr + opts.maxRecvWr + 16, batch: 64 });
     try {
       this.qp = id.createQueuePair(pd, {
-        sendCq: this.cq, recvCq: this.cq, maxSendWr: opts.maxSendWr, maxRecvWr: opts.recvCount, maxSendSge: 2, maxRecvSge: 1,
+        sendCq: this.cq, recvCq: this.cq, maxSendWr: opts.maxSendWr, maxRecvWr: opts.maxRecvWr, maxSendSge: 2, maxRecvSge: 1,
       });
-      this.recv = registerArea(pd, opts.recvSize * opts.recvCount);
     } catch (err) {
       this.cq.close();
       throw err;
     }
     this.cq.on('completions', (wcs) => this.#onCompletions(wcs));
+  }
+
+  /** Registers `count` receive buffers of `size` bytes and posts them all. */
+  setupReceives(size: number, count: number): void {
+    if (this.recv) throw new Error('receives are already set up');
+    this.recvSize = size;
+    this.recv = registerArea(this.pd, size * count);
     const wrs = [];
-    for (let i = 0; i < opts.recvCount; i++) wrs.push({ wrId: wrId(WrKind.RECV, i), sge: [this.recv.mr.sge(i * opts.recvSize, opts.recvSize)] });
+    for (let i = 0; i < count; i++) wrs.push({ wrId: wrId(WrKind.RECV, i), sge: [this.recv.mr.sge(i * size, size)] });
     this.qp.postRecv(wrs);
   }
 
@@ -122,13 +126,13 @@ export class Conn {
   }
 
   recvBytes(slot: number, len: number): Buffer {
-    return this.recv.buf.subarray(slot * this.recvSize, slot * this.recvSize + len);
+    return this.recv!.buf.subarray(slot * this.recvSize, slot * this.recvSize + len);
   }
 
   repost(slot: number): void {
     if (this.failed) return;
     try {
-      this.qp.postRecv([{ wrId: wrId(WrKind.RECV, slot), sge: [this.recv.mr.sge(slot * this.recvSize, this.recvSize)] }]);
+      this.qp.postRecv([{ wrId: wrId(WrKind.RECV, slot), sge: [this.recv!.mr.sge(slot * this.recvSize, this.recvSize)] }]);
     } catch (err) {
       this.fail(err as Error);
     }
@@ -272,6 +276,6 @@ export class Conn {
     }
     this.id.close();
     this.cq.close();
-    this.recv.mr.close();
+    this.recv?.mr.close();
   }
 }

@@ -715,6 +715,8 @@ export interface InfoRsp {
 
 export interface IoRspKey {
   pathIndex: number;
+  /** the path's reconnectCount & 0xffff when the key was bound: keys of an older connection are ignored */
+  generation: number;
   rkey: number;
 }
 
@@ -884,6 +886,7 @@ export function writeIoRsp(target: Uint8Array, offset: number, m: IoRspFields): 
   keys.forEach((k, i) => {
     const off = IO_RSP_FIXED_SIZE + i * RSP_KEY_SIZE;
     dv.setUint16(off, argUint(k.pathIndex, MAX_PATHS - 1, 'key.pathIndex'), true);
+    dv.setUint16(off + 2, argUint(k.generation, 0xffff, 'key.generation'), true);
     dv.setUint32(off + 4, argUint(k.rkey, 0xffffffff, 'key.rkey', 1), true);
   });
   target.set(header, offset + IO_RSP_FIXED_SIZE + RSP_KEY_SIZE * keys.length);
@@ -930,13 +933,13 @@ function decodeIoRspBody(dv: DataView, flags: number, ctx: ClientMsgContext): Io
   for (let i = 0; i < keyCount; i++) {
     const off = IO_RSP_FIXED_SIZE + i * RSP_KEY_SIZE;
     const pathIndex = dv.getUint16(off, true);
-    checkZero(dv, off + 2, off + 4, what);
+    const generation = dv.getUint16(off + 2, true);
     const rkey = dv.getUint32(off + 4, true);
     if (pathIndex >= ctx.pathCount) fail('keys', `${what}: key for path ${pathIndex}, pathCount ${ctx.pathCount}`);
     if (seen.has(pathIndex)) fail('keys', `${what}: two keys for path ${pathIndex}`);
     if (rkey === 0) fail('keys', `${what}: rkey 0 for path ${pathIndex}`);
     seen.add(pathIndex);
-    keys.push({ pathIndex, rkey });
+    keys.push({ pathIndex, generation, rkey });
   }
   if (ctx.strict && !seen.has(ctx.pathIndex)) fail('keys', `${what}: no key for the arrival path ${ctx.pathIndex}`);
   const hdrOff = IO_RSP_FIXED_SIZE + RSP_KEY_SIZE * keyCount;

@@ -72,8 +72,8 @@ interface ChunkRecord {
   dataLen: number;
   /** path that answers when a running IO finishes (the latest copy's) */
   respondOn?: ServerPath;
-  /** the read destination of the latest copy */
-  dest?: { addr: bigint; rkey: number };
+  /** the read destination of the latest request copy, and the path it arrived on */
+  dest?: { addr: bigint; rkey: number; path: ServerPath };
   resumedOn?: ServerPath;
 }
 
@@ -371,8 +371,9 @@ class ServerPath {
     this.device = dev.pd.device.name;
     const qd = session.params.queueDepth;
     this.keys = new Uint32Array(qd);
-    this.conn = new Conn(id, dev.pd, { recvSize: P.CTRL_MSG_SIZE, recvCount: qd + P.RECV_SLACK, maxSendWr: qd * 4 + 64 });
+    this.conn = new Conn(id, dev.pd, { maxRecvWr: qd + P.RECV_SLACK, maxSendWr: qd * 4 + 64 });
     try {
+      this.conn.setupReceives(P.CTRL_MSG_SIZE, qd + P.RECV_SLACK);
       this.#rspSlot = P.clientRecvSize(session.params, session.pathCount);
       this.#rsp = registerArea(dev.pd, this.#rspSlot * qd);
       this.#ctrl = registerArea(dev.pd, P.RESUME_SIZE * qd);
@@ -569,7 +570,7 @@ class ServerPath {
     }
     if (seq === rec.seq && rec.state !== 'resumed') {
       if (rec.kind !== kind) return this.violation(new ProtocolError('seq', `chunk ${c}: seq ${seq} reused for a ${kind}`));
-      if (r) rec.dest = { addr: r.addr, rkey: r.rkey };
+      if (r) rec.dest = { addr: r.addr, rkey: r.rkey, path: this };
       if (rec.state === 'running') {
         rec.respondOn = this; // the serialized lock means this cannot happen while running; kept for clarity
         return;
@@ -585,7 +586,7 @@ class ServerPath {
     rec.kind = kind;
     rec.respondOn = this;
     rec.resumedOn = undefined;
-    rec.dest = r ? { addr: r.addr, rkey: r.rkey } : undefined;
+    rec.dest = r ? { addr: r.addr, rkey: r.rkey, path: this } : undefined;
     const chunk = s.buf.subarray(base, base + p.chunkSize);
     const req: TransportRequest = w
       ? { kind, sessionId: s.id, pathIndex: this.index, header: chunk.subarray(w.dataLen, w.dataLen + w.hdrLen), data: chunk.subarray(0, w.dataLen) }
@@ -631,8 +632,10 @@ class ServerPath {
     const s = this.session;
     const p = s.params;
     const wrs: SendWorkRequest[] = [];
-    if (rec.kind === 'read' && rec.dataLen > 0 && rec.dest) {
-      wrs.push({ opcode: 'RDMA_WRITE', sge: [this.dev.pool.sge(c * p.chunkSize, rec.dataLen)], remoteAddr: rec.dest.addr, rkey: rec.dest.rkey, wrId: wrId(WrKind.SEND, c) });
+    // read data goes only to the destination of a copy that arrived here (§7.5)
+    const dest = rec.kind === 'read' && rec.dest?.path === this ? rec.dest : undefined;
+    if (dest && rec.dataLen > 0) {
+      wrs.push({ opcode: 'RDMA_WRITE', sge: [this.dev.pool.sge(c * p.chunkSize, rec.dataLen)], remoteAddr: dest.addr, rkey: dest.rkey, wrId: wrId(WrKind.SEND, c) });
     }
     let keys: P.IoRspKey[] = [];
     if (p.strict) {
@@ -653,15 +656,15 @@ class ServerPath {
       if (!this.conn.post(wrs.splice(0))) return;
       this.keys[c] = this.mws[c].rkey;
     }
-    if (p.strict) keys = s.keyedPaths().filter((q) => q.keys[c] !== 0).map((q) => ({ pathIndex: q.index, rkey: q.keys[c] }));
+    if (p.strict) keys = s.keyedPaths().filter((q) => q.keys[c] !== 0).map((q) => ({ pathIndex: q.index, generation: q.reconnectCount & 0xffff, rkey: q.keys[c] }));
     const off = c * this.#rspSlot;
     const len = P.writeIoRsp(this.#rsp.buf, off, {
-      chunk: c, status: rec.status, seq: rec.seq, dataLen: rec.dataLen, read: rec.kind === 'read', replay, keys, header: rec.header,
+      chunk: c, status: rec.status, seq: rec.seq, dataLen: dest ? rec.dataLen : 0, read: rec.kind === 'read', replay, keys, header: rec.header,
     });
-    const invalidate = rec.kind === 'read' && rec.dest && rec.dest.rkey !== 0;
+    const invalidate = dest !== undefined && dest.rkey !== 0;
     wrs.push({
       opcode: invalidate ? 'SEND_WITH_INV' : 'SEND',
-      invalidateRkey: invalidate ? rec.dest!.rkey : undefined,
+      invalidateRkey: invalidate ? dest.rkey : undefined,
       sge: [this.#rsp.mr.sge(off, len)],
       wrId: wrId(WrKind.SEND, c),
     });

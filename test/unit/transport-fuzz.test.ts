@@ -153,12 +153,13 @@ const arbIoRsp = arbClientCtx.chain((ctx) => {
       dataLen: fc.integer({ min: 0, max: P.maxIoSize(ctx.chunkSize, ctx.maxHeaderSize) }),
       keyPaths: otherPaths,
       rkeys: fc.array(fc.integer({ min: 1, max: 0xffffffff }), { minLength: 9, maxLength: 9 }),
+      gens: fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 9, maxLength: 9 }),
       header: fc.uint8Array({ maxLength: Math.min(ctx.maxHeaderSize, 64) }),
     }),
   }).map(({ ctx, m }) => {
     let paths: number[] = [];
     if (ctx.strict) paths = [ctx.pathIndex, ...m.keyPaths.filter((i) => i !== ctx.pathIndex)];
-    const keys = paths.map((pathIndex, i) => ({ pathIndex, rkey: m.rkeys[i] }));
+    const keys = paths.map((pathIndex, i) => ({ pathIndex, generation: m.gens[i], rkey: m.rkeys[i] }));
     const fields: P.IoRspFields = {
       chunk: m.chunk,
       status: m.status,

@@ -489,7 +489,7 @@ describe('INFO_RSP (§4.2) and InfoAssembler', () => {
 
 describe('IO_RSP (§7.4)', () => {
   const hdr = Buffer.from('response header');
-  const m = { chunk: 9, status: 0, seq: 1234n, keys: [{ pathIndex: 1, rkey: 0xabcd01 }, { pathIndex: 0, rkey: 0x99 }], header: hdr };
+  const m = { chunk: 9, status: 0, seq: 1234n, keys: [{ pathIndex: 1, generation: 3, rkey: 0xabcd01 }, { pathIndex: 0, generation: 0xffff, rkey: 0x99 }], header: hdr };
 
   test('layout and round trip (write, strict)', () => {
     const b = P.encodeIoRsp(m);
@@ -501,6 +501,7 @@ describe('IO_RSP (§7.4)', () => {
     expect(b.readUInt16LE(14)).toBe(hdr.length);
     expect(b.readBigUInt64LE(16)).toBe(1234n);
     expect(b.readUInt16LE(32)).toBe(1);
+    expect(b.readUInt16LE(34)).toBe(3);
     expect(b.readUInt32LE(36)).toBe(0xabcd01);
     const d = P.decodeClientMessage(b, clientCtx) as P.IoRsp;
     expect(d).toMatchObject({ type: 'io-rsp', chunk: 9, status: 0, seq: 1234n, dataLen: 0, read: false, replay: false, keys: m.keys });
@@ -539,7 +540,6 @@ describe('IO_RSP (§7.4)', () => {
     ['key for an unknown path', patch(good, 32, 2, 2), 'keys'],
     ['duplicate path key', patch(good, 40, 2, 1), 'keys'],
     ['rkey 0', patch(good, 36, 4, 0), 'keys'],
-    ['key reserved bytes', patch(good, 34, 2, 1), 'reserved-nonzero'],
     ['no key for the arrival path', patch(good, 32, 2, 0), 'keys'],
     ['server-bound type', patch(good, 0, 2, P.MsgType.RESUME_REQ), 'msg-type'],
   ])('rejects %s', (_n, bytes, reason) => {
@@ -558,7 +558,8 @@ describe('IO_RSP (§7.4)', () => {
   test('encoder refuses impossible values', () => {
     expect(() => P.encodeIoRsp({ ...m, status: 4096 })).toThrow(RangeError);
     expect(() => P.encodeIoRsp({ ...m, dataLen: 5 })).toThrow(RangeError);
-    expect(() => P.encodeIoRsp({ ...m, keys: [{ pathIndex: 0, rkey: 0 }] })).toThrow(RangeError);
+    expect(() => P.encodeIoRsp({ ...m, keys: [{ pathIndex: 0, generation: 0, rkey: 0 }] })).toThrow(RangeError);
+    expect(() => P.encodeIoRsp({ ...m, keys: [{ pathIndex: 0, generation: 65536, rkey: 1 }] })).toThrow(RangeError);
     expect(() => P.encodeIoRsp({ ...m, header: Buffer.alloc(32769) })).toThrow(RangeError);
   });
 });

@@ -1,0 +1,929 @@
+/**
+ * The transport client (docs/protocol.md): one session over one or more
+ * paths. write(header, data) and read(header, into) each cost two RDMA
+ * messages and resolve with the handler's status and response header.
+ * Permits (= server chunks) bound the queue depth; further IOs wait in FIFO
+ * order. A path that fails hands its IOs to another path (same chunk, same
+ * seq: the server runs each IO once) and reconnects with backoff.
+ */
+import { EventEmitter } from 'events';
+import { allocate, CmId, MemoryRegion, MemoryWindow, ProtectionDomain, SendWorkRequest, WorkCompletion } from '../verbs';
+import { Access } from '../verbs/constants';
+import { RdmaError } from '../errors';
+import { BackoffOptions, ReconnectTimer } from './backoff';
+import { abortError, Area, Conn, DeviceCache, registerArea, TransportError, wrId, WrKind } from './conn';
+import { PathIterator, PathLike, PathSelector, PolicyName, DEFAULT_POLICY } from './policy';
+import * as P from './protocol';
+import { ProtocolError } from './protocol';
+
+export interface ClientPathOptions {
+  host: string;
+  port: number;
+  /** local address to connect from (selects the device/port) */
+  source?: string;
+}
+
+export interface ClientOptions {
+  paths: ClientPathOptions[];
+  policy?: PolicyName;
+  /** default: a random UUID */
+  sessionId?: string;
+  /** refuse a server that does not run strict mode */
+  requireStrict?: boolean;
+  /** cap on the permits (and receive buffers per path) this client uses; default 512 */
+  maxQueueDepth?: number;
+  /** address/route resolution timeout (ms), default 5000 */
+  resolveTimeoutMs?: number;
+  reconnect?: BackoffOptions & { stableAfterMs?: number };
+  /** a name for the server's logs */
+  name?: string;
+  log?: (line: string) => void;
+}
+
+export interface IoOptions {
+  signal?: AbortSignal;
+}
+
+export interface IoResult {
+  /** the handler's status: 0 = success */
+  status: number;
+  /** the handler's response header (a copy) */
+  header: Buffer;
+  /** read: bytes written into `into` */
+  length: number;
+}
+
+export type ClientPathState = 'connecting' | 'connected' | 'reconnecting' | 'dead' | 'closed';
+
+export interface ClientPathStats {
+  index: number;
+  host: string;
+  port: number;
+  state: ClientPathState;
+  device: string | undefined;
+  reads: number;
+  readBytes: number;
+  writes: number;
+  writeBytes: number;
+  inflight: number;
+  failovers: number;
+  reconnects: { ok: number; fail: number };
+  latencyNs: number | undefined;
+}
+
+const KEY_NONE = 0;
+const KEY_INFO = 1;
+const KEY_RSP = 2;
+const EMPTY = Buffer.alloc(0);
+
+interface DevState {
+  pd: ProtectionDomain;
+  /** the staging slots, registered once the pool parameters are known */
+  staging: MemoryRegion | undefined;
+  /** type-2 windows known to be unbound */
+  freeMws: MemoryWindow[];
+}
+
+interface Io {
+  kind: 'write' | 'read';
+  header: Uint8Array;
+  data: Uint8Array;
+  /** read: requested length */
+  len: number;
+  chunk: number;
+  seq: bigint;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+  resolve: (r: IoResult) => void;
+  reject: (e: Error) => void;
+  settled: boolean;
+  aborted: boolean;
+  iter?: PathIterator<ClientPath>;
+  path?: ClientPath;
+  /** strict failover: waiting for RESUME on this path */
+  resuming?: ClientPath;
+  sendsPending: number;
+  rsp?: { status: number; header: Buffer; length: number };
+  mw?: MemoryWindow;
+  mwDev?: DevState;
+  /** read destination: zero-copy region or the staging slot */
+  zeroCopy: boolean;
+}
+
+class ClientPath implements PathLike {
+  readonly client: TransportClient;
+  readonly id: number;
+  readonly opts: ClientPathOptions;
+  state: ClientPathState = 'connecting';
+  conn: Conn | undefined;
+  dev: DevState | undefined;
+  device: string | undefined;
+  reconnectCount = 0;
+  keys: P.ChunkKey[] = [];
+  keySource = new Uint8Array(0);
+  inflight = 0;
+  timer: ReconnectTimer;
+  ctrl: Area | undefined;
+  counters = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, failovers: 0, reconnectsOk: 0, reconnectsFail: 0 };
+  infoAsm: P.InfoAssembler | undefined;
+  infoDone: (() => void) | undefined;
+  infoFail: ((e: Error) => void) | undefined;
+
+  constructor(client: TransportClient, index: number, opts: ClientPathOptions, reconnect: ClientOptions['reconnect']) {
+    this.client = client;
+    this.id = index;
+    this.opts = opts;
+    this.timer = new ReconnectTimer(reconnect ?? {});
+  }
+
+  get connected(): boolean {
+    return this.state === 'connected';
+  }
+
+  get latencyNs(): number | undefined {
+    return this.conn?.latencyNs;
+  }
+
+  get generation(): number {
+    return this.reconnectCount & 0xffff;
+  }
+
+  get name(): string {
+    return `path ${this.id} (${this.opts.host}:${this.opts.port})`;
+  }
+
+  stats(): ClientPathStats {
+    const c = this.counters;
+    return {
+      index: this.id, host: this.opts.host, port: this.opts.port, state: this.state, device: this.device,
+      reads: c.reads, readBytes: c.readBytes, writes: c.writes, writeBytes: c.writeBytes, inflight: this.inflight,
+      failovers: c.failovers, reconnects: { ok: c.reconnectsOk, fail: c.reconnectsFail }, latencyNs: this.latencyNs,
+    };
+  }
+}
+
+/** Connects a session over `opts.paths`; resolves once at least one path is connected. */
+export async function connect(opts: ClientOptions): Promise<TransportClient> {
+  const c = new TransportClient(opts);
+  await c.start();
+  return c;
+}
+
+export class TransportClient extends EventEmitter {
+  readonly sessionId: string;
+  #params: P.SessionParams | undefined;
+  #queueDepth = 0;
+  #maxIo = 0;
+  readonly #opts: ClientOptions;
+  readonly #paths: ClientPath[];
+  readonly #selector: PathSelector<ClientPath>;
+  readonly #devices = new DeviceCache();
+  readonly #devs = new Map<string, DevState>();
+  readonly #userBufs = new Map<ArrayBuffer, Map<string, MemoryRegion>>();
+  #staging: ArrayBuffer | undefined;
+  #stagingBuf: Buffer = EMPTY;
+  #free: number[] = [];
+  readonly #waiting: Io[] = [];
+  #inflight: Array<Io | undefined> = [];
+  /** chunks whose IO was cut off: kept out of the pool until a RESUME settles them */
+  readonly #unsettled = new Map<number, bigint>();
+  #seq = 0n;
+  #established = false;
+  #closing = false;
+  #closed = false;
+  #fatal: Error | undefined;
+  #drained: (() => void) | undefined;
+
+  constructor(opts: ClientOptions) {
+    super();
+    if (!opts || !Array.isArray(opts.paths) || opts.paths.length < 1 || opts.paths.length > P.MAX_PATHS) {
+      throw new RangeError(`paths must list 1..${P.MAX_PATHS} addresses`);
+    }
+    this.sessionId = opts.sessionId ?? P.randomSessionId();
+    if (!P.isSessionId(this.sessionId)) throw new TypeError('sessionId must be a lowercase non-nil UUID');
+    this.#opts = opts;
+    this.#paths = opts.paths.map((p, i) => new ClientPath(this, i, p, opts.reconnect));
+    this.#selector = new PathSelector(opts.policy ?? DEFAULT_POLICY, () => this.#paths);
+  }
+
+  get params(): P.SessionParams | undefined {
+    return this.#params;
+  }
+
+  /** The permits this client uses: min(server queue depth, maxQueueDepth). */
+  get queueDepth(): number {
+    return this.#queueDepth;
+  }
+
+  get maxIoSize(): number {
+    return this.#maxIo;
+  }
+
+  get policy(): PolicyName {
+    return this.#selector.policy;
+  }
+
+  set policy(p: PolicyName) {
+    this.#selector.policy = p;
+  }
+
+  #log(line: string): void {
+    this.#opts.log?.(line);
+    this.emit('log', line);
+  }
+
+  /** @internal */
+  async start(): Promise<void> {
+    const results = await Promise.allSettled(this.#paths.map((p) => this.#connectPath(p)));
+    const ok = results.filter((r) => r.status === 'fulfilled').length;
+    if (ok === 0) {
+      const err = (results[0] as PromiseRejectedResult).reason as Error;
+      await this.close({ drain: false });
+      throw err;
+    }
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') this.#pathFailed(this.#paths[i], r.reason as Error);
+    });
+  }
+
+  stats(): { sessionId: string; queueDepth: number; waiting: number; unsettled: number; paths: ClientPathStats[] } {
+    return {
+      sessionId: this.sessionId, queueDepth: this.#queueDepth, waiting: this.#waiting.length,
+      unsettled: this.#unsettled.size, paths: this.#paths.map((p) => p.stats()),
+    };
+  }
+
+  // ---------------------------------------------------------------- memory
+
+  #devState(name: string): DevState {
+    let d = this.#devs.get(name);
+    if (d) return d;
+    d = { pd: this.#devices.get(name).allocPd(), staging: undefined, freeMws: [] };
+    this.#devs.set(name, d);
+    return d;
+  }
+
+  /** The device's registration of the staging slots (after the first accept). */
+  #staged(d: DevState): MemoryRegion {
+    d.staging ??= d.pd.registerMemory(this.#staging!, Access.LOCAL_WRITE | Access.MW_BIND);
+    return d.staging;
+  }
+
+  /**
+   * Registered memory for zero-copy IO: data written from it and reads into
+   * it skip the staging copy. Registered lazily on each device used.
+   */
+  allocBuffer(size: number): Buffer {
+    if (!Number.isInteger(size) || size < 1) throw new RangeError('size must be a positive integer');
+    const mem = allocate(size);
+    this.#userBufs.set(mem, new Map());
+    return Buffer.from(mem, 0, size);
+  }
+
+  /** The MR covering `view` on `dev`, when view lies in an allocBuffer() buffer. */
+  #userMr(view: Uint8Array, devName: string, dev: DevState): MemoryRegion | undefined {
+    const regs = this.#userBufs.get(view.buffer as ArrayBuffer);
+    if (!regs) return undefined;
+    let mr = regs.get(devName);
+    if (!mr) {
+      mr = dev.pd.registerMemory(view.buffer as ArrayBuffer, Access.LOCAL_WRITE | Access.MW_BIND);
+      regs.set(devName, mr);
+    }
+    return mr;
+  }
+
+  // ----------------------------------------------------------- connection
+
+  async #connectPath(path: ClientPath): Promise<void> {
+    if (this.#closing) throw new TransportError('ECLOSED', 'the client is closed');
+    path.state = path.reconnectCount === 0 && !this.#established ? 'connecting' : 'reconnecting';
+    const id = CmId.create();
+    let conn: Conn | undefined;
+    try {
+      const tmo = this.#opts.resolveTimeoutMs ?? 5000;
+      await id.resolveAddr(path.opts.host, path.opts.port, { source: path.opts.source, timeoutMs: tmo });
+      await id.resolveRoute(tmo);
+      const devName = id.info().device!;
+      const dev = this.#devState(devName);
+      // the pool parameters (queue depth) come with the first accept: size
+      // the QP for the most this client will use
+      const maxQd = this.#opts.maxQueueDepth ?? 512;
+      conn = new Conn(id, dev.pd, { maxRecvWr: maxQd + P.RECV_SLACK, maxSendWr: maxQd * 3 + 32 });
+      const req = P.encodeConnectRequest({
+        newSession: !this.#established, pathIndex: path.id, pathCount: this.#paths.length, reconnectCount: path.reconnectCount, sessionId: this.sessionId,
+      });
+      let acc: P.AcceptData;
+      try {
+        const { privateData } = await id.connect({ privateData: req, retryCount: 7, rnrRetryCount: 7 });
+        acc = P.decodeAccept(privateData);
+      } catch (err) {
+        throw this.#connectError(err);
+      }
+      if (!this.#params) this.#adopt(acc);
+      else this.#checkSame(acc);
+      if (this.#closing) throw new TransportError('ECLOSED', 'the client is closed');
+      this.#staged(dev);
+      path.conn = conn;
+      path.device = devName;
+      path.dev = dev;
+      await this.#info(path, conn, acc);
+    } catch (err) {
+      if (path.conn === conn) path.conn = undefined;
+      if (conn) conn.close();
+      else id.close();
+      throw err;
+    }
+  }
+
+  /** Maps a failed connect to a TransportError with the server's reject reason. */
+  #connectError(err: unknown): Error {
+    if (err instanceof ProtocolError) return err;
+    const e = err as RdmaError & { privateData?: Buffer };
+    if (e instanceof RdmaError && e.code === 'ECONNREFUSED' && e.privateData) {
+      try {
+        const r = P.decodeReject(e.privateData);
+        const te = new TransportError(r.code, `the server rejected the path: ${r.code}${r.detail ? ` (detail ${r.detail})` : ''}`) as TransportError & { retry: boolean };
+        te.retry = r.retry;
+        return te;
+      } catch {
+        // not our private data: no listener, or a CM-level reject
+      }
+    }
+    return err as Error;
+  }
+
+  #adopt(acc: P.AcceptData): void {
+    if (this.#opts.requireStrict && !acc.strict) throw new TransportError('EPERM', 'the server runs relaxed mode and requireStrict is set');
+    this.#params = { queueDepth: acc.queueDepth, chunkSize: acc.chunkSize, maxHeaderSize: acc.maxHeaderSize, strict: acc.strict };
+    this.#queueDepth = Math.min(acc.queueDepth, this.#opts.maxQueueDepth ?? 512);
+    this.#maxIo = acc.maxIoSize;
+    const qd = this.#queueDepth;
+    this.#staging = allocate(qd * acc.chunkSize);
+    this.#stagingBuf = Buffer.from(this.#staging);
+    this.#free = Array.from({ length: qd }, (_, i) => i);
+    this.#inflight = new Array(qd).fill(undefined);
+  }
+
+
+  #checkSame(acc: P.AcceptData): void {
+    const p = this.#params!;
+    if (acc.queueDepth !== p.queueDepth || acc.chunkSize !== p.chunkSize || acc.maxHeaderSize !== p.maxHeaderSize || acc.strict !== p.strict) {
+      const err = new ProtocolError('pool-changed', `the session's pool changed: ${JSON.stringify(p)} -> ${JSON.stringify(acc)}`);
+      this.#failSession(err);
+      throw err;
+    }
+  }
+
+  async #info(path: ClientPath, conn: Conn, acc: P.AcceptData): Promise<void> {
+    const p = this.#params!;
+    const qd = this.#queueDepth;
+    path.keys = Array.from({ length: p.queueDepth }, () => ({ addr: 0n, rkey: 0 }));
+    path.keySource = new Uint8Array(p.queueDepth);
+    const recvSize = P.clientRecvSize(p, this.#paths.length);
+    conn.setupReceives(recvSize, qd + P.RECV_SLACK);
+    path.ctrl = registerArea(path.dev!.pd, P.CTRL_MSG_SIZE + P.RESUME_SIZE * qd + P.SESSION_CLOSE_SIZE);
+    conn.onRecv = (wc, slot) => this.#onRecv(path, conn, wc, slot);
+    conn.onSendDone = (c) => {
+      if (path.conn === conn) this.#onSendDone(path, c);
+    };
+    conn.onError = (err) => {
+      if (path.conn === conn) this.#pathFailed(path, err);
+    };
+    conn.id.on('disconnected', () => {
+      if (path.conn === conn) this.#pathFailed(path, new TransportError('ECONNRESET', 'the server disconnected the path'));
+    });
+    const done = new Promise<void>((resolve, reject) => {
+      path.infoAsm = new P.InfoAssembler(p);
+      path.infoDone = resolve;
+      path.infoFail = reject;
+    });
+    const name = (this.#opts.name ?? '').slice(0, P.MAX_NAME_LEN);
+    const m = P.encodeInfoReq({ recvSize, name });
+    m.copy(path.ctrl.buf, 0);
+    conn.ref();
+    try {
+      conn.post([{ opcode: 'SEND', sge: [path.ctrl.mr.sge(0, m.length)], wrId: wrId(WrKind.SEND, 0xfffffffe) }]);
+      await done;
+    } finally {
+      conn.unref();
+    }
+    path.state = 'connected';
+    if (path.reconnectCount > 0) path.counters.reconnectsOk++;
+    path.timer.connected();
+    this.#established = true;
+    conn.startHeartbeat(acc.hbIntervalMs, acc.hbMissedMax, () => this.#pathFailed(path, new TransportError('ETIMEDOUT', 'heartbeats missed')));
+    this.#log(`${path.name}: connected on ${path.device} (${p.strict ? 'strict' : 'relaxed'}, queue depth ${qd})`);
+    this.emit('path', path.id, 'connected');
+    for (const [c, seq] of this.#unsettled) this.#sendResume(path, c, seq);
+    this.#pump();
+  }
+
+  #pathFailed(path: ClientPath, err: Error): void {
+    if (path.state === 'closed' || path.state === 'dead') return;
+    const wasConnected = path.state === 'connected';
+    path.state = this.#closing ? 'closed' : 'reconnecting';
+    if (path.infoFail) {
+      path.infoFail(err);
+      path.infoFail = path.infoDone = undefined;
+    }
+    const conn = path.conn;
+    path.conn = undefined;
+    conn?.close();
+    path.ctrl?.mr.close();
+    path.ctrl = undefined;
+    if (wasConnected) {
+      this.#log(`${path.name}: down: ${err.message}`);
+      this.emit('path', path.id, 'down', err);
+      path.timer.disconnected();
+    } else {
+      path.counters.reconnectsFail += path.reconnectCount > 0 ? 1 : 0;
+    }
+    // hand its IOs to other paths
+    for (const io of this.#inflight) {
+      if (!io) continue;
+      if (io.path !== path && io.resuming !== path) continue;
+      if (io.path === path) path.inflight--;
+      io.path = undefined;
+      io.resuming = undefined;
+      io.sendsPending = 0;
+      if (io.mw) {
+        io.mw.close(); // bound on a dead QP: never reused
+        io.mw = undefined;
+      }
+      this.#failover(io);
+    }
+    if (this.#closing) return;
+    const te = err as TransportError & { retry?: boolean };
+    const fatalReject = te instanceof TransportError && ['EPROTO', 'EPROTONOSUPPORT', 'EINVAL', 'ESHUTDOWN'].includes(te.code) && !te.retry;
+    if (te instanceof TransportError && te.code === 'ESTALE') {
+      this.#failSession(new TransportError('ESTALE', 'the server no longer knows this session'));
+      return;
+    }
+    if (fatalReject || err instanceof ProtocolError && err.reason === 'pool-changed') {
+      path.state = 'dead';
+      this.#log(`${path.name}: dead: ${err.message}`);
+      this.emit('path', path.id, 'dead', err);
+      this.#failIfNoPaths();
+      return;
+    }
+    const delay = path.timer.schedule(() => {
+      path.reconnectCount++;
+      this.#connectPath(path).catch((e) => this.#pathFailed(path, e as Error));
+    });
+    if (delay === undefined) {
+      path.state = 'dead';
+      this.#log(`${path.name}: dead: reconnect attempts exhausted`);
+      this.emit('path', path.id, 'dead', err);
+      this.#failIfNoPaths();
+    }
+  }
+
+  /** When every path is dead, queued IOs fail (in-flight ones already did). */
+  #failIfNoPaths(): void {
+    if (this.#paths.some((p) => p.state !== 'dead' && p.state !== 'closed')) return;
+    this.#failSession(new TransportError('ECONNABORTED', 'every path of the session is dead'));
+  }
+
+  #failSession(err: Error): void {
+    if (this.#fatal) return;
+    this.#fatal = err;
+    for (const io of this.#waiting.splice(0)) this.#reject(io, err);
+    for (const io of this.#inflight) if (io && !io.settled) this.#reject(io, err);
+    this.emit('error', err);
+  }
+
+  // ------------------------------------------------------------------ IO
+
+  /** Writes `data` with `header` to the server; resolves with the handler's status and response header. */
+  write(header: Uint8Array, data: Uint8Array, opts: IoOptions = {}): Promise<IoResult> {
+    return this.#submit('write', header, data, data.length, opts);
+  }
+
+  /** Reads into `into` (up to its length); resolves with status, response header and the length read. */
+  read(header: Uint8Array, into: Uint8Array, opts: IoOptions = {}): Promise<IoResult> {
+    return this.#submit('read', header, into, into.length, opts);
+  }
+
+  #submit(kind: 'write' | 'read', header: Uint8Array, data: Uint8Array, len: number, opts: IoOptions): Promise<IoResult> {
+    if (!(header instanceof Uint8Array)) return Promise.reject(new TypeError('header must be a Uint8Array'));
+    if (!(data instanceof Uint8Array)) return Promise.reject(new TypeError(`${kind === 'write' ? 'data' : 'into'} must be a Uint8Array`));
+    if (this.#closing || this.#closed) return Promise.reject(new TransportError('ECLOSED', 'the client is closing'));
+    if (this.#fatal) return Promise.reject(this.#fatal);
+    const p = this.#params!;
+    if (header.length > p.maxHeaderSize) return Promise.reject(new TransportError('EMSGSIZE', `header of ${header.length} bytes exceeds maxHeaderSize ${p.maxHeaderSize}`));
+    if (len > this.#maxIo) return Promise.reject(new TransportError('EMSGSIZE', `${len} bytes exceed maxIoSize ${this.#maxIo}`));
+    if (opts.signal?.aborted) return Promise.reject(abortError(opts.signal.reason));
+    return new Promise<IoResult>((resolve, reject) => {
+      const io: Io = {
+        kind, header, data, len, chunk: -1, seq: 0n, signal: opts.signal, resolve, reject,
+        settled: false, aborted: false, sendsPending: 0, zeroCopy: false,
+      };
+      if (io.signal) {
+        io.onAbort = () => this.#abort(io);
+        io.signal.addEventListener('abort', io.onAbort, { once: true });
+      }
+      this.#waiting.push(io);
+      this.#pump();
+    });
+  }
+
+  #abort(io: Io): void {
+    if (io.settled) return;
+    const i = this.#waiting.indexOf(io);
+    if (i >= 0) this.#waiting.splice(i, 1);
+    else io.aborted = true; // posted: its chunk comes back when the response (or RESUME) settles it
+    this.#reject(io, abortError(io.signal?.reason));
+  }
+
+  #reject(io: Io, err: Error): void {
+    if (io.settled) return;
+    io.settled = true;
+    if (io.onAbort) io.signal?.removeEventListener('abort', io.onAbort);
+    io.reject(err);
+    this.#checkDrained();
+  }
+
+  #resolve(io: Io, r: IoResult): void {
+    if (io.settled) return;
+    io.settled = true;
+    if (io.onAbort) io.signal?.removeEventListener('abort', io.onAbort);
+    io.resolve(r);
+  }
+
+  /** Starts waiting IOs while permits and a connected path exist. */
+  #pump(): void {
+    while (this.#waiting.length && this.#free.length && this.#paths.some((p) => p.connected)) {
+      const io = this.#waiting.shift()!;
+      io.chunk = this.#free.shift()!;
+      io.seq = ++this.#seq;
+      this.#inflight[io.chunk] = io;
+      this.#stage(io);
+      io.iter = this.#selector.iterate((p) => p.keys[io.chunk]?.rkey !== 0);
+      this.#dispatch(io);
+    }
+  }
+
+  /** Puts the request into the chunk's staging slot (once: failover re-posts it as is). */
+  #stage(io: Io): void {
+    const p = this.#params!;
+    const base = io.chunk * p.chunkSize;
+    const st = this.#stagingBuf;
+    if (io.kind === 'write') {
+      const registered = this.#userBufs.has(io.data.buffer as ArrayBuffer);
+      io.zeroCopy = registered;
+      // zero-copy: [header | trailer] at the slot start, sent after the user's data
+      const hdrAt = registered ? base : base + io.data.length;
+      if (!registered) st.set(io.data, base);
+      st.set(io.header, hdrAt);
+      P.writeWriteTrailer(st, hdrAt + io.header.length, { hdrLen: io.header.length, dataLen: io.data.length, seq: io.seq });
+    } else {
+      io.zeroCopy = this.#userBufs.has(io.data.buffer as ArrayBuffer);
+      const reqAt = base + p.chunkSize - io.header.length - P.READ_TRAILER_SIZE;
+      st.set(io.header, reqAt);
+      // the trailer (with the window's rkey) is written when posted
+    }
+  }
+
+  #dispatch(io: Io): void {
+    const path = io.iter!.next();
+    if (!path) {
+      this.#cutOff(io, new TransportError('ECONNABORTED', 'no connected path could take the IO'));
+      return;
+    }
+    this.#post(io, path);
+  }
+
+  #post(io: Io, path: ClientPath): void {
+    const p = this.#params!;
+    const conn = path.conn!;
+    const dev = path.dev!;
+    const c = io.chunk;
+    const key = path.keys[c];
+    const base = c * p.chunkSize;
+    io.path = path;
+    path.inflight++;
+    if (path.inflight === 1) conn.ref();
+    if (io.kind === 'write') {
+      const dataLen = io.data.length;
+      const hdrLen = io.header.length;
+      let sge;
+      if (io.zeroCopy) {
+        const mr = this.#userMr(io.data, path.device!, dev)!;
+        const off = io.data.byteOffset;
+        sge = dataLen ? [mr.sge(off, dataLen), this.#staged(dev).sge(base, hdrLen + P.WRITE_TRAILER_SIZE)] : [this.#staged(dev).sge(base, hdrLen + P.WRITE_TRAILER_SIZE)];
+      } else {
+        sge = [this.#staged(dev).sge(base, dataLen + hdrLen + P.WRITE_TRAILER_SIZE)];
+      }
+      io.sendsPending = 1;
+      conn.post([{
+        opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge, remoteAddr: key.addr, rkey: key.rkey,
+        imm: P.encodeRequestImm('write', c, dataLen + hdrLen, p),
+      }]);
+      return;
+    }
+    // read: a type-2 window over the destination, bound on this path's QP
+    const hdrLen = io.header.length;
+    const reqAt = p.chunkSize - hdrLen - P.READ_TRAILER_SIZE;
+    const wrs: SendWorkRequest[] = [];
+    let rkey = 0;
+    let addr = 0n;
+    if (io.len > 0) {
+      let mw: MemoryWindow;
+      try {
+        mw = dev.freeMws.pop() ?? dev.pd.allocMemoryWindow(2);
+      } catch (err) {
+        this.#fail(io, err as Error);
+        return;
+      }
+      io.mw = mw;
+      io.mwDev = dev;
+      const mr = io.zeroCopy ? this.#userMr(io.data, path.device!, dev)! : this.#staged(dev);
+      const at = io.zeroCopy ? mr.addr + io.data.byteOffset : this.#staged(dev).addr + base;
+      io.sendsPending++;
+      if (!conn.post([{ opcode: 'BIND_MW', wrId: wrId(WrKind.SEND, c), bind: { mw, mr, addr: at, length: io.len, access: Access.REMOTE_WRITE } }])) return;
+      rkey = mw.rkey;
+      addr = BigInt(at);
+    }
+    P.writeReadTrailer(this.#stagingBuf, base + reqAt + hdrLen, { hdrLen, len: io.len, seq: io.seq, addr, rkey });
+    io.sendsPending++;
+    wrs.push({
+      opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge: [this.#staged(dev).sge(base + reqAt, hdrLen + P.READ_TRAILER_SIZE)],
+      remoteAddr: key.addr + BigInt(reqAt), rkey: key.rkey, imm: P.encodeRequestImm('read', c, reqAt + hdrLen, p),
+    });
+    conn.post(wrs);
+  }
+
+  #fail(io: Io, err: Error): void {
+    this.#reject(io, err);
+    this.#release(io);
+  }
+
+  /** The IO could not be completed: fail it; its chunk stays unsettled until a RESUME answers. */
+  #cutOff(io: Io, err: Error): void {
+    this.#inflight[io.chunk] = undefined;
+    this.#unsettled.set(io.chunk, io.seq);
+    this.#reject(io, err);
+    for (const path of this.#paths) if (path.connected) this.#sendResume(path, io.chunk, io.seq);
+  }
+
+  #failover(io: Io): void {
+    if (io.aborted || this.#closing) {
+      this.#cutOff(io, new TransportError('ECONNABORTED', 'the path failed'));
+      return;
+    }
+    const next = io.iter!.next();
+    if (!next) {
+      this.#cutOff(io, new TransportError('ECONNABORTED', 'the path failed and no other path could take the IO'));
+      return;
+    }
+    next.counters.failovers++;
+    this.#log(`failover: chunk ${io.chunk} seq ${io.seq} -> ${next.name}`);
+    if (this.#params!.strict || io.kind === 'read') {
+      // the first copy may have invalidated this path's key (strict), and a
+      // read must re-post to get its data: ask first (§7.5)
+      io.resuming = next;
+      this.#sendResume(next, io.chunk, io.seq);
+    } else {
+      this.#post(io, next);
+    }
+  }
+
+  #sendResume(path: ClientPath, c: number, seq: bigint): void {
+    if (!path.ctrl || !path.conn) return;
+    const off = P.CTRL_MSG_SIZE + c * P.RESUME_SIZE;
+    P.encodeResumeReq({ chunk: c, seq }).copy(path.ctrl.buf, off);
+    path.conn.post([{ opcode: 'SEND', wrId: wrId(WrKind.SEND, 0xfffffffd), sge: [path.ctrl.mr.sge(off, P.RESUME_SIZE)] }]);
+  }
+
+  #onSendDone(path: ClientPath, c: number): void {
+    const io = this.#inflight[c];
+    if (!io || io.path !== path || io.sendsPending === 0) return;
+    io.sendsPending--;
+    this.#maybeComplete(io);
+  }
+
+  // ------------------------------------------------------------- receive
+
+  #onRecv(path: ClientPath, conn: Conn, wc: WorkCompletion, slot: number): void {
+    if (path.conn !== conn) return;
+    const p = this.#params!;
+    try {
+      if (wc.opcodeName === 'RECV_RDMA_WITH_IMM') {
+        conn.repost(slot);
+        const imm = P.decodeImm(wc.imm ?? 0, wc.byteLen, 'client', p);
+        if (imm.type === 'hb') conn.answerHeartbeat(imm.id);
+        else if (imm.type === 'hb-ack') conn.heartbeatAck(imm.id);
+        else if (imm.type === 'io-rsp') this.#onResponse(path, imm.chunk, { status: imm.status, header: EMPTY, length: 0 }, undefined, 'write', undefined);
+        else throw new ProtocolError('imm-direction', `${imm.type} imm received by the client`);
+        return;
+      }
+      if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);
+      const m = P.decodeClientMessage(conn.recvBytes(slot, wc.byteLen), { ...p, pathCount: this.#paths.length, pathIndex: path.id });
+      if (m.type === 'io-rsp') {
+        const header = Buffer.from(m.header); // copy before the buffer is reposted
+        conn.repost(slot);
+        if (m.chunk >= this.#queueDepth) throw new ProtocolError('chunk', `IO_RSP for chunk ${m.chunk} beyond this client's ${this.#queueDepth} permits`);
+        for (const k of m.keys) {
+          const q = this.#paths[k.pathIndex];
+          if (k.generation !== q.generation || q.keys.length === 0) continue;
+          q.keys[m.chunk].rkey = k.rkey;
+          q.keySource[m.chunk] = KEY_RSP;
+        }
+        this.#onResponse(path, m.chunk, { status: m.status, header, length: m.dataLen }, m.seq, m.read ? 'read' : 'write', { wc, replay: m.replay });
+        return;
+      }
+      conn.repost(slot);
+      if (m.type === 'info-rsp') {
+        if (!path.infoAsm || path.infoAsm.done) throw new ProtocolError('state', 'INFO_RSP outside the info exchange');
+        const keys = path.infoAsm.add(m);
+        if (keys) {
+          for (let c = 0; c < keys.length; c++) {
+            path.keys[c].addr = keys[c].addr;
+            if (path.keySource[c] !== KEY_RSP) {
+              path.keys[c].rkey = keys[c].rkey;
+              path.keySource[c] = keys[c].rkey ? KEY_INFO : KEY_NONE;
+            }
+          }
+          path.infoDone?.();
+          path.infoDone = path.infoFail = undefined;
+        }
+        return;
+      }
+      this.#onResumeRsp(path, m);
+    } catch (err) {
+      this.#violation(path, err);
+    }
+  }
+
+  #violation(path: ClientPath, err: unknown): void {
+    const reason = err instanceof ProtocolError ? err.reason : 'internal';
+    this.#log(`${path.name}: protocol violation: ${reason}: ${(err as Error).message}`);
+    this.emit('violation', { pathIndex: path.id, reason, message: (err as Error).message });
+    this.#pathFailed(path, err as Error);
+  }
+
+  #onResponse(path: ClientPath, c: number, r: { status: number; header: Buffer; length: number }, seq: bigint | undefined, kind: 'write' | 'read', m: { wc: WorkCompletion; replay: boolean } | undefined): void {
+    if (c >= this.#queueDepth) throw new ProtocolError('chunk', `response for chunk ${c} beyond this client's ${this.#queueDepth} permits`);
+    const io = this.#inflight[c];
+    if (!io) {
+      const useq = this.#unsettled.get(c);
+      if (useq !== undefined && (seq === undefined || seq === useq)) {
+        this.#settleChunk(c);
+        return;
+      }
+      throw new ProtocolError('unexpected-response', `response for chunk ${c}, which has no IO in flight`);
+    }
+    if (seq !== undefined && seq !== io.seq) throw new ProtocolError('unexpected-response', `response for chunk ${c} seq ${seq}, in flight: ${io.seq}`);
+    if (kind !== io.kind) throw new ProtocolError('unexpected-response', `${kind} response for a ${io.kind} on chunk ${c}`);
+    if (io.resuming === path) {
+      // answer to our RESUME_REQ: the IO ran. A read still needs its data: re-post it here
+      io.resuming = undefined;
+      if (io.kind === 'read' && io.len > 0 && !io.aborted) {
+        this.#post(io, path);
+        return;
+      }
+    } else if (io.path !== path) {
+      throw new ProtocolError('unexpected-response', `response for chunk ${c} on ${path.name}, posted on ${io.path?.name ?? 'no path'}`);
+    }
+    if (io.kind === 'read') {
+      if (r.length > io.len) throw new ProtocolError('data-len', `read response of ${r.length} bytes for a ${io.len}-byte read`);
+      const inv = m?.wc.invalidatedRkey;
+      if (io.mw) {
+        if (inv !== undefined && inv !== io.mw.rkey) throw new ProtocolError('invalidated-rkey', `the server invalidated rkey ${inv}, the IO's window is ${io.mw.rkey}`);
+        if (inv === undefined) {
+          // the server did not invalidate: do it here before the memory is reused
+          const mw = io.mw;
+          io.sendsPending++;
+          path.conn!.postAndWait([{ opcode: 'LOCAL_INV', invalidateRkey: mw.rkey }]).then(
+            () => {
+              io.sendsPending--;
+              this.#maybeComplete(io);
+            },
+            () => undefined, // the path failed: failover handles the IO
+          );
+        }
+      }
+    }
+    io.rsp = r;
+    this.#maybeComplete(io);
+  }
+
+  #maybeComplete(io: Io): void {
+    if (!io.rsp || io.sendsPending > 0) return;
+    const path = io.path;
+    if (path) {
+      path.inflight--;
+      if (path.inflight === 0) path.conn?.unref();
+      if (io.kind === 'write') {
+        path.counters.writes++;
+        path.counters.writeBytes += io.data.length;
+      } else {
+        path.counters.reads++;
+        path.counters.readBytes += io.rsp.length;
+      }
+    }
+    if (io.mw) {
+      io.mwDev!.freeMws.push(io.mw);
+      io.mw = undefined;
+    }
+    const r = io.rsp;
+    if (io.kind === 'read' && !io.zeroCopy && r.length > 0 && !io.aborted) {
+      const base = io.chunk * this.#params!.chunkSize;
+      io.data.set(this.#stagingBuf.subarray(base, base + r.length));
+    }
+    this.#resolve(io, { status: r.status, header: r.header, length: io.kind === 'read' ? r.length : 0 });
+    this.#release(io);
+  }
+
+  #release(io: Io): void {
+    if (this.#inflight[io.chunk] === io) this.#inflight[io.chunk] = undefined;
+    this.#free.push(io.chunk);
+    this.#checkDrained();
+    this.#pump();
+  }
+
+  #onResumeRsp(path: ClientPath, m: P.ResumeRsp): void {
+    const c = m.chunk;
+    if (c >= this.#queueDepth) throw new ProtocolError('chunk', `RESUME_RSP for chunk ${c} beyond this client's permits`);
+    const io = this.#inflight[c];
+    if (io && io.resuming === path && io.seq === m.seq) {
+      // the IO never reached the server: re-post it here with the key just bound
+      io.resuming = undefined;
+      path.keys[c].rkey = m.rkey;
+      path.keySource[c] = KEY_RSP;
+      this.#post(io, path);
+      return;
+    }
+    if (!io && this.#unsettled.get(c) === m.seq) {
+      path.keys[c].rkey = m.rkey;
+      path.keySource[c] = KEY_RSP;
+      this.#settleChunk(c);
+      return;
+    }
+    throw new ProtocolError('unexpected-response', `RESUME_RSP for chunk ${c} seq ${m.seq} that was not asked`);
+  }
+
+  #settleChunk(c: number): void {
+    if (!this.#unsettled.delete(c)) return;
+    this.#free.push(c);
+    this.#checkDrained();
+    this.#pump();
+  }
+
+  // ---------------------------------------------------------------- close
+
+  #checkDrained(): void {
+    if (!this.#drained) return;
+    if (this.#waiting.length || this.#inflight.some((io) => io && !io.settled) || this.#unsettled.size) return;
+    this.#drained();
+  }
+
+  /**
+   * Closes the session. drain (default): new IOs are refused, queued and
+   * in-flight ones finish first (at most drainTimeoutMs, default 30 s).
+   * Otherwise they fail at once with ECLOSED.
+   */
+  async close(opts: { drain?: boolean; drainTimeoutMs?: number } = {}): Promise<void> {
+    if (this.#closed) return;
+    const drain = (opts.drain ?? true) && !this.#fatal && this.#paths.some((p) => p.connected);
+    this.#closing = true;
+    if (drain) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, opts.drainTimeoutMs ?? 30000);
+        this.#drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        this.#checkDrained();
+      });
+      this.#drained = undefined;
+    }
+    const err = new TransportError('ECLOSED', 'the client was closed before the IO completed');
+    for (const io of this.#waiting.splice(0)) this.#reject(io, err);
+    for (const io of this.#inflight) if (io) this.#reject(io, err);
+    // tell the server (best effort): it frees the session at once
+    const path = this.#paths.find((p) => p.connected && p.conn && p.ctrl);
+    if (path && this.#unsettled.size === 0) {
+      const off = P.CTRL_MSG_SIZE + this.#queueDepth * P.RESUME_SIZE;
+      P.encodeSessionClose().copy(path.ctrl!.buf, off);
+      await Promise.race([
+        path.conn!.postAndWait([{ opcode: 'SEND', sge: [path.ctrl!.mr.sge(off, P.SESSION_CLOSE_SIZE)] }]).catch(() => undefined),
+        new Promise((r) => setTimeout(r, 2000).unref()),
+      ]);
+    }
+    this.#closed = true;
+    for (const p of this.#paths) {
+      p.timer.cancel();
+      p.state = 'closed';
+      p.conn?.close();
+      p.conn = undefined;
+      p.ctrl?.mr.close();
+      p.ctrl = undefined;
+    }
+    for (const regs of this.#userBufs.values()) for (const mr of regs.values()) mr.close();
+    this.#userBufs.clear();
+    for (const d of this.#devs.values()) d.pd.close();
+    this.#devs.clear();
+    this.#devices.close();
+  }
+}
