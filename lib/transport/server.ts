@@ -146,6 +146,17 @@ export class TransportServer extends EventEmitter {
     return out;
   }
 
+  /**
+   * Disconnects one path of a session (like RTRS's server sysfs
+   * `disconnect`): the client fails its IOs over and reconnects.
+   */
+  disconnectPath(sessionId: string, pathIndex: number): boolean {
+    const p = this.#sessions.get(sessionId)?.paths[pathIndex];
+    if (!p || p.state === 'closed') return false;
+    p.close('disconnected by the server');
+    return true;
+  }
+
   /** Stops listening, disconnects every path and frees every session. */
   async close(): Promise<void> {
     if (this.#closing) return;

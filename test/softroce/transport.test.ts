@@ -1,0 +1,454 @@
+/**
+ * The transport on real rxe devices (client and server in one process):
+ * write/read round trips in strict and relaxed mode, permits and FIFO order,
+ * abort and close, zero-copy buffers, multipath with failover and
+ * exactly-once, and the security properties against a hand-made "raw"
+ * client: S1 (a key works only on its own session's connection), S2 (strict
+ * mode invalidates a chunk's key while the handler runs) and S3 (malformed
+ * input closes that path only).
+ */
+import {
+  CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, RdmaError, WorkCompletion, transport,
+} from '../../lib';
+
+const { TransportServer, connect } = transport;
+const P = transport;
+type TransportServer = InstanceType<typeof TransportServer>;
+
+const HOST0 = '10.99.1.1';
+const HOST1 = '10.99.2.1';
+let port = 19000 + (process.pid % 500) * 8;
+
+function later<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+function serverWith(opts: Partial<ConstructorParameters<typeof TransportServer>[0]> & { hosts?: string[] }): { server: TransportServer; port: number; logs: string[] } {
+  const p = port++;
+  const logs: string[] = [];
+  const server = new TransportServer({
+    queueDepth: 8, chunkSize: 16384, maxHeaderSize: 512,
+    handler: opts.handler ?? (() => ({ status: 0 })),
+    log: (l) => logs.push(l),
+    ...opts,
+  });
+  server.listen((opts.hosts ?? [HOST0]).map((host) => ({ host, port: p })));
+  return { server, port: p, logs };
+}
+
+// ------------------------------------------------------------ raw client
+
+/** Collects every completion of a CQ; waits for ones matching a predicate. */
+class Collector {
+  readonly wcs: WorkCompletion[] = [];
+  #waiters: Array<{ pred: (w: WorkCompletion) => boolean; resolve: (w: WorkCompletion) => void }> = [];
+
+  constructor(cq: CompletionQueue) {
+    cq.ref();
+    cq.on('completions', (ws) => {
+      for (const w of ws) {
+        this.wcs.push(w);
+        const i = this.#waiters.findIndex((x) => x.pred(w));
+        if (i >= 0) this.#waiters.splice(i, 1)[0].resolve(w);
+      }
+    });
+  }
+
+  next(pred: (w: WorkCompletion) => boolean, ms = 30000): Promise<WorkCompletion> {
+    const done = this.wcs.find(pred);
+    if (done) {
+      this.wcs.splice(this.wcs.indexOf(done), 1);
+      return Promise.resolve(done);
+    }
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no matching completion within ${ms} ms (have ${this.wcs.map((w) => `${w.opcodeName}/${w.statusName}`).join(', ')})`)), ms);
+      this.#waiters.push({ pred, resolve: (w) => { clearTimeout(t); resolve(w); } });
+    });
+  }
+}
+
+interface Raw {
+  id: CmId;
+  dev: Device;
+  pd: ProtectionDomain;
+  cq: CompletionQueue;
+  qp: QueuePair;
+  buf: Buffer;
+  mr: MemoryRegion;
+  acc: transport.AcceptData;
+  keys: transport.ChunkKey[];
+  wcs: Collector;
+  disconnected: Promise<void>;
+  close(): void;
+}
+
+/** A hand-made client: connect with our private data, info exchange, then whatever the test posts. */
+async function raw(p: number, opts: { sessionId?: string; privateData?: Buffer; host?: string } = {}): Promise<Raw> {
+  const id = CmId.create();
+  await id.resolveAddr(opts.host ?? HOST0, p);
+  await id.resolveRoute();
+  const dev = openDevice(id.info().device!);
+  const pd = dev.allocPd();
+  const cq = dev.createCompletionQueue({ cqe: 256 });
+  const qp = id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 64, maxRecvWr: 64 });
+  const mem = pd.allocate(65536);
+  const mr = pd.registerMemory(mem);
+  const buf = Buffer.from(mem);
+  const wcs = new Collector(cq);
+  qp.postRecv(Array.from({ length: 8 }, (_, i) => ({ wrId: 100 + i, sge: [mr.sge(i * 4096 + 32768, 4096)] })));
+  const disc = later();
+  id.on('disconnected', () => disc.resolve());
+  const close = (): void => {
+    cq.unref();
+    id.close();
+    dev.close();
+  };
+  try {
+    const pdata = opts.privateData ?? P.encodeConnectRequest({ newSession: true, pathIndex: 0, pathCount: 1, reconnectCount: 0, sessionId: opts.sessionId ?? P.randomSessionId() });
+    const { privateData } = await id.connect({ privateData: pdata });
+    const acc = P.decodeAccept(privateData);
+    const req = P.encodeInfoReq({ recvSize: 4096, name: 'raw' });
+    req.copy(buf, 0);
+    qp.postSend([{ wrId: 1, opcode: 'SEND', sge: [mr.sge(0, req.length)] }]);
+    const asm = new P.InfoAssembler(acc);
+    let keys: transport.ChunkKey[] | undefined;
+    while (!keys) {
+      const w = await wcs.next((x) => x.opcodeName === 'RECV');
+      const slot = w.wrId - 100;
+      const m = P.decodeClientMessage(buf.subarray(32768 + slot * 4096, 32768 + slot * 4096 + w.byteLen), { ...acc, pathCount: 1, pathIndex: 0 });
+      qp.postRecv([{ wrId: w.wrId, sge: [mr.sge(slot * 4096 + 32768, 4096)] }]);
+      if (m.type === 'info-rsp') keys = asm.add(m);
+    }
+    return { id, dev, pd, cq, qp, buf, mr, acc, keys, wcs, disconnected: disc.promise, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
+}
+
+/** The raw client sends a write request for chunk c: [data | trailer], seq 1. */
+function rawWrite(r: Raw, c: number, data: Buffer, seq = 1n): void {
+  data.copy(r.buf, 8192);
+  P.writeWriteTrailer(r.buf, 8192 + data.length, { hdrLen: 0, dataLen: data.length, seq });
+  const k = r.keys[c];
+  r.qp.postSend([{
+    wrId: 2, opcode: 'RDMA_WRITE_WITH_IMM', sge: [r.mr.sge(8192, data.length + 16)], remoteAddr: k.addr, rkey: k.rkey,
+    imm: P.encodeRequestImm('write', c, data.length, r.acc),
+  }]);
+}
+
+// ------------------------------------------------------------------ tests
+
+describe('single path', () => {
+  let srv: ReturnType<typeof serverWith>;
+  afterEach(async () => {
+    await srv?.server.close();
+  });
+
+  test.each([true, false])('write and read round trips (strict=%s)', async (strict) => {
+    const store = new Map<string, Buffer>();
+    srv = serverWith({
+      strict,
+      handler: (req) => {
+        const key = req.header.toString();
+        if (req.kind === 'write') {
+          store.set(key, Buffer.from(req.data));
+          return { status: 0, header: Buffer.from(`stored ${req.data.length}`) };
+        }
+        const v = store.get(key);
+        if (!v) return { status: 2 }; // ENOENT
+        v.copy(req.data);
+        return { length: v.length, header: strict ? Buffer.from('hit') : undefined };
+      },
+    });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    try {
+      expect(client.params).toMatchObject({ queueDepth: 8, chunkSize: 16384, maxHeaderSize: 512, strict });
+      const data = Buffer.alloc(10000);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff;
+      const w = await client.write(Buffer.from('k1'), data);
+      expect(w.status).toBe(0);
+      expect(w.header.toString()).toBe('stored 10000');
+      const into = Buffer.alloc(12000);
+      const r = await client.read(Buffer.from('k1'), into);
+      expect(r.status).toBe(0);
+      expect(r.length).toBe(10000);
+      expect(into.subarray(0, 10000).equals(data)).toBe(true);
+      expect(r.header.toString()).toBe(strict ? 'hit' : '');
+      const miss = await client.read(Buffer.from('nope'), Buffer.alloc(10));
+      expect(miss).toMatchObject({ status: 2, length: 0 });
+      // relaxed mode answers an empty-header write with the imm fast path
+      const empty = await client.write(Buffer.alloc(0), Buffer.alloc(0));
+      expect(empty.status).toBe(0);
+      // many IOs: every chunk is reused with new keys (strict) many times
+      const results = await Promise.all(Array.from({ length: 64 }, (_, i) => client.write(Buffer.from(`k${i}`), Buffer.alloc(100, i))));
+      expect(results.every((x) => x.status === 0)).toBe(true);
+      const back = Buffer.alloc(100);
+      expect((await client.read(Buffer.from('k63'), back)).length).toBe(100);
+      expect(back.every((b) => b === 63)).toBe(true);
+      expect(client.stats().paths[0]).toMatchObject({ state: 'connected', writes: 67, reads: 3, inflight: 0 });
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('zero-copy buffers from allocBuffer(); limits give EMSGSIZE', async () => {
+    srv = serverWith({
+      handler: (req) => {
+        if (req.kind === 'read') req.data.fill(0x5a);
+        return { status: req.kind === 'write' ? req.data[0] : 0 };
+      },
+    });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    try {
+      const buf = client.allocBuffer(8192);
+      buf.fill(9);
+      expect((await client.write(Buffer.from('h'), buf.subarray(100, 4100))).status).toBe(9);
+      const r = await client.read(Buffer.alloc(0), buf.subarray(0, 2048));
+      expect(r.length).toBe(2048);
+      expect(buf.subarray(0, 2048).every((b) => b === 0x5a)).toBe(true);
+      expect(buf[2048]).toBe(9);
+      await expect(client.write(Buffer.alloc(513), Buffer.alloc(1))).rejects.toMatchObject({ code: 'EMSGSIZE' });
+      await expect(client.write(Buffer.alloc(0), Buffer.alloc(client.maxIoSize + 1))).rejects.toMatchObject({ code: 'EMSGSIZE' });
+      expect(client.maxIoSize).toBe(16384 - 512 - 32);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('permits bound the queue depth and IOs start in submission order; abort and close', async () => {
+    const order: number[] = [];
+    let running = 0;
+    let maxRunning = 0;
+    const gate = later();
+    srv = serverWith({
+      queueDepth: 4,
+      handler: async (req) => {
+        order.push(req.header.readUInt32LE(0));
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        await gate.promise;
+        running--;
+        return { status: 0 };
+      },
+    });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    try {
+      const hdr = (i: number) => {
+        const b = Buffer.alloc(4);
+        b.writeUInt32LE(i);
+        return b;
+      };
+      const ios = Array.from({ length: 12 }, (_, i) => client.write(hdr(i), Buffer.alloc(10)));
+      // an IO queued behind the permits can be aborted; the handler never sees it
+      const ac = new AbortController();
+      const aborted = client.write(hdr(99), Buffer.alloc(1), { signal: ac.signal });
+      const pre = new AbortController();
+      pre.abort();
+      await expect(client.write(hdr(98), Buffer.alloc(1), { signal: pre.signal })).rejects.toMatchObject({ name: 'AbortError' });
+      while (running < 4) await new Promise((r) => setTimeout(r, 20));
+      expect(client.stats().waiting).toBe(9);
+      ac.abort();
+      await expect(aborted).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
+      gate.resolve();
+      expect((await Promise.all(ios)).every((x) => x.status === 0)).toBe(true);
+      expect(maxRunning).toBe(4);
+      expect(order).toEqual(Array.from({ length: 12 }, (_, i) => i));
+      // close drains: an IO in flight completes before close() resolves
+      const last = client.write(hdr(50), Buffer.alloc(1));
+      await client.close();
+      await expect(last).resolves.toMatchObject({ status: 0 });
+      await expect(client.write(hdr(51), Buffer.alloc(1))).rejects.toMatchObject({ code: 'ECLOSED' });
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('close({ drain: false }) fails queued IOs with ECLOSED', async () => {
+    const gate = later();
+    srv = serverWith({ queueDepth: 1, handler: async () => { await gate.promise; return {}; } });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    const a = client.write(Buffer.alloc(0), Buffer.alloc(1));
+    const b = client.write(Buffer.alloc(0), Buffer.alloc(1));
+    await new Promise((r) => setTimeout(r, 200));
+    const closing = client.close({ drain: false });
+    await expect(b).rejects.toMatchObject({ code: 'ECLOSED' });
+    await expect(a).rejects.toMatchObject({ code: 'ECLOSED' });
+    await closing;
+    gate.resolve();
+  });
+});
+
+describe('multipath (rxe0 + rxe1)', () => {
+  let srv: ReturnType<typeof serverWith>;
+  afterEach(async () => {
+    await srv?.server.close();
+  });
+
+  test.each([true, false])('IOs use both paths; a path cut mid-IO fails over and the handler runs once (strict=%s)', async (strict) => {
+    const calls = new Map<string, number>();
+    const entered = later<{ pathIndex: number; sessionId: string }>();
+    const release = later();
+    srv = serverWith({
+      strict,
+      hosts: [HOST0, HOST1],
+      handler: async (req) => {
+        const k = req.header.toString();
+        calls.set(k, (calls.get(k) ?? 0) + 1);
+        if (k === 'cut') {
+          entered.resolve({ pathIndex: req.pathIndex, sessionId: req.sessionId });
+          await release.promise;
+        }
+        if (req.kind === 'read') req.data.fill(7);
+        return { header: Buffer.from(`ok ${k}`) };
+      },
+    });
+    const client = await connect({
+      paths: [{ host: HOST0, port: srv.port }, { host: HOST1, port: srv.port }],
+      policy: 'round-robin',
+      reconnect: { initialDelayMs: 200, jitter: 0 },
+    });
+    try {
+      const st = client.stats().paths;
+      expect(st.map((p) => [p.state, p.device])).toEqual([['connected', 'rxe0'], ['connected', 'rxe1']]);
+      await Promise.all(Array.from({ length: 20 }, (_, i) => client.write(Buffer.from(`w${i}`), Buffer.alloc(64, i))));
+      const spread = client.stats().paths.map((p) => p.writes);
+      expect(spread[0]).toBeGreaterThan(0);
+      expect(spread[1]).toBeGreaterThan(0);
+      expect(spread[0] + spread[1]).toBe(20);
+
+      for (const kind of ['write', 'read'] as const) {
+        calls.delete('cut');
+        const io = kind === 'write' ? client.write(Buffer.from('cut'), Buffer.alloc(32)) : client.read(Buffer.from('cut'), Buffer.alloc(32));
+        const where = await entered.promise;
+        expect(srv.server.disconnectPath(where.sessionId, where.pathIndex)).toBe(true);
+        await new Promise((r) => setTimeout(r, 300));
+        release.resolve();
+        const res = await io;
+        expect(res.header.toString()).toBe('ok cut');
+        expect(calls.get('cut')).toBe(1); // exactly once, though the IO went over two paths
+        if (kind === 'read') expect(res.length).toBe(32);
+        // the cut path reconnects
+        for (let i = 0; i < 100 && client.stats().paths.some((p) => p.state !== 'connected'); i++) await new Promise((r) => setTimeout(r, 100));
+        expect(client.stats().paths.map((p) => p.state)).toEqual(['connected', 'connected']);
+        Object.assign(entered, later<{ pathIndex: number; sessionId: string }>());
+      }
+      const fo = client.stats().paths.reduce((n, p) => n + p.failovers, 0);
+      expect(fo).toBe(2);
+      // still fully usable on both paths
+      await Promise.all(Array.from({ length: 10 }, (_, i) => client.write(Buffer.from(`x${i}`), Buffer.alloc(8))));
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('security', () => {
+  let srv: ReturnType<typeof serverWith>;
+  afterEach(async () => {
+    await srv?.server.close();
+  });
+
+  test('S2 strict: the chunk key dies when the request arrives; the handler sees the bytes as sent', async () => {
+    const entered = later<Buffer>();
+    const release = later();
+    let seen = '';
+    srv = serverWith({
+      handler: async (req) => {
+        entered.resolve(req.data);
+        await release.promise;
+        seen = req.data.toString();
+        return {};
+      },
+    });
+    const r = await raw(srv.port);
+    try {
+      expect(r.acc.strict).toBe(true);
+      rawWrite(r, 0, Buffer.from('A'.repeat(64)));
+      await entered.promise;
+      // the client tries to change the data under the handler with the same key
+      Buffer.from('B'.repeat(64)).copy(r.buf, 16384);
+      r.qp.postSend([{ wrId: 3, opcode: 'RDMA_WRITE', sge: [r.mr.sge(16384, 64)], remoteAddr: r.keys[0].addr, rkey: r.keys[0].rkey }]);
+      const w = await r.wcs.next((x) => x.wrId === 3);
+      expect(w.statusName).toBe('REM_ACCESS_ERR');
+      release.resolve();
+      await new Promise((res) => setTimeout(res, 100));
+      expect(seen).toBe('A'.repeat(64));
+    } finally {
+      r.close();
+    }
+  });
+
+  test('relaxed mode leaves the key valid (trusted peers)', async () => {
+    const entered = later();
+    const release = later();
+    srv = serverWith({ strict: false, handler: async () => { entered.resolve(); await release.promise; return {}; } });
+    const r = await raw(srv.port);
+    try {
+      rawWrite(r, 0, Buffer.from('A'.repeat(64)));
+      await entered.promise;
+      r.qp.postSend([{ wrId: 3, opcode: 'RDMA_WRITE', sge: [r.mr.sge(16384, 64)], remoteAddr: r.keys[0].addr, rkey: r.keys[0].rkey }]);
+      expect((await r.wcs.next((x) => x.wrId === 3)).statusName).toBe('SUCCESS');
+      release.resolve();
+    } finally {
+      r.close();
+    }
+  });
+
+  test.each([true, false])("S1: a session's key is refused on another session's connection (strict=%s)", async (strict) => {
+    srv = serverWith({ strict });
+    const a = await raw(srv.port);
+    const b = await raw(srv.port);
+    try {
+      // b writes into a's chunk 0 with a's key: the window is bound to a's QP
+      Buffer.from('evil').copy(b.buf, 16384);
+      b.qp.postSend([{ wrId: 5, opcode: 'RDMA_WRITE', sge: [b.mr.sge(16384, 4)], remoteAddr: a.keys[0].addr, rkey: a.keys[0].rkey }]);
+      expect((await b.wcs.next((x) => x.wrId === 5)).statusName).toBe('REM_ACCESS_ERR');
+      // and a's own key works for a
+      a.qp.postSend([{ wrId: 6, opcode: 'RDMA_WRITE', sge: [a.mr.sge(16384, 4)], remoteAddr: a.keys[0].addr, rkey: a.keys[0].rkey }]);
+      expect((await a.wcs.next((x) => x.wrId === 6)).statusName).toBe('SUCCESS');
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  test('S3: malformed connect private data is rejected with EPROTO; an unknown imm closes that path only', async () => {
+    srv = serverWith({ handler: (req) => ({ status: req.data.length }) });
+    const err = await raw(srv.port, { privateData: Buffer.from('GET / HTTP/1.1') }).then(() => undefined, (e) => e);
+    expect(err).toBeInstanceOf(RdmaError);
+    expect(P.decodeReject(err.privateData)).toMatchObject({ code: 'EPROTO', retry: false });
+    const wrongMajor = Buffer.from(P.encodeConnectRequest({ newSession: true, pathIndex: 0, pathCount: 1, reconnectCount: 0, sessionId: P.randomSessionId() }));
+    wrongMajor.writeUInt16LE(0x0200, 4);
+    const err2 = await raw(srv.port, { privateData: wrongMajor }).then(() => undefined, (e) => e);
+    expect(P.decodeReject(err2.privateData).code).toBe('EPROTONOSUPPORT');
+    const unknown = Buffer.from(P.encodeConnectRequest({ newSession: false, pathIndex: 0, pathCount: 1, reconnectCount: 0, sessionId: P.randomSessionId() }));
+    const err3 = await raw(srv.port, { privateData: unknown }).then(() => undefined, (e) => e);
+    expect(P.decodeReject(err3.privateData).code).toBe('ESTALE');
+
+    const good = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    const bad = await raw(srv.port);
+    try {
+      bad.qp.postSend([{ wrId: 7, opcode: 'RDMA_WRITE_WITH_IMM', sge: [], remoteAddr: 0, rkey: 0, imm: 0x30000000 }]);
+      await bad.disconnected;
+      expect(srv.logs.some((l) => /protocol violation: imm-type/.test(l))).toBe(true);
+      // a trailer that lies about its lengths
+      const bad2 = await raw(srv.port);
+      P.writeWriteTrailer(bad2.buf, 8192 + 10, { hdrLen: 0, dataLen: 11, seq: 1n });
+      bad2.qp.postSend([{
+        wrId: 8, opcode: 'RDMA_WRITE_WITH_IMM', sge: [bad2.mr.sge(8192, 26)], remoteAddr: bad2.keys[0].addr, rkey: bad2.keys[0].rkey,
+        imm: P.encodeRequestImm('write', 0, 10, bad2.acc),
+      }]);
+      await bad2.disconnected;
+      expect(srv.logs.some((l) => /protocol violation: trailer-offset/.test(l))).toBe(true);
+      bad2.close();
+      // the other session never noticed
+      expect((await good.write(Buffer.alloc(0), Buffer.alloc(5))).status).toBe(5);
+    } finally {
+      bad.close();
+      await good.close();
+    }
+  });
+});
