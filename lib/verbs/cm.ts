@@ -108,6 +108,7 @@ export class CmId extends Resource {
   readonly #events = new EventEmitter();
   readonly #pending = new Map<string, Pending>();
   #listening = false;
+  #disconnecting = false;
   #device: Device | undefined;
   #qp: QueuePair | undefined;
 
@@ -214,6 +215,7 @@ export class CmId extends Resource {
   /** rdma_disconnect; 'disconnected' follows on both sides. */
   disconnect(): void {
     this.assertOpen();
+    this.#disconnecting = true;
     this.handle.disconnect();
   }
 
@@ -257,6 +259,16 @@ export class CmId extends Resource {
         this.#fail('connect', cmError('rdma_connect', ev.status, `connection failed (${ev.type})`, 'ETIMEDOUT'));
         break;
       case 'DISCONNECTED':
+        // answer the peer's DREQ at once: without our own rdma_disconnect
+        // (DREP) the peer waits for the CM's DREQ timeout, over a minute
+        if (!this.#disconnecting) {
+          this.#disconnecting = true;
+          try {
+            this.handle.disconnect();
+          } catch {
+            // already torn down on our side: nothing to answer
+          }
+        }
         this.#fail('connect', cmError('rdma_connect', 0, 'disconnected before being established', 'ECONNRESET'));
         this.#events.emit('disconnected');
         break;
