@@ -10,10 +10,11 @@ const os = require('os');
 const path = require('path');
 
 const TIERS = {
-  unit: { testTimeout: 10_000 },
+  unit: { testTimeout: 10_000, verbose: false },
   // everything in the guest runs 5-10x slower (qemu TCG), and rxe peers
   // can hang: each test still gets a bound
-  softroce: { testTimeout: 120_000 },
+  // verbose: per-test times in the CI log, to spot tests that sit in timeouts
+  softroce: { testTimeout: 120_000, verbose: true },
 };
 const tier = process.env.NODE_RDMA_TIER || 'unit';
 if (!TIERS[tier]) {
@@ -26,6 +27,7 @@ module.exports = {
   testMatch: ['**/*.test.js'],
   testEnvironment: 'node',
   testTimeout: TIERS[tier].testTimeout,
+  verbose: TIERS[tier].verbose,
   transform: {},
   watchman: false,
   // the repo may be read-only or shared; /tmp is always writable (a tmpfs in the guest)

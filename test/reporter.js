@@ -3,7 +3,8 @@
 //   <tier>: N passed, N failed, N skipped
 // then the full name of every skipped test (by convention the name carries
 // the reason, e.g. "ODP registration on mlx5 [skipped: RDMA_TEST_DEVICE not
-// set]") and of every failed test. A test file that could not run at all
+// set]") and of every failed test, and the 5 slowest tests of at least
+// NODE_RDMA_SLOW_MS (5 s). A test file that could not run at all
 // (syntax error, failing import, crash) counts as one failure under its path,
 // because jest itself counts no test for it.
 // With NODE_RDMA_SUMMARY=<file> it also writes those facts as JSON, which is
@@ -13,6 +14,9 @@
 'use strict';
 const fs = require('fs');
 const path = require('path');
+
+// tests at least this slow are listed (the 5 slowest) after the counts
+const SLOW_MS = Number(process.env.NODE_RDMA_SLOW_MS || 5_000);
 
 class NodeRdmaReporter {
   constructor(globalConfig, options = {}) {
@@ -41,6 +45,7 @@ class NodeRdmaReporter {
     if (process.env.NODE_RDMA_SUMMARY) fs.rmSync(`${process.env.NODE_RDMA_SUMMARY}.running`, { force: true });
     const skipped = [];
     const failed = [];
+    const slow = [];
     let passed = 0;
     for (const file of results.testResults) {
       const rel = path.relative(this.rootDir, file.testFilePath);
@@ -49,6 +54,7 @@ class NodeRdmaReporter {
         failed.push(`${rel} (test file failed to run: ${firstLine(msg)})`);
       }
       for (const t of file.testResults) {
+        if (t.duration >= SLOW_MS) slow.push({ ms: t.duration, name: `${rel} > ${t.fullName}` });
         if (t.status === 'passed') passed++;
         else if (t.status === 'failed') failed.push(t.fullName);
         else skipped.push(t.fullName); // 'pending' (skip), 'todo', 'skipped', 'disabled'
@@ -77,6 +83,11 @@ class NodeRdmaReporter {
       summary.line,
       ...skipped.map((n) => `  skipped: ${n}`),
       ...failed.map((n) => `  FAILED: ${n}`),
+      // the slowest tests: where the tier's wall time goes
+      ...slow
+        .sort((a, b) => b.ms - a.ms)
+        .slice(0, 5)
+        .map((t) => `  slow: ${(t.ms / 1000).toFixed(1)} s ${t.name}`),
     ];
     let printed = false;
     const print = () => {
