@@ -104,6 +104,15 @@ export class MemoryWindow extends Resource {
     this.handle = handle;
   }
 
+  /**
+   * @internal A window bound through a QP is closed before that QP: rxe
+   * holds the QP while a type 2 window is bound to it, and destroying the
+   * QP first stalls for ~50 s in the kernel.
+   */
+  boundThrough(qp: Resource): void {
+    this.dependOn(qp);
+  }
+
   /** The current rkey (a successful bind posts a new one). */
   get rkey(): number {
     return this.handle.rkey;
@@ -120,6 +129,7 @@ export class MemoryWindow extends Resource {
     options: { addr?: number; length?: number; access?: number; wrId?: number; signaled?: boolean } = {},
   ): number {
     this.assertOpen();
+    if (qp instanceof Resource) this.boundThrough(qp);
     const addr = options.addr ?? mr?.addr ?? 0;
     const length = options.length ?? mr?.length ?? 0;
     return this.handle.bind(qp.handle, mr ? mr.handle : null, addr, length, options.access ?? 0,
