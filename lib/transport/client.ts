@@ -791,16 +791,11 @@ export class TransportClient extends EventEmitter {
       if (io.mw) {
         if (inv !== undefined && inv !== io.mw.rkey) throw new ProtocolError('invalidated-rkey', `the server invalidated rkey ${inv}, the IO's window is ${io.mw.rkey}`);
         if (inv === undefined) {
-          // the server did not invalidate: do it here before the memory is reused
-          const mw = io.mw;
-          io.sendsPending++;
-          path.conn!.postAndWait([{ opcode: 'LOCAL_INV', invalidateRkey: mw.rkey }]).then(
-            () => {
-              io.sendsPending--;
-              this.#maybeComplete(io);
-            },
-            () => undefined, // the path failed: failover handles the IO
-          );
+          // not reported as invalidated (the server did not, or rxe reported
+          // it under the kernel's flag value): deallocate the window, which
+          // is safe in any state, unlike LOCAL_INV on rxe (see server.ts)
+          io.mw.close();
+          io.mw = undefined;
         }
       }
     }

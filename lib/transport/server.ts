@@ -29,7 +29,7 @@ export interface TransportResponse {
   status?: number;
   /** at most maxHeaderSize bytes back to the client */
   header?: Uint8Array;
-  /** read: bytes produced at the start of data (default: data.length) */
+  /** read: bytes produced at the start of data (default: data.length when status is 0, else 0) */
   length?: number;
 }
 
@@ -438,6 +438,9 @@ class ServerPath {
     if (this.state === 'closed') return;
     const p = this.session.params;
     try {
+      // the protocol never has a client invalidate server keys (rxe reports
+      // it with the kernel's flag value 1<<2, libibverbs' IP_CSUM_OK)
+      if (wc.invalidatedRkey !== undefined || (wc.wcFlags & 4) !== 0) throw new ProtocolError('send-with-inv', 'the client sent SEND_WITH_INV');
       if (wc.opcodeName === 'RECV_RDMA_WITH_IMM') {
         this.conn.repost(slot);
         const imm = P.decodeImm(wc.imm ?? 0, wc.byteLen, 'server', p);
@@ -496,12 +499,18 @@ class ServerPath {
     return this.keys[c];
   }
 
-  /** Invalidates chunk c's key on this path (strict). */
-  async invalidate(c: number): Promise<void> {
-    const rkey = this.keys[c];
-    if (rkey === 0) return;
+  /**
+   * Invalidates chunk c's key on this path (strict) by deallocating its
+   * window and allocating a fresh one: synchronous, and safe whatever state
+   * the window is in. (rxe on 6.12 dereferences a NULL QP when LOCAL_INV
+   * hits a type-2 window that is already invalid, e.g. one a peer
+   * invalidated with SEND_WITH_INV: a kernel panic.)
+   */
+  invalidate(c: number): void {
+    if (this.keys[c] === 0 || this.closed) return;
     this.keys[c] = 0;
-    await this.conn.postAndWait([{ opcode: 'LOCAL_INV', invalidateRkey: rkey }]);
+    this.mws[c].close();
+    this.mws[c] = this.dev.pd.allocMemoryWindow(2);
   }
 
   async #info(name: string): Promise<void> {
@@ -556,7 +565,15 @@ class ServerPath {
     const s = this.session;
     const p = s.params;
     if (this.state !== 'connected' || s.closing) return;
-    if (p.strict) await Promise.all(s.keyedPaths().map((q) => q.invalidate(c).catch(() => undefined)));
+    if (p.strict) {
+      try {
+        for (const q of s.keyedPaths()) q.invalidate(c);
+      } catch (err) {
+        // cannot take the key away: do not run the handler on memory the client can still write
+        this.close(`chunk ${c}: invalidation failed: ${(err as Error).message}`);
+        return;
+      }
+    }
     if (this.state !== 'connected') return;
     const base = c * p.chunkSize;
     // copy the trailer out: no re-reads of peer-writable memory after the checks
@@ -719,7 +736,7 @@ function checkResult(res: TransportResponse | void, req: TransportRequest, maxHe
   if (!(h instanceof Uint8Array) || h.length > maxHeader) {
     return { status: P.STATUS_EIO, header: EMPTY, length: 0, problem: `response header larger than ${maxHeader} bytes` };
   }
-  const length = req.kind === 'read' ? r.length ?? req.data.length : 0;
+  const length = req.kind === 'read' ? r.length ?? (status === 0 ? req.data.length : 0) : 0;
   if (!Number.isInteger(length) || length < 0 || length > req.data.length) {
     return { status: P.STATUS_EIO, header: EMPTY, length: 0, problem: `read length ${String(length)} outside 0..${req.data.length}` };
   }
