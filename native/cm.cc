@@ -11,6 +11,10 @@
 
 namespace rdma {
 
+static const napi_type_tag kCmIdTag = {0x6e6f64652d72646dULL, 0x0000000000001009ULL};
+
+static const napi_type_tag kCmEventChannelTag = {0x6e6f64652d72646dULL, 0x0000000000001008ULL};
+
 Napi::FunctionReference CmId::constructor;
 
 namespace {
@@ -119,6 +123,7 @@ void CmEventChannel::Init(Napi::Env env, Napi::Object exports) {
 
 CmEventChannel::CmEventChannel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CmEventChannel>(info) {
   Napi::Env env = info.Env();
+  TagObject(info.This().As<Napi::Object>(), &kCmEventChannelTag);
   errno = 0;
   ch_ = rdma_create_event_channel();
   if (!ch_) Throw(env, "rdma_create_event_channel", errno ? errno : ENODEV);
@@ -149,8 +154,7 @@ rdma_event_channel* CmEventChannel::Get(Napi::Env env) {
 }
 
 CmEventChannel* CmEventChannel::From(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a CmEventChannel");
-  return Unwrap(v.As<Napi::Object>());
+  return UnwrapTagged<CmEventChannel>(v, &kCmEventChannelTag, name, "CmEventChannel");
 }
 
 Napi::Value CmEventChannel::Close(const Napi::CallbackInfo& info) {
@@ -258,6 +262,7 @@ void CmId::Init(Napi::Env env, Napi::Object exports) {
 // new CmId(channel, portSpace: 'TCP' | 'UDP')   (or, internally, an External)
 CmId::CmId(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CmId>(info) {
   Napi::Env env = info.Env();
+  TagObject(info.This().As<Napi::Object>(), &kCmIdTag);
   channel_ = CmEventChannel::From(info[0], "channel");
   rdma_event_channel* ch = channel_->Get(env);
   if (info[1].IsExternal()) {
@@ -295,8 +300,7 @@ rdma_cm_id* CmId::Get(Napi::Env env) {
 }
 
 CmId* CmId::From(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a CmId");
-  return Unwrap(v.As<Napi::Object>());
+  return UnwrapTagged<CmId>(v, &kCmIdTag, name, "CmId");
 }
 
 Napi::Value CmId::Close(const Napi::CallbackInfo& info) {

@@ -13,6 +13,8 @@
 
 namespace rdma {
 
+static const napi_type_tag kContextTag = {0x6e6f64652d72646dULL, 0x0000000000001001ULL};
+
 namespace {
 
 struct FlagName {
@@ -152,6 +154,7 @@ void Context::Init(Napi::Env env, Napi::Object exports) {
 // devices open while it is loaded; close() releases our list.
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
   Napi::Env env = info.Env();
+  TagObject(info.This().As<Napi::Object>(), &kContextTag);
   name_ = ArgString(info[0], "name");
   int n = 0;
   errno = 0;
@@ -182,8 +185,7 @@ ibv_context* Context::Get(Napi::Env env, const char* what) {
 }
 
 Context* Context::From(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a Context");
-  return Napi::ObjectWrap<Context>::Unwrap(v.As<Napi::Object>());
+  return UnwrapTagged<Context>(v, &kContextTag, name, "Context");
 }
 
 Napi::Value Context::Close(const Napi::CallbackInfo& info) {

@@ -8,6 +8,8 @@
 
 namespace rdma {
 
+static const napi_type_tag kCompletionQueueTag = {0x6e6f64652d72646dULL, 0x0000000000001005ULL};
+
 void CompletionQueue::Init(Napi::Env env, Napi::Object exports) {
   exports.Set("CompletionQueue", DefineClass(env, "CompletionQueue", {
       InstanceMethod<&CompletionQueue::Close>("close"),
@@ -26,6 +28,7 @@ void CompletionQueue::Init(Napi::Env env, Napi::Object exports) {
 // new CompletionQueue(context, cqe, wcBuffer: Uint32Array)
 CompletionQueue::CompletionQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CompletionQueue>(info) {
   Napi::Env env = info.Env();
+  TagObject(info.This().As<Napi::Object>(), &kCompletionQueueTag);
   Context* ctxw = Context::From(info[0], "context");
   ibv_context* ctx = ctxw->Get(env);
   uint32_t cqe = ArgU32(info[1], "cqe");
@@ -84,8 +87,7 @@ ibv_cq* CompletionQueue::Get(Napi::Env env) {
 }
 
 CompletionQueue* CompletionQueue::From(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a CompletionQueue");
-  return Unwrap(v.As<Napi::Object>());
+  return UnwrapTagged<CompletionQueue>(v, &kCompletionQueueTag, name, "CompletionQueue");
 }
 
 Napi::Value CompletionQueue::Close(const Napi::CallbackInfo& info) {

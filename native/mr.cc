@@ -9,6 +9,8 @@
 
 namespace rdma {
 
+static const napi_type_tag kMemoryRegionTag = {0x6e6f64652d72646dULL, 0x0000000000001003ULL};
+
 void MemoryRegion::Init(Napi::Env env, Napi::Object exports) {
   exports.Set("MemoryRegion", DefineClass(env, "MemoryRegion", {
       InstanceMethod<&MemoryRegion::Close>("close"),
@@ -26,6 +28,7 @@ void MemoryRegion::Init(Napi::Env env, Napi::Object exports) {
 // new MemoryRegion(pd, 'dmabuf', {fd, offset, length, iova}, access)
 MemoryRegion::MemoryRegion(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MemoryRegion>(info) {
   Napi::Env env = info.Env();
+  TagObject(info.This().As<Napi::Object>(), &kMemoryRegionTag);
   ProtectionDomain* pdw = ProtectionDomain::From(info[0], "pd");
   ibv_pd* pd = pdw->Get(env);
   std::string kind = ArgString(info[1], "kind");
@@ -79,8 +82,7 @@ ibv_mr* MemoryRegion::Get(Napi::Env env) {
 }
 
 MemoryRegion* MemoryRegion::From(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a MemoryRegion");
-  return Unwrap(v.As<Napi::Object>());
+  return UnwrapTagged<MemoryRegion>(v, &kMemoryRegionTag, name, "MemoryRegion");
 }
 
 Napi::Value MemoryRegion::Close(const Napi::CallbackInfo& info) {

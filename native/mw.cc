@@ -9,6 +9,8 @@
 
 namespace rdma {
 
+static const napi_type_tag kMemoryWindowTag = {0x6e6f64652d72646dULL, 0x0000000000001004ULL};
+
 void MemoryWindow::Init(Napi::Env env, Napi::Object exports) {
   exports.Set("MemoryWindow", DefineClass(env, "MemoryWindow", {
       InstanceMethod<&MemoryWindow::Close>("close"),
@@ -22,6 +24,7 @@ void MemoryWindow::Init(Napi::Env env, Napi::Object exports) {
 // new MemoryWindow(pd, type: 1 | 2)
 MemoryWindow::MemoryWindow(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MemoryWindow>(info) {
   Napi::Env env = info.Env();
+  TagObject(info.This().As<Napi::Object>(), &kMemoryWindowTag);
   ibv_pd* pd = ProtectionDomain::From(info[0], "pd")->Get(env);
   uint32_t type = ArgU32(info[1], "type");
   if (type != 1 && type != 2) ThrowRange(env, "type must be 1 or 2");
@@ -41,8 +44,7 @@ ibv_mw* MemoryWindow::Get(Napi::Env env) {
 }
 
 MemoryWindow* MemoryWindow::From(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a MemoryWindow");
-  return Unwrap(v.As<Napi::Object>());
+  return UnwrapTagged<MemoryWindow>(v, &kMemoryWindowTag, name, "MemoryWindow");
 }
 
 Napi::Value MemoryWindow::Close(const Napi::CallbackInfo& info) {

@@ -7,6 +7,8 @@
 
 namespace rdma {
 
+static const napi_type_tag kProtectionDomainTag = {0x6e6f64652d72646dULL, 0x0000000000001002ULL};
+
 void ProtectionDomain::Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ProtectionDomain", DefineClass(env, "ProtectionDomain", {
       InstanceMethod<&ProtectionDomain::Close>("close"),
@@ -17,6 +19,7 @@ void ProtectionDomain::Init(Napi::Env env, Napi::Object exports) {
 
 ProtectionDomain::ProtectionDomain(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProtectionDomain>(info) {
   Napi::Env env = info.Env();
+  TagObject(info.This().As<Napi::Object>(), &kProtectionDomainTag);
   Context* ctx = Context::From(info[0], "context");
   errno = 0;
   pd_ = ibv_alloc_pd(ctx->Get(env));
@@ -35,8 +38,7 @@ ibv_pd* ProtectionDomain::Get(Napi::Env env) {
 }
 
 ProtectionDomain* ProtectionDomain::From(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a ProtectionDomain");
-  return Unwrap(v.As<Napi::Object>());
+  return UnwrapTagged<ProtectionDomain>(v, &kProtectionDomainTag, name, "ProtectionDomain");
 }
 
 Napi::Value ProtectionDomain::Close(const Napi::CallbackInfo& info) {

@@ -15,6 +15,8 @@
 
 namespace rdma {
 
+static const napi_type_tag kQueuePairTag = {0x6e6f64652d72646dULL, 0x0000000000001006ULL};
+
 namespace {
 
 ibv_mtu MtuEnum(Napi::Env env, uint32_t bytes) {
@@ -117,6 +119,7 @@ void QueuePair::Init(Napi::Env env, Napi::Object exports) {
 //   maxSendSge, maxRecvSge, maxInlineData, sigAll}, cmId?)
 QueuePair::QueuePair(const Napi::CallbackInfo& info) : Napi::ObjectWrap<QueuePair>(info) {
   Napi::Env env = info.Env();
+  TagObject(info.This().As<Napi::Object>(), &kQueuePairTag);
   ProtectionDomain* pdw = ProtectionDomain::From(info[0], "pd");
   ibv_pd* pd = pdw->Get(env);
   if (!info[1].IsObject()) ThrowType(env, "attrs must be an object");
@@ -185,8 +188,7 @@ ibv_qp* QueuePair::Get(Napi::Env env) {
 }
 
 QueuePair* QueuePair::From(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a QueuePair");
-  return Unwrap(v.As<Napi::Object>());
+  return UnwrapTagged<QueuePair>(v, &kQueuePairTag, name, "QueuePair");
 }
 
 Napi::Value QueuePair::Close(const Napi::CallbackInfo& info) {

@@ -8,6 +8,8 @@
 
 namespace rdma {
 
+static const napi_type_tag kSharedReceiveQueueTag = {0x6e6f64652d72646dULL, 0x0000000000001007ULL};
+
 void SharedReceiveQueue::Init(Napi::Env env, Napi::Object exports) {
   exports.Set("SharedReceiveQueue", DefineClass(env, "SharedReceiveQueue", {
       InstanceMethod<&SharedReceiveQueue::Close>("close"),
@@ -22,6 +24,7 @@ void SharedReceiveQueue::Init(Napi::Env env, Napi::Object exports) {
 // new SharedReceiveQueue(pd, {maxWr, maxSge, limit})
 SharedReceiveQueue::SharedReceiveQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SharedReceiveQueue>(info) {
   Napi::Env env = info.Env();
+  TagObject(info.This().As<Napi::Object>(), &kSharedReceiveQueueTag);
   ibv_pd* pd = ProtectionDomain::From(info[0], "pd")->Get(env);
   if (!info[1].IsObject()) ThrowType(env, "attrs must be an object");
   Napi::Object a = info[1].As<Napi::Object>();
@@ -45,8 +48,7 @@ ibv_srq* SharedReceiveQueue::Get(Napi::Env env) {
 }
 
 SharedReceiveQueue* SharedReceiveQueue::From(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) ThrowType(v.Env(), std::string(name) + " must be a SharedReceiveQueue");
-  return Unwrap(v.As<Napi::Object>());
+  return UnwrapTagged<SharedReceiveQueue>(v, &kSharedReceiveQueueTag, name, "SharedReceiveQueue");
 }
 
 Napi::Value SharedReceiveQueue::Close(const Napi::CallbackInfo& info) {

@@ -284,8 +284,10 @@ export class CmId extends Resource {
 
   #wait<T>(key: string, verb: string, start: () => void): Promise<T> {
     if (this.#pending.has(key)) throw new RdmaError(`${verb} failed: EALREADY: already in progress`, 'EALREADY', osConstants.errno.EALREADY, verb);
+    // a bad argument or a failing verb throws here, synchronously; the
+    // event that settles the promise can only arrive from a later loop turn
+    start();
     return new Promise<T>((resolve, reject) => {
-      start();  // throws synchronously (inside the executor: becomes the rejection)
       this.#pending.set(key, { resolve, reject, verb });
       sharedChannel().hold(1);
     });

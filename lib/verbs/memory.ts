@@ -4,6 +4,7 @@
 import { RdmaError } from '../errors';
 import { native } from '../native';
 import { ADVISE_MR_FLAG_FLUSH, Advice } from './constants';
+import { QueuePair } from './qp';
 import { Resource } from './resource';
 import type { ProtectionDomain } from './pd';
 
@@ -124,12 +125,14 @@ export class MemoryWindow extends Resource {
    * Returns the new rkey. `mr` null unbinds.
    */
   bind(
-    qp: { handle: any },
+    qp: QueuePair,
     mr: MemoryRegion | null,
     options: { addr?: number; length?: number; access?: number; wrId?: number; signaled?: boolean } = {},
   ): number {
     this.assertOpen();
-    if (qp instanceof Resource) this.boundThrough(qp);
+    if (!(qp instanceof QueuePair)) throw new TypeError('qp must be a QueuePair');
+    if (mr !== null && !(mr instanceof MemoryRegion)) throw new TypeError('mr must be a MemoryRegion or null');
+    this.boundThrough(qp);
     const addr = options.addr ?? mr?.addr ?? 0;
     const length = options.length ?? mr?.length ?? 0;
     return this.handle.bind(qp.handle, mr ? mr.handle : null, addr, length, options.access ?? 0,

@@ -114,3 +114,10 @@ std::string ArgString(const Napi::Value& v, const char* name) {
 }
 
 }  // namespace rdma
+
+namespace rdma {
+void TagObject(Napi::Object obj, const napi_type_tag* tag) {
+  napi_status st = napi_type_tag_object(obj.Env(), obj, tag);
+  if (st != napi_ok) ThrowType(obj.Env(), "cannot tag native object");
+}
+}  // namespace rdma

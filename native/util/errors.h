@@ -34,3 +34,18 @@ bool ArgBool(const Napi::Value& v, const char* name);
 std::string ArgString(const Napi::Value& v, const char* name);
 
 }  // namespace rdma
+
+namespace rdma {
+// Type tags let From() refuse a JS object that is not the expected native
+// class (napi_unwrap would fail with a bare "Invalid argument"), even across
+// realms.
+void TagObject(Napi::Object obj, const napi_type_tag* tag);
+// Unwraps `v` as T when it carries `tag`; else a TypeError naming `name`.
+template <typename T>
+T* UnwrapTagged(const Napi::Value& v, const napi_type_tag* tag, const char* name, const char* cls) {
+  bool ok = false;
+  if (v.IsObject()) napi_check_object_type_tag(v.Env(), v, tag, &ok);
+  if (!ok) ThrowType(v.Env(), std::string(name) + " must be a " + cls);
+  return Napi::ObjectWrap<T>::Unwrap(v.As<Napi::Object>());
+}
+}  // namespace rdma
