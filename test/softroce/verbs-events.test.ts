@@ -1,0 +1,70 @@
+/**
+ * Async events: taking eth1 down and up again in the guest reaches rxe1's
+ * Device as PORT_ERR and PORT_ACTIVE events; a CQ in busy-poll mode
+ * delivers completions without the completion channel.
+ */
+import { execFileSync } from 'child_process';
+import { AsyncEvent, openDevice } from '../../lib';
+import { bytes, completions, ipv4GidIndex, region } from './helpers';
+
+function nextEvent(dev: ReturnType<typeof openDevice>, type: string, ms = 30_000): Promise<AsyncEvent> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      dev.off(type, on);
+      reject(new Error(`no ${type} event within ${ms} ms`));
+    }, ms);
+    const on = (ev: AsyncEvent) => {
+      clearTimeout(timer);
+      dev.off(type, on);
+      resolve(ev);
+    };
+    dev.on(type, on);
+  });
+}
+
+test('eth1 down/up: rxe1 reports PORT_ERR then PORT_ACTIVE, and the port state follows', async () => {
+  const dev = openDevice('rxe1');
+  const all: AsyncEvent[] = [];
+  dev.on('event', (ev) => all.push(ev));
+  try {
+    const down = nextEvent(dev, 'PORT_ERR');
+    execFileSync('ip', ['link', 'set', 'eth1', 'down']);
+    expect(await down).toEqual({ type: 'PORT_ERR', port: 1 });
+    expect(dev.queryPort(1).state).toBe('DOWN');
+    const up = nextEvent(dev, 'PORT_ACTIVE');
+    execFileSync('ip', ['link', 'set', 'eth1', 'up']);
+    expect(await up).toEqual({ type: 'PORT_ACTIVE', port: 1 });
+    expect(dev.queryPort(1).state).toBe('ACTIVE');
+    expect(all.map((e) => e.type)).toEqual(expect.arrayContaining(['PORT_ERR', 'PORT_ACTIVE']));
+  } finally {
+    execFileSync('ip', ['link', 'set', 'eth1', 'up']);
+    // leave rxe1 as later tests expect it: its IPv4 GID back in the table
+    for (let i = 0; i < 100 && !dev.gids().some((g) => g.gid === '::ffff:10.99.2.1'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    dev.close();
+  }
+});
+
+test('busy-poll CQ: completions arrive through polling from the event loop', async () => {
+  const dev = openDevice('rxe0');
+  try {
+    const pd = dev.allocPd();
+    const cq = dev.createCompletionQueue({ busyPoll: true });
+    const a = pd.createQueuePair({ sendCq: cq, recvCq: cq });
+    const b = pd.createQueuePair({ sendCq: cq, recvCq: cq });
+    const { index, gid } = ipv4GidIndex(dev);
+    a.connectTo({ qpNum: b.qpNum, gid }, { sgidIndex: index });
+    b.connectTo({ qpNum: a.qpNum, gid }, { sgidIndex: index });
+    const src = region(pd, 64);
+    const dst = region(pd, 64);
+    bytes(src).fill(9, 0, 8);
+    const c = completions(cq, 1);
+    a.postSend([{ wrId: 1, opcode: 'RDMA_WRITE', sge: [src.sge(0, 8)], remoteAddr: dst.addr, rkey: dst.rkey }]);
+    expect((await c)[0]).toMatchObject({ ok: true, wrId: 1 });
+    expect(cq.busyPoll).toBe(true);
+    expect(bytes(dst)[7]).toBe(9);
+  } finally {
+    dev.close();
+  }
+});
