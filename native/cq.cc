@@ -138,11 +138,18 @@ int CompletionQueue::PollInto() {
   return int(n);
 }
 
-// poll(): number of completions written into the buffer (busy-poll mode)
+// poll(spinUs = 0): number of completions written into the buffer. With
+// spinUs > 0 it keeps polling an empty CQ for up to that many microseconds
+// (busy-poll mode: trades a bounded stall of the event loop for latency).
 Napi::Value CompletionQueue::Poll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Get(env);
+  uint32_t spin_us = info.Length() > 0 && !info[0].IsUndefined() ? ArgU32(info[0], "spinUs") : 0;
   int n = PollInto();
+  if (n == 0 && spin_us > 0) {
+    uint64_t deadline = uv_hrtime() + uint64_t(spin_us) * 1000;
+    while (n == 0 && uv_hrtime() < deadline) n = PollInto();
+  }
   if (n < 0) Throw(env, "ibv_poll_cq", -n);
   return Napi::Number::New(env, n);
 }

@@ -1,0 +1,210 @@
+/**
+ * Verbs benchmarks, driven from JS, to compare with perftest on the same
+ * device in the same run (scripts/bench does both and prints the ratios):
+ *
+ *   latency   RDMA WRITE_WITH_IMM ping-pong between two processes connected
+ *             by rdma_cm; reported like ib_write_lat: one-way latency =
+ *             round trip / 2 (typical = median, plus average and p99), usec
+ *   rate      RDMA WRITE message rate from one QP with a window of
+ *             outstanding work requests (one signaled per `signal` WRs);
+ *             Mpps and MB/s like ib_write_bw
+ *
+ *   node dist/bench/verbs.js latency --server --device rxe0 --host 10.99.1.1 --port 18515 --iters 1000 --size 2
+ *   node dist/bench/verbs.js latency --client ...same...
+ *   node dist/bench/verbs.js rate --device rxe0 --size 4096 --iters 20000 --depth 64
+ * Each prints one JSON line with its figures on stdout.
+ */
+import { Access, CmId, CompletionQueue, openDevice, WorkCompletion } from '../lib';
+
+interface Args {
+  mode: string;
+  server: boolean;
+  device: string;
+  host: string;
+  port: number;
+  iters: number;
+  size: number;
+  depth: number;
+  busyPoll: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true };
+  for (let i = 1; i < argv.length; i++) {
+    const k = argv[i];
+    const v = argv[i + 1];
+    switch (k) {
+      case '--server': a.server = true; break;
+      case '--client': a.server = false; break;
+      case '--device': a.device = v; i++; break;
+      case '--host': a.host = v; i++; break;
+      case '--port': a.port = Number(v); i++; break;
+      case '--iters': a.iters = Number(v); i++; break;
+      case '--size': a.size = Number(v); i++; break;
+      case '--depth': a.depth = Number(v); i++; break;
+      case '--no-busy-poll': a.busyPoll = false; break;
+      default: throw new Error(`unknown argument ${k}`);
+    }
+  }
+  if (a.mode !== 'latency' && a.mode !== 'rate') throw new Error('usage: verbs.js latency|rate [options]');
+  return a;
+}
+
+/** Every completion of `cq`, as an async queue. */
+function completionStream(cq: CompletionQueue): () => Promise<WorkCompletion> {
+  const queue: WorkCompletion[] = [];
+  let waiter: ((w: WorkCompletion) => void) | undefined;
+  cq.on('completions', (wcs) => {
+    for (const w of wcs) {
+      if (waiter) {
+        const f = waiter;
+        waiter = undefined;
+        f(w);
+      } else queue.push(w);
+    }
+  });
+  return () => (queue.length ? Promise.resolve(queue.shift()!) : new Promise((r) => (waiter = r)));
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function latency(a: Args): Promise<object> {
+  const dev = openDevice(a.device);
+  const pd = dev.allocPd();
+  const cq = dev.createCompletionQueue({ cqe: 64, busyPoll: a.busyPoll });
+  const buf = pd.registerMemory(pd.allocate(Math.max(a.size, 64)), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+  const next = completionStream(cq);
+  cq.ref();
+  const desc = Buffer.alloc(12);
+  desc.writeDoubleLE(buf.addr, 0);
+  desc.writeUInt32LE(buf.rkey, 8);
+  let id: CmId;
+  let listener: CmId | undefined;
+  let peer: Buffer;
+  if (a.server) {
+    listener = CmId.create();
+    listener.listen(a.host, a.port);
+    id = await new Promise<CmId>((resolve) => listener!.once('connection', (req: CmId, pdata: Buffer) => {
+      peer = Buffer.from(pdata);
+      resolve(req);
+    }));
+    id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 });
+    id.queuePair!.postRecv([{ wrId: 0 }]);
+    await id.accept({ privateData: desc });
+  } else {
+    id = CmId.create();
+    await id.resolveAddr(a.host, a.port);
+    await id.resolveRoute();
+    id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 });
+    id.queuePair!.postRecv([{ wrId: 0 }]);
+    peer = (await id.connect({ privateData: desc })).privateData;
+  }
+  const qp = id.queuePair!;
+  const remoteAddr = peer!.readDoubleLE(0);
+  const rkey = peer!.readUInt32LE(8);
+  const inline = a.size <= 64;
+  const write = (n: number) => qp.postSend([{
+    wrId: n, opcode: 'RDMA_WRITE_WITH_IMM', imm: n, sge: [buf.sge(0, a.size)], remoteAddr, rkey, inline,
+  }]);
+  /** Waits for the peer's write; the send completion is consumed on the way. */
+  const recv = async () => {
+    for (;;) {
+      const w = await next();
+      if (!w.ok) throw new Error(`completion ${w.opcodeName}: ${w.statusName}`);
+      if (w.opcodeName === 'RECV_RDMA_WITH_IMM') {
+        qp.postRecv([{ wrId: 0 }]);
+        return w;
+      }
+    }
+  };
+  const rtts: number[] = [];
+  for (let i = 0; i < a.iters; i++) {
+    if (a.server) {
+      await recv();
+      write(i);
+    } else {
+      const t0 = process.hrtime.bigint();
+      write(i);
+      await recv();
+      rtts.push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+  }
+  // the server's last send completion
+  await new Promise((r) => setTimeout(r, 50));
+  id.disconnect();
+  await new Promise((r) => setTimeout(r, 200));
+  cq.unref();
+  id.close();
+  listener?.close();
+  dev.close();
+  if (a.server) return { role: 'server', iters: a.iters };
+  const oneWay = rtts.map((x) => x / 2).sort((x, y) => x - y);
+  return {
+    bench: 'js_write_imm_lat', device: a.device, size: a.size, iters: a.iters, busyPoll: a.busyPoll,
+    t_min_usec: oneWay[0], t_typical_usec: percentile(oneWay, 50), t_avg_usec: oneWay.reduce((x, y) => x + y, 0) / oneWay.length,
+    t_p99_usec: percentile(oneWay, 99), t_max_usec: oneWay[oneWay.length - 1],
+    histogram_usec: oneWay.filter((_, i) => i % Math.max(1, Math.floor(oneWay.length / 200)) === 0),
+  };
+}
+
+async function rate(a: Args): Promise<object> {
+  const dev = openDevice(a.device);
+  const pd = dev.allocPd();
+  const cq = dev.createCompletionQueue({ cqe: a.depth * 2, busyPoll: a.busyPoll });
+  const depth = a.depth;
+  const signal = Math.max(1, Math.floor(depth / 4));
+  const qpa = pd.createQueuePair({ sendCq: cq, recvCq: cq, maxSendWr: depth + 1 });
+  const cqb = dev.createCompletionQueue();
+  const qpb = pd.createQueuePair({ sendCq: cqb, recvCq: cqb });
+  const gid = dev.gids().find((g) => g.port === 1 && g.type === 'RoCEv2' && g.gid.startsWith('::ffff:'))!;
+  qpa.connectTo({ qpNum: qpb.qpNum, gid: gid.gid }, { sgidIndex: gid.index });
+  qpb.connectTo({ qpNum: qpa.qpNum, gid: gid.gid }, { sgidIndex: gid.index });
+  const src = pd.registerMemory(pd.allocate(a.size), Access.LOCAL_WRITE);
+  const dst = pd.registerMemory(pd.allocate(a.size), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+  const sge = [src.sge()];
+  let posted = 0;
+  let completed = 0;
+  const t0 = process.hrtime.bigint();
+  await new Promise<void>((resolve, reject) => {
+    const post = () => {
+      // keep `depth` WRs outstanding, in batches (one ibv_post_send each)
+      const batch: Parameters<typeof qpa.postSend>[0] = [];
+      while (posted - completed + batch.length < depth && posted + batch.length < a.iters) {
+        const n = posted + batch.length;
+        batch.push({ wrId: n, opcode: 'RDMA_WRITE', sge, remoteAddr: dst.addr, rkey: dst.rkey, signaled: (n + 1) % signal === 0 || n + 1 === a.iters });
+      }
+      if (batch.length) {
+        qpa.postSend(batch);
+        posted += batch.length;
+      }
+    };
+    cq.on('completions', (wcs) => {
+      for (const w of wcs) {
+        if (!w.ok) return reject(new Error(`RDMA_WRITE: ${w.statusName}`));
+        completed = w.wrId + 1;
+      }
+      if (completed >= a.iters) resolve();
+      else post();
+    });
+    post();
+  });
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  dev.close();
+  return {
+    bench: 'js_write_rate', device: a.device, size: a.size, iters: a.iters, depth, busyPoll: a.busyPoll,
+    msg_rate_mpps: a.iters / secs / 1e6, bw_mb_sec: (a.iters * a.size) / secs / 1e6, seconds: secs,
+  };
+}
+
+async function main(): Promise<void> {
+  const a = parseArgs(process.argv.slice(2));
+  const out = a.mode === 'latency' ? await latency(a) : await rate(a);
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench/verbs: ${err.stack ?? err}\n`);
+  process.exit(1);
+});
