@@ -87,7 +87,7 @@ export function listDevices(): DeviceInfo[] {
 }
 
 /**
- * An opened device (ibv_context). Emits 'event' for every async event
+ * An opened device (librdmacm's ibv_context for it; see openDevice). Emits 'event' for every async event
  * ({ type: 'PORT_ACTIVE', port: 1 }, 'PORT_ERR', 'GID_CHANGE', 'DEVICE_FATAL',
  * 'QP_FATAL', 'CQ_ERR', ...) and also under the event's own type name.
  * Listening does not keep the process alive.
@@ -167,7 +167,11 @@ export class Device extends Resource {
   }
 }
 
-/** Opens a device by name (ibv_open_device). Throws ENODEV if there is none. */
+/**
+ * Opens a device by name. The context is librdmacm's (rdma_get_devices), so
+ * objects made on it work with QPs created on CM ids bound to the same
+ * device. Throws ENODEV if there is no such device.
+ */
 export function openDevice(name: string): Device {
   if (typeof name !== 'string' || name.length === 0) throw new TypeError('name must be a non-empty string');
   return new Device(new (native().Context)(name));

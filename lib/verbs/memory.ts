@@ -106,12 +106,13 @@ export class MemoryWindow extends Resource {
   }
 
   /**
-   * @internal A window bound through a QP is closed before that QP: rxe
-   * holds the QP while a type 2 window is bound to it, and destroying the
-   * QP first stalls for ~50 s in the kernel.
+   * @internal A window bound through a QP onto a region is closed before
+   * either: ibv_dereg_mr refuses a region with bound windows, and rxe holds
+   * the QP while a type 2 window is bound to it (destroying the QP first
+   * stalls for ~50 s in the kernel).
    */
-  boundThrough(qp: Resource): void {
-    this.dependOn(qp);
+  boundThrough(qp: Resource, mr: MemoryRegion | null): void {
+    this.dependOn(qp, mr ?? undefined);
   }
 
   /** The current rkey (a successful bind posts a new one). */
@@ -132,7 +133,7 @@ export class MemoryWindow extends Resource {
     this.assertOpen();
     if (!(qp instanceof QueuePair)) throw new TypeError('qp must be a QueuePair');
     if (mr !== null && !(mr instanceof MemoryRegion)) throw new TypeError('mr must be a MemoryRegion or null');
-    this.boundThrough(qp);
+    this.boundThrough(qp, mr);
     const addr = options.addr ?? mr?.addr ?? 0;
     const length = options.length ?? mr?.length ?? 0;
     return this.handle.bind(qp.handle, mr ? mr.handle : null, addr, length, options.access ?? 0,

@@ -237,7 +237,7 @@ export class QueuePair extends Resource {
     if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
     const list = wrs.map((wr) => toNativeSend(wr, this.sigAll));
     this.handle.postSend(list);
-    for (const wr of wrs) if (wr.opcode === 'BIND_MW') wr.bind!.mw.boundThrough(this);
+    for (const wr of wrs) if (wr.opcode === 'BIND_MW') wr.bind!.mw.boundThrough(this, wr.bind!.mr);
     let signaled = 0;
     for (const wr of list) if ((wr.flags as number) & SendFlags.SIGNALED) signaled++;
     if (signaled) this.sendCq.expect(signaled);

@@ -51,13 +51,16 @@ export abstract class Resource {
       }
     }
     this.#closed = true;
-    for (const p of this.#parents) p.#children.delete(this);
-    this.#parents.clear();
     try {
       this.release();
     } catch (err) {
-      errors.push(err);
+      // the native object is still there (e.g. EBUSY): stay open, so that
+      // the caller can close what holds it and retry
+      this.#closed = false;
+      throw err;
     }
+    for (const p of this.#parents) p.#children.delete(this);
+    this.#parents.clear();
     if (errors.length) throw errors[0];
   }
 

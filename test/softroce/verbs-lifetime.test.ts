@@ -51,6 +51,22 @@ test('closing a CQ closes the QPs using it first; the device closes everything',
   expect(mr.closed && pd.closed && dev.closed).toBe(true);
 });
 
+test('closing a region closes the windows bound onto it first', async () => {
+  const l = loopback('rxe0');
+  try {
+    const mr = region(l.pd, 8192, Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.MW_BIND);
+    const mw = l.pd.allocMemoryWindow(2);
+    const c = completions(l.cqB, 1);
+    l.b.postSend([{ wrId: 1, opcode: 'BIND_MW', bind: { mw, mr, access: Access.REMOTE_WRITE } }]);
+    expect((await c)[0].ok).toBe(true);
+    mr.close(); // without the window closing first, ibv_dereg_mr refuses
+    expect(mw.closed).toBe(true);
+    expect(mr.closed).toBe(true);
+  } finally {
+    l.close();
+  }
+});
+
 test('registered memory survives forced GCs while the NIC writes into it', async () => {
   const l = loopback('rxe0');
   try {
