@@ -29,6 +29,12 @@ export function abortError(reason?: unknown): Error {
 export const WrKind = { RECV: 1, SEND: 2, WAIT: 3 } as const;
 const KIND_MUL = 2 ** 32;
 
+/** NODE_RDMA_TRANSPORT_TRACE=1: every post and completion of the transport on stderr. */
+const TRACE = process.env.NODE_RDMA_TRANSPORT_TRACE === '1';
+function trace(line: string): void {
+  process.stderr.write(`[transport ${(performance.now() / 1000).toFixed(3)}] ${line}\n`);
+}
+
 export function wrId(kind: number, index: number): number {
   return kind * KIND_MUL + index;
 }
@@ -141,6 +147,7 @@ export class Conn {
   /** Posts send WRs (signaled); a failure fails the connection. Returns false when it could not post. */
   post(wrs: SendWorkRequest[]): boolean {
     if (this.failed) return false;
+    if (TRACE) trace(`qp ${this.qp.qpNum} post ${wrs.map((w) => `${w.opcode}${w.rkey !== undefined ? `/rkey=${w.rkey}` : ''}${w.invalidateRkey !== undefined ? `/inv=${w.invalidateRkey}` : ''}${w.imm !== undefined ? `/imm=${(w.imm >>> 0).toString(16)}` : ''}`).join(' ')}`);
     try {
       this.qp.postSend(wrs);
       return true;
@@ -188,6 +195,7 @@ export class Conn {
 
   #onCompletions(wcs: WorkCompletion[]): void {
     for (const wc of wcs) {
+      if (TRACE) trace(`qp ${wc.qpNum} wc ${wc.opcodeName} ${wc.statusName} wrId=${wc.wrId} len=${wc.byteLen} imm=${wc.imm?.toString(16)} flags=${wc.wcFlags}`);
       if (this.#closed) return;
       const kind = Math.floor(wc.wrId / KIND_MUL);
       const index = wc.wrId % KIND_MUL;

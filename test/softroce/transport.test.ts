@@ -188,7 +188,7 @@ describe('single path', () => {
       const back = Buffer.alloc(100);
       expect((await client.read(Buffer.from('k63'), back)).length).toBe(100);
       expect(back.every((b) => b === 63)).toBe(true);
-      expect(client.stats().paths[0]).toMatchObject({ state: 'connected', writes: 67, reads: 3, inflight: 0 });
+      expect(client.stats().paths[0]).toMatchObject({ state: 'connected', writes: 66, reads: 3, inflight: 0 });
     } finally {
       await client.close();
     }
