@@ -111,12 +111,18 @@ export async function p2pCommand(argv: string[], io: CliIo = defaultIo): Promise
   let size: number | undefined;
   try {
     for (let i = 0; i < argv.length; i++) {
-      const a = argv[i];
+      // --name value, or --name=value
+      const eq = argv[i].startsWith('--') ? argv[i].indexOf('=') : -1;
+      const a = eq > 0 ? argv[i].slice(0, eq) : argv[i];
+      const inline = eq > 0 ? argv[i].slice(eq + 1) : undefined;
       const value = (): string => {
-        const v = argv[++i];
-        if (v === undefined || v.startsWith('--')) throw new RangeError(`${a} needs a value`);
+        const v = inline ?? argv[++i];
+        if (v === undefined || v === '' || (inline === undefined && v.startsWith('--')))
+          throw new RangeError(`${a} needs a value`);
         return v;
       };
+      if (inline !== undefined && (a === '--json' || a === '--help'))
+        throw new RangeError(`${a} takes no value`);
       if (a === '-h' || a === '--help') {
         io.stdout(USAGE);
         return 0;

@@ -93,6 +93,10 @@ test('usage: --help, unknown arguments, missing values, bad sizes, unknown devic
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/^node-rdma p2p: /);
   }
+  const eq = await run(guestLike(), '--choose=rxe0', '--size=2M');
+  expect(eq.code).toBe(0);
+  expect(eq.out).toMatch(/choice: 0000:03:00\.0 is the closest/);
+  for (const args of [['--json=yes'], ['--size='], ['--choose=']]) expect((await run(guestLike(), ...args)).code).toBe(2);
   const u = await run(guestLike(), '--choose', 'mlx5_7');
   expect(u.code).toBe(2);
   expect(u.err).toMatch(/no device named 'mlx5_7'/);
