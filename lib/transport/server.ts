@@ -347,7 +347,7 @@ class ServerSession {
     if (this.closing && this.#devs.size === 0) return;
     this.closing = true;
     if (this.#linger) clearTimeout(this.#linger);
-    await Promise.all(this.#locks.filter(Boolean));
+    // running handlers finish on their own; their responses are dropped
     for (const p of this.paths) p?.close(why);
     for (const d of this.#devs.values()) d.pd.close();
     this.#devs.clear();
@@ -546,6 +546,9 @@ class ServerPath {
     if (this.closed) return;
     const msgs = P.encodeInfoRsp(descs);
     const area = registerArea(this.dev.pd, msgs.length * P.CTRL_MSG_SIZE);
+    // connected before the client can know it: its first request may arrive
+    // in the same completion batch as this send's own completion
+    this.state = 'connected';
     try {
       msgs.forEach((m, i) => m.copy(area.buf, i * P.CTRL_MSG_SIZE));
       // every chunk key is bound before the client learns it (SQ order)
@@ -554,7 +557,6 @@ class ServerPath {
       area.mr.close();
     }
     if (this.closed) return;
-    this.state = 'connected';
     this.conn.startHeartbeat(this.session.server.hbIntervalMs, this.session.server.hbMissedMax, () => this.close('heartbeats missed'));
     this.session.server.log(`${this.name}: connected (${name || 'unnamed'}), ${descs.length} descriptors`);
   }

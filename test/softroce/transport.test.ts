@@ -236,7 +236,7 @@ describe('single path', () => {
     });
     const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
     try {
-      const hdr = (i: number) => {
+      const hdr = (i: number): Buffer => {
         const b = Buffer.alloc(4);
         b.writeUInt32LE(i);
         return b;
@@ -248,7 +248,10 @@ describe('single path', () => {
       const pre = new AbortController();
       pre.abort();
       await expect(client.write(hdr(98), Buffer.alloc(1), { signal: pre.signal })).rejects.toMatchObject({ name: 'AbortError' });
-      while (running < 4) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; running < 4; i++) {
+        if (i > 500) throw new Error(`only ${running} handlers running after 10 s; stats ${JSON.stringify(client.stats())}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
       expect(client.stats().waiting).toBe(9);
       ac.abort();
       await expect(aborted).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
@@ -262,6 +265,7 @@ describe('single path', () => {
       await expect(last).resolves.toMatchObject({ status: 0 });
       await expect(client.write(hdr(51), Buffer.alloc(1))).rejects.toMatchObject({ code: 'ECLOSED' });
     } finally {
+      gate.resolve();
       await client.close();
     }
   });
@@ -340,6 +344,7 @@ describe('multipath (rxe0 + rxe1)', () => {
       // still fully usable on both paths
       await Promise.all(Array.from({ length: 10 }, (_, i) => client.write(Buffer.from(`x${i}`), Buffer.alloc(8))));
     } finally {
+      release.resolve();
       await client.close();
     }
   });
