@@ -56,7 +56,7 @@ class NodeRdmaReporter {
       for (const t of file.testResults) {
         if (t.duration >= SLOW_MS) slow.push({ ms: t.duration, name: `${rel} > ${t.fullName}` });
         if (t.status === 'passed') passed++;
-        else if (t.status === 'failed') failed.push(t.fullName);
+        else if (t.status === 'failed') failed.push(`${rel} > ${t.fullName}`);
         else skipped.push(t.fullName); // 'pending' (skip), 'todo', 'skipped', 'disabled'
       }
     }
