@@ -489,7 +489,8 @@ export class TransportClient extends EventEmitter {
     this.#fatal = err;
     for (const io of this.#waiting.splice(0)) this.#reject(io, err);
     for (const io of this.#inflight) if (io && !io.settled) this.#reject(io, err);
-    this.emit('error', err);
+    // 'error' without a listener would throw from inside an rdma_cm callback
+    if (this.listenerCount('error') > 0) this.emit('error', err);
   }
 
   // ------------------------------------------------------------------ IO

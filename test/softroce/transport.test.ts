@@ -350,6 +350,63 @@ describe('multipath (rxe0 + rxe1)', () => {
   });
 });
 
+describe('heartbeats and session lifetime', () => {
+  let srv: ReturnType<typeof serverWith> | undefined;
+  afterEach(async () => {
+    await srv?.server.close();
+    srv = undefined;
+  });
+
+  test('the server drops a path that stays silent for hbMissedMax intervals', async () => {
+    srv = serverWith({ hbIntervalMs: 200, hbMissedMax: 3 });
+    const r = await raw(srv.port);
+    try {
+      expect(r.acc).toMatchObject({ hbIntervalMs: 200, hbMissedMax: 3 });
+      const t0 = Date.now();
+      await r.disconnected; // the raw client never answers heartbeats
+      expect(Date.now() - t0).toBeLessThan(20000);
+      expect(srv.logs.some((l) => /closed: heartbeats missed/.test(l))).toBe(true);
+      // it did send heartbeats before giving up
+      expect(r.wcs.wcs.some((w) => w.opcodeName === 'RECV_RDMA_WITH_IMM' && w.imm !== undefined && w.imm >>> 28 === 0x8)).toBe(true);
+    } finally {
+      r.close();
+    }
+  });
+
+  test('heartbeat acks give each path an RTT; min-latency selects by it', async () => {
+    srv = serverWith({ hbIntervalMs: 200, hbMissedMax: 50, hosts: [HOST0, HOST1] });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }, { host: HOST1, port: srv.port }], policy: 'min-latency' });
+    try {
+      for (let i = 0; i < 100 && client.stats().paths.some((p) => p.latencyNs === undefined); i++) await new Promise((r) => setTimeout(r, 100));
+      for (const p of client.stats().paths) expect(p.latencyNs).toBeGreaterThan(0);
+      expect((await client.write(Buffer.from('x'), Buffer.alloc(10))).status).toBe(0);
+      expect(client.policy).toBe('min-latency');
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('a restarted server does not know the session: the client fails with ESTALE instead of silently starting over', async () => {
+    srv = serverWith({});
+    const p = srv.port;
+    const client = await connect({ paths: [{ host: HOST0, port: p }], reconnect: { initialDelayMs: 100, jitter: 0 } });
+    const errors: Error[] = [];
+    client.on('error', (e) => errors.push(e));
+    try {
+      expect((await client.write(Buffer.alloc(0), Buffer.alloc(1))).status).toBe(0);
+      await srv.server.close();
+      const again = new TransportServer({ queueDepth: 8, chunkSize: 16384, maxHeaderSize: 512, handler: () => ({}) });
+      again.listen([{ host: HOST0, port: p }]);
+      srv = { server: again, port: p, logs: [] };
+      for (let i = 0; i < 100 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(errors[0]).toMatchObject({ code: 'ESTALE' });
+      await expect(client.write(Buffer.alloc(0), Buffer.alloc(1))).rejects.toMatchObject({ code: 'ESTALE' });
+    } finally {
+      await client.close();
+    }
+  });
+});
+
 describe('security', () => {
   let srv: ReturnType<typeof serverWith>;
   afterEach(async () => {
