@@ -270,6 +270,26 @@ describe('single path', () => {
     }
   });
 
+  test('queue depth 300 (info in 2 messages): every chunk carries IOs; a client can use fewer permits', async () => {
+    srv = serverWith({ queueDepth: 300, chunkSize: 4096, maxHeaderSize: 64, handler: (req) => ({ status: req.data[0] }) });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    try {
+      expect(client.queueDepth).toBe(300);
+      const res = await Promise.all(Array.from({ length: 600 }, (_, i) => client.write(Buffer.alloc(0), Buffer.alloc(16, i & 0xff))));
+      expect(res.map((r) => r.status)).toEqual(Array.from({ length: 600 }, (_, i) => i & 0xff));
+    } finally {
+      await client.close();
+    }
+    const small = await connect({ paths: [{ host: HOST0, port: srv.port }], maxQueueDepth: 5 });
+    try {
+      expect(small.queueDepth).toBe(5);
+      const res = await Promise.all(Array.from({ length: 20 }, (_, i) => small.write(Buffer.alloc(0), Buffer.alloc(1, i))));
+      expect(res.map((r) => r.status)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    } finally {
+      await small.close();
+    }
+  });
+
   test('close({ drain: false }) fails queued IOs with ECLOSED', async () => {
     const gate = later();
     srv = serverWith({ queueDepth: 1, handler: async () => { await gate.promise; return {}; } });
