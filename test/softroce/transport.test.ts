@@ -290,6 +290,16 @@ describe('single path', () => {
     }
   });
 
+  test('connect fails cleanly: no listener, a relaxed server when strict is required', async () => {
+    const nobody = port++;
+    await expect(connect({ paths: [{ host: HOST0, port: nobody }], reconnect: { maxAttempts: 0 } })).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    srv = serverWith({ strict: false });
+    await expect(connect({ paths: [{ host: HOST0, port: srv.port }], requireStrict: true })).rejects.toMatchObject({ code: 'EPERM' });
+    const ok = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    expect(ok.params?.strict).toBe(false);
+    await ok.close();
+  });
+
   test('close({ drain: false }) fails queued IOs with ECLOSED', async () => {
     const gate = later();
     srv = serverWith({ queueDepth: 1, handler: async () => { await gate.promise; return {}; } });
@@ -422,6 +432,50 @@ describe('heartbeats and session lifetime', () => {
       expect(errors[0]).toMatchObject({ code: 'ESTALE' });
       await expect(client.write(Buffer.alloc(0), Buffer.alloc(1))).rejects.toMatchObject({ code: 'ESTALE' });
     } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('cut-off IOs', () => {
+  let srv: ReturnType<typeof serverWith> | undefined;
+  afterEach(async () => {
+    await srv?.server.close();
+    srv = undefined;
+  });
+
+  test.each([true, false])('the only path dies mid-IO: ECONNABORTED, the chunk stays out of the pool until RESUME settles it (strict=%s)', async (strict) => {
+    const entered = later<{ pathIndex: number; sessionId: string }>();
+    const release = later();
+    let cutCalls = 0;
+    srv = serverWith({
+      strict,
+      queueDepth: 1,
+      handler: async (req) => {
+        if (req.header.toString() === 'cut') {
+          cutCalls++;
+          entered.resolve({ pathIndex: req.pathIndex, sessionId: req.sessionId });
+          await release.promise;
+        }
+        return { status: 7 };
+      },
+    });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }], reconnect: { initialDelayMs: 300, jitter: 0 } });
+    try {
+      const io = client.write(Buffer.from('cut'), Buffer.alloc(8));
+      const where = await entered.promise;
+      srv.server.disconnectPath(where.sessionId, where.pathIndex);
+      await expect(io).rejects.toMatchObject({ code: 'ECONNABORTED' });
+      expect(client.stats().unsettled).toBe(1);
+      release.resolve();
+      // queue depth 1: this IO can only run once the reconnected path's RESUME settled the chunk
+      const next = await client.write(Buffer.from('next'), Buffer.alloc(8));
+      expect(next.status).toBe(7);
+      expect(client.stats().unsettled).toBe(0);
+      expect(cutCalls).toBe(1);
+      expect(client.stats().paths[0].reconnects.ok).toBe(1);
+    } finally {
+      release.resolve();
       await client.close();
     }
   });
