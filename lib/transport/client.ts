@@ -15,6 +15,7 @@ import { abortError, Area, Conn, DeviceCache, registerArea, TransportError, wrId
 import { PathIterator, PathLike, PathSelector, PolicyName, DEFAULT_POLICY } from './policy';
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
+import { clientMetrics } from './stats';
 
 export interface ClientPathOptions {
   host: string;
@@ -251,6 +252,11 @@ export class TransportClient extends EventEmitter {
       sessionId: this.sessionId, queueDepth: this.#queueDepth, waiting: this.#waiting.length,
       unsettled: this.#unsettled.size, paths: this.#paths.map((p) => p.stats()),
     };
+  }
+
+  /** stats() as Prometheus text exposition. */
+  prometheus(): string {
+    return clientMetrics(this.stats());
   }
 
   // ---------------------------------------------------------------- memory

@@ -8,3 +8,4 @@ export * from './backoff';
 export { TransportError } from './conn';
 export { TransportServer, ServerOptions, TransportHandler, TransportRequest, TransportResponse, ServerPathStats } from './server';
 export { TransportClient, connect, ClientOptions, ClientPathOptions, ClientPathState, ClientPathStats, IoOptions, IoResult } from './client';
+export { clientMetrics, serverMetrics, escapeLabel } from './stats';

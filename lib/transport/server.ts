@@ -13,6 +13,7 @@ import { Access } from '../verbs/constants';
 import { Area, Conn, DeviceCache, registerArea, TransportError, wrId, WrKind } from './conn';
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
+import { serverMetrics } from './stats';
 
 export interface TransportRequest {
   kind: 'write' | 'read';
@@ -144,6 +145,11 @@ export class TransportServer extends EventEmitter {
     const out: Record<string, { paths: ServerPathStats[] }> = {};
     for (const [id, s] of this.#sessions) out[id] = { paths: s.paths.filter((p): p is ServerPath => !!p).map((p) => p.stats()) };
     return out;
+  }
+
+  /** stats() as Prometheus text exposition. */
+  prometheus(): string {
+    return serverMetrics(this.stats());
   }
 
   /**

@@ -189,6 +189,8 @@ describe('single path', () => {
       expect((await client.read(Buffer.from('k63'), back)).length).toBe(100);
       expect(back.every((b) => b === 63)).toBe(true);
       expect(client.stats().paths[0]).toMatchObject({ state: 'connected', writes: 66, reads: 3, inflight: 0 });
+      expect(client.prometheus()).toMatch(/^node_rdma_transport_writes_total\{role="client",session="[0-9a-f-]+",path="0",peer="10.99.1.1:\d+"\} 66$/m);
+      expect(srv.server.prometheus()).toMatch(/^node_rdma_transport_writes_total\{role="server",session="[0-9a-f-]+",path="0",device="rxe0"\} 66$/m);
     } finally {
       await client.close();
     }

@@ -1,0 +1,101 @@
+/**
+ * Per-path transport statistics as Prometheus text exposition (format
+ * 0.0.4): one HELP/TYPE block per metric, one sample per path, labels
+ * escaped as the format requires.
+ */
+import type { ClientPathStats } from './client';
+import type { ServerPathStats } from './server';
+
+type Labels = Record<string, string | number>;
+
+interface Metric {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge';
+  samples: Array<{ labels: Labels; value: number }>;
+}
+
+/** Escapes a label value: backslash, double quote and newline. */
+export function escapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+function formatLabels(labels: Labels): string {
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(String(v))}"`);
+  return parts.length ? `{${parts.join(',')}}` : '';
+}
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return String(v);
+}
+
+export function formatMetrics(metrics: Metric[]): string {
+  let out = '';
+  for (const m of metrics) {
+    if (m.samples.length === 0) continue;
+    out += `# HELP ${m.name} ${m.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${m.name} ${m.type}\n`;
+    for (const s of m.samples) out += `${m.name}${formatLabels(s.labels)} ${formatValue(s.value)}\n`;
+  }
+  return out;
+}
+
+const PREFIX = 'node_rdma_transport';
+
+/** Client paths of one session as Prometheus text. */
+export function clientMetrics(stats: { sessionId: string; queueDepth: number; waiting: number; unsettled: number; paths: ClientPathStats[] }): string {
+  const base = (p: ClientPathStats): Labels => ({ role: 'client', session: stats.sessionId, path: p.index, peer: `${p.host}:${p.port}` });
+  const per = (name: string, help: string, type: Metric['type'], value: (p: ClientPathStats) => number | undefined): Metric => ({
+    name: `${PREFIX}_${name}`, help, type,
+    samples: stats.paths.flatMap((p) => {
+      const v = value(p);
+      return v === undefined ? [] : [{ labels: base(p), value: v }];
+    }),
+  });
+  const session: Labels = { role: 'client', session: stats.sessionId };
+  return formatMetrics([
+    { name: `${PREFIX}_path_up`, help: 'Path state: 1 when connected, 0 otherwise (state label).', type: 'gauge',
+      samples: stats.paths.map((p) => ({ labels: { ...base(p), state: p.state }, value: p.state === 'connected' ? 1 : 0 })) },
+    per('reads_total', 'Read IOs completed on the path.', 'counter', (p) => p.reads),
+    per('read_bytes_total', 'Bytes read on the path.', 'counter', (p) => p.readBytes),
+    per('writes_total', 'Write IOs completed on the path.', 'counter', (p) => p.writes),
+    per('write_bytes_total', 'Bytes written on the path.', 'counter', (p) => p.writeBytes),
+    per('inflight', 'IOs posted on the path and not completed.', 'gauge', (p) => p.inflight),
+    per('failovers_total', 'IOs failed over to the path.', 'counter', (p) => p.failovers),
+    { name: `${PREFIX}_reconnects_total`, help: 'Reconnect attempts of the path by result.', type: 'counter',
+      samples: stats.paths.flatMap((p) => [
+        { labels: { ...base(p), result: 'ok' }, value: p.reconnects.ok },
+        { labels: { ...base(p), result: 'fail' }, value: p.reconnects.fail },
+      ]) },
+    per('heartbeat_rtt_seconds', 'Last heartbeat round trip of the path.', 'gauge', (p) => (p.latencyNs === undefined ? undefined : p.latencyNs / 1e9)),
+    { name: `${PREFIX}_permits`, help: 'Permits (server chunks) the session uses.', type: 'gauge', samples: [{ labels: session, value: stats.queueDepth }] },
+    { name: `${PREFIX}_waiting`, help: 'IOs waiting for a permit.', type: 'gauge', samples: [{ labels: session, value: stats.waiting }] },
+    { name: `${PREFIX}_unsettled`, help: 'Chunks held back until the server confirms a cut-off IO.', type: 'gauge', samples: [{ labels: session, value: stats.unsettled }] },
+  ]);
+}
+
+/** Server sessions and their paths as Prometheus text. */
+export function serverMetrics(stats: Record<string, { paths: ServerPathStats[] }>): string {
+  const rows = Object.entries(stats).flatMap(([session, s]) => s.paths.map((p) => ({ session, p })));
+  const base = (r: { session: string; p: ServerPathStats }): Labels => ({ role: 'server', session: r.session, path: r.p.index, device: r.p.device });
+  const per = (name: string, help: string, type: Metric['type'], value: (p: ServerPathStats) => number | undefined): Metric => ({
+    name: `${PREFIX}_${name}`, help, type,
+    samples: rows.flatMap((r) => {
+      const v = value(r.p);
+      return v === undefined ? [] : [{ labels: base(r), value: v }];
+    }),
+  });
+  return formatMetrics([
+    { name: `${PREFIX}_path_up`, help: 'Path state: 1 when connected, 0 otherwise (state label).', type: 'gauge',
+      samples: rows.map((r) => ({ labels: { ...base(r), state: r.p.state }, value: r.p.state === 'connected' ? 1 : 0 })) },
+    per('reads_total', 'Read IOs completed on the path.', 'counter', (p) => p.reads),
+    per('read_bytes_total', 'Bytes read on the path.', 'counter', (p) => p.readBytes),
+    per('writes_total', 'Write IOs completed on the path.', 'counter', (p) => p.writes),
+    per('write_bytes_total', 'Bytes written on the path.', 'counter', (p) => p.writeBytes),
+    per('replays_total', 'Retried IOs answered from the record (handler not run again).', 'counter', (p) => p.replays),
+    per('heartbeat_rtt_seconds', 'Last heartbeat round trip of the path.', 'gauge', (p) => (p.latencyNs === undefined ? undefined : p.latencyNs / 1e9)),
+    { name: `${PREFIX}_sessions`, help: 'Sessions the server holds.', type: 'gauge', samples: [{ labels: { role: 'server' }, value: Object.keys(stats).length }] },
+  ]);
+}
