@@ -1,0 +1,282 @@
+/**
+ * Audit of argument checking in every public function of lib/verbs and
+ * lib/p2p (complements verbs-args.test.ts): bad arguments must be refused
+ * with a TypeError or RangeError whose message names the argument, never a
+ * crash, a silent truncation or an unrelated error.
+ *
+ * `test(...)`: checks that hold today and were not covered elsewhere.
+ * `gap(...)`: a hole found by the audit (docs/hardening.md lists each with
+ * the fix lib/ needs). Each is a `test.failing`: it states the behaviour we
+ * want and passes while lib/ still falls short of it; once lib/ is fixed
+ * it fails, and must then become a plain test(). NODE_RDMA_AUDIT_SHOW_GAPS=1
+ * runs the gaps as plain tests, so their failures show today's behaviour.
+ */
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+import { Access, CmId, openDevice, p2p } from '../../lib';
+import { loopback, Loopback } from './helpers';
+
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+const LIB = JSON.stringify(path.join(ROOT, 'dist', 'lib'));
+const typeErr = (re: RegExp) => expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(re) });
+const rangeErr = (re: RegExp) => expect.objectContaining({ name: 'RangeError', message: expect.stringMatching(re) });
+const argErr = (re: RegExp) => expect.objectContaining({ name: expect.stringMatching(/^(TypeError|RangeError)$/), message: expect.stringMatching(re) });
+const gap = (name: string, fn: () => unknown) =>
+  (process.env.NODE_RDMA_AUDIT_SHOW_GAPS ? test : test.failing)(`[gap: lib fix pending] ${name}`, fn as () => Promise<void>);
+
+let l: Loopback;
+beforeAll(() => {
+  l = loopback('rxe0');
+});
+afterAll(() => l.close());
+
+/** Runs `body` in a child node (loopback QPs a/b on rxe0 set up); returns its result. */
+function child(body: string) {
+  const script = `
+    const { openDevice, Access } = require(${LIB});
+    const dev = openDevice('rxe0'); const pd = dev.allocPd();
+    const cq = dev.createCompletionQueue({ cqe: 64 });
+    const init = { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 };
+    const a = pd.createQueuePair(init), b = pd.createQueuePair(init);
+    const g = dev.gids().find((e) => e.port === 1 && e.type === 'RoCEv2' && e.gid.startsWith('::ffff:'));
+    a.connectTo({ qpNum: b.qpNum, gid: g.gid, psn: 1 }, { sgidIndex: g.index, psn: 2 });
+    b.connectTo({ qpNum: a.qpNum, gid: g.gid, psn: 2 }, { sgidIndex: g.index, psn: 1 });
+    const rx = pd.registerMemory(pd.allocate(4096), Access.LOCAL_WRITE);
+    b.postRecv([{ wrId: 1, sge: [rx.sge()] }]);
+    const poll = (n) => { const got = []; for (let t = 0; t < 2e6 && got.length < n; t++) got.push(...cq.poll()); return got; };
+    try { ${body} } catch (e) { console.log(JSON.stringify({ thrown: e.name, message: e.message })); }
+    dev.close();`;
+  return spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+}
+
+describe('covered today', () => {
+  test('work requests: wrId, sge fields, remoteAddr, rkey, bind fields are each named', () => {
+    const mr = l.pd.registerMemory(l.pd.allocate(4096), Access.LOCAL_WRITE | Access.MW_BIND);
+    const mw = l.pd.allocMemoryWindow(2);
+    try {
+      expect(() => l.a.postSend([{ wrId: -1, opcode: 'SEND' }])).toThrow(rangeErr(/wrId/));
+      expect(() => l.a.postSend([{ wrId: 2 ** 53, opcode: 'SEND' }])).toThrow(rangeErr(/wrId/));
+      expect(() => l.a.postSend([{ opcode: 'NOP' as never }])).toThrow(typeErr(/opcode/));
+      expect(() => l.a.postSend([null as never])).toThrow(typeErr(/work request/));
+      expect(() => l.a.postSend([{ opcode: 'SEND', sge: [null as never] }])).toThrow(typeErr(/sge\[0\]/));
+      expect(() => l.a.postSend([{ opcode: 'SEND', sge: [{ addr: 'x' as never, length: 1, lkey: 1 }] }])).toThrow(typeErr(/sge.addr/));
+      expect(() => l.a.postSend([{ opcode: 'SEND', sge: [{ addr: 1, length: 1, lkey: 2 ** 32 }] }])).toThrow(rangeErr(/sge.lkey/));
+      expect(() => l.a.postSend([{ opcode: 'RDMA_WRITE', remoteAddr: -1n, rkey: 1 }])).toThrow(rangeErr(/remoteAddr/));
+      expect(() => l.a.postSend([{ opcode: 'RDMA_WRITE', remoteAddr: 0 }])).toThrow(typeErr(/rkey/));
+      expect(() => l.a.postSend([{ opcode: 'ATOMIC_FETCH_AND_ADD', remoteAddr: 0, rkey: 1, compareAdd: 1.5 }])).toThrow(rangeErr(/compareAdd/));
+      expect(() => l.a.postSend([{ opcode: 'BIND_MW' }])).toThrow(typeErr(/bind/));
+      expect(() => l.a.postSend([{ opcode: 'BIND_MW', bind: { mw: {} as never, mr, access: 0 } }])).toThrow(typeErr(/bind.mw/));
+      expect(() => l.a.postSend([{ opcode: 'BIND_MW', bind: { mw, mr, access: -1 } }])).toThrow(rangeErr(/bind.access/));
+      expect(() => l.a.postSend([{ opcode: 'BIND_MW', bind: { mw, mr, addr: -1, access: 0 } }])).toThrow(rangeErr(/bindAddr/));
+      expect(() => l.a.postRecv([{ wrId: 'x' as never }])).toThrow(typeErr(/wrId/));
+    } finally {
+      mw.close();
+      mr.close();
+    }
+  });
+
+  test('queue pair and SRQ init, modify and connectTo fields are each named', () => {
+    const qpi = { sendCq: l.cqA, recvCq: l.cqA };
+    expect(() => l.pd.createQueuePair({ ...qpi, recvCq: null as never })).toThrow(typeErr(/recvCq/));
+    expect(() => l.pd.createQueuePair({ ...qpi, srq: {} as never })).toThrow(typeErr(/srq/));
+    expect(() => l.pd.createQueuePair({ ...qpi, maxInlineData: -1 })).toThrow(rangeErr(/maxInlineData/));
+    expect(() => l.pd.createQueuePair({ ...qpi, sigAll: 'yes' as never })).toThrow(typeErr(/sigAll/));
+    expect(() => l.pd.createQueuePair({ ...qpi, maxRecvSge: 1.5 })).toThrow(rangeErr(/maxRecvSge/));
+    expect(() => l.a.modify(null as never)).toThrow(typeErr(/attr/));
+    expect(() => l.a.modify({ timeout: 256 })).toThrow(rangeErr(/timeout/));
+    expect(() => l.a.modify({ ahAttr: { grh: 'x' as never } })).toThrow(typeErr(/grh/));
+    const fresh = l.pd.createQueuePair(qpi);
+    try {
+      expect(() => fresh.connectTo({ qpNum: -1 })).toThrow(rangeErr(/qpNum/));
+    } finally {
+      fresh.close();
+    }
+    expect(() => l.pd.createSharedReceiveQueue({ maxSge: 0 })).toThrow(rangeErr(/maxSge/));
+    expect(() => l.pd.createSharedReceiveQueue({ limit: 'x' as never })).toThrow(typeErr(/limit/));
+  });
+
+  test('devices, CQs, regions, windows: bad arguments are named', () => {
+    expect(() => openDevice('')).toThrow(typeErr(/name/));
+    expect(() => l.dev.on('event', 'x' as never)).toThrow(typeErr(/listener/));
+    expect(() => l.dev.createCompletionQueue({ spinUs: -1 })).toThrow(rangeErr(/spinUs/));
+    expect(() => l.dev.createCompletionQueue({ cqe: 2 ** 31 })).toThrow(rangeErr(/cqe/));
+    expect(() => l.pd.registerMemory(new SharedArrayBuffer(64) as never)).toThrow(typeErr(/buffer/));
+    expect(() => l.pd.registerMemory(new Uint8Array(64), 1.5)).toThrow(rangeErr(/access/));
+    expect(() => l.pd.registerDmabuf({ fd: 'x' as never, length: 1 })).toThrow(typeErr(/fd/));
+    expect(() => l.pd.registerDmabuf({ fd: 3, length: 1, offset: -1 })).toThrow(rangeErr(/offset/));
+    const mr = l.pd.registerMemory(l.pd.allocate(4096));
+    const mw = l.pd.allocMemoryWindow(1);
+    try {
+      expect(() => mr.sge(1.5)).toThrow(rangeErr(/offset/));
+      expect(() => mr.sge(4096, 1)).toThrow(rangeErr(/length/));
+      expect(() => mw.bind(l.b, {} as never)).toThrow(typeErr(/mr must be a MemoryRegion/));
+      expect(() => mw.bind(l.b, mr, { access: -1 })).toThrow(rangeErr(/access/));
+      expect(() => mw.bind(l.b, mr, { wrId: 'x' as never })).toThrow(typeErr(/wrId/));
+    } finally {
+      mw.close();
+      mr.close();
+    }
+  });
+
+  test('rdma_cm: host, source, port, privateData, conn params are named', () => {
+    const id = CmId.create();
+    try {
+      expect(() => id.resolveAddr('10.99.1.1', 1, { source: 'nope' })).toThrow(typeErr(/source/));
+      expect(() => id.resolveAddr('10.99.1.1', -1)).toThrow(rangeErr(/port/));
+      expect(() => id.listen(7 as never, 1)).toThrow(typeErr(/host/));
+      expect(() => id.connect({ initiatorDepth: 256 })).toThrow(rangeErr(/initiatorDepth/));
+      expect(() => id.connect({ rnrRetryCount: 'x' as never })).toThrow(typeErr(/rnrRetryCount/));
+      expect(() => id.accept({ privateData: [1, 2] as never })).toThrow(typeErr(/privateData/));
+      expect(() => id.reject(new Uint8Array(256))).toThrow(rangeErr(/privateData/));
+    } finally {
+      id.close();
+    }
+  });
+
+  test('p2p: BDFs, clients, sizes, options and IO ranges are named', async () => {
+    expect(() => p2p.getProvider(42 as never)).toThrow(typeErr(/bdf/));
+    expect(() => p2p.getProvider('03:00.0')).toThrow(rangeErr(/bdf/));
+    expect(() => p2p.chooseProvider('rxe0' as never)).toThrow(typeErr(/clients/));
+    expect(() => p2p.chooseProvider([])).toThrow(rangeErr(/clients/));
+    expect(() => p2p.chooseProvider(['rxe0'], { size: 0 })).toThrow(rangeErr(/size/));
+    expect(() => p2p.chooseProvider(['../etc'])).toThrow(rangeErr(/client/));
+    expect(() => p2p.listProviders({ sysfsRoot: 5 as never })).toThrow(typeErr(/sysfsRoot/));
+    expect(() => new p2p.P2pTopology({ hostBridgeWhitelist: {} as never })).toThrow(typeErr(/hostBridgeWhitelist/));
+    expect(() => new p2p.P2pTopology(null as never)).toThrow(typeErr(/options/));
+    expect(() => p2p.allocateP2pmem(null as never, 4096)).toThrow(typeErr(/provider/));
+    expect(() => new p2p.P2pMemory('0000:03:00.0', new ArrayBuffer(4096))).toThrow(typeErr(/p2pmem mapping/));
+    const providers = p2p.listProviders();
+    if (providers.length) {
+      // the guest's NVMe CMB (vm-run --nvme-cmb): size and IO ranges
+      expect(() => p2p.allocateP2pmem(providers[0], 0)).toThrow(rangeErr(/size/));
+      expect(() => p2p.allocateP2pmem(providers[0], 1.5)).toThrow(rangeErr(/size/));
+      const m = p2p.allocateP2pmem(providers[0], 4096);
+      try {
+        expect(() => m.bytes(-1)).toThrow(rangeErr(/offset/));
+        expect(() => m.bytes(0, 8192)).toThrow(rangeErr(/length/));
+        expect(() => m.tryRegister('')).toThrow(typeErr(/rdmaDevice/));
+        await expect(m.writeTo('', 0)).rejects.toThrow(typeErr(/file/));
+        await expect(m.readFrom('/dev/null', -512)).rejects.toThrow(rangeErr(/position/));
+      } finally {
+        m.close();
+      }
+    }
+  });
+});
+
+describe('gaps', () => {
+  const afterThis: Array<() => void> = [];
+  afterEach(() => { for (const f of afterThis.splice(0)) f(); });
+
+  gap('an inline SEND from an address outside any memory the library knows is refused with a RangeError (today: SIGSEGV in the provider\'s memcpy)', () => {
+    const r = child(`a.postSend([{ opcode: 'SEND', inline: true, sge: [{ addr: 8, length: 16, lkey: 0 }] }]); poll(1); console.log(JSON.stringify({ posted: true }));`);
+    expect(r.signal).toBeNull();
+    expect(JSON.parse(r.stdout.trim())).toEqual({ thrown: 'RangeError', message: expect.stringMatching(/sge/) });
+  });
+
+  gap('an inline SEND whose SGE runs past the end of its region is refused (today: the bytes after the buffer are read and sent to the peer)', () => {
+    const r = child(`
+      const small = pd.registerMemory(new Uint8Array(16), Access.LOCAL_WRITE);
+      a.postSend([{ opcode: 'SEND', inline: true, sge: [{ addr: small.addr, length: 64, lkey: small.lkey }] }]);
+      const got = poll(2).find((w) => w.opcodeName === 'RECV');
+      console.log(JSON.stringify({ posted: true, received: got && got.byteLen }));`);
+    expect(r.signal).toBeNull();
+    expect(JSON.parse(r.stdout.trim())).toEqual({ thrown: 'RangeError', message: expect.stringMatching(/sge/) });
+  });
+
+  gap('modify() refuses an attribute name it does not know (today: a typo such as qpstate is silently ignored)', () => {
+    const qp = l.pd.createQueuePair({ sendCq: l.cqA, recvCq: l.cqA });
+    try {
+      expect(() => qp.modify({ qpState: 'INIT', pkeyIndex: 0, portNum: 1, qpAccessFlags: 0, qpstate: 'RTR' } as never)).toThrow(typeErr(/qpstate/));
+    } finally {
+      qp.close();
+    }
+  });
+
+  gap('modify() refuses values wider than their verbs field (today: rqPsn/sqPsn > 2^24-1, pkeyIndex and dlid > 65535, grh.flowLabel > 2^20-1 are truncated)', () => {
+    expect(() => l.a.modify({ rqPsn: 2 ** 24 })).toThrow(rangeErr(/rqPsn/));
+  });
+
+  gap('connectTo(remote, local) with local not an object names it (today: TypeError "Cannot read properties of null")', () => {
+    expect(() => l.a.connectTo({ qpNum: 1 }, null as never)).toThrow(typeErr(/local/));
+  });
+
+  gap('options objects that are null are named: createCompletionQueue, createSharedReceiveQueue, CmId.resolveAddr, MemoryWindow.bind', () => {
+    const id = CmId.create();
+    const mr = l.pd.registerMemory(l.pd.allocate(4096), Access.LOCAL_WRITE | Access.MW_BIND);
+    const mw = l.pd.allocMemoryWindow(1);
+    const checks: Array<[string, () => unknown]> = [
+      ['createCompletionQueue', () => l.dev.createCompletionQueue(null as never).close()],
+      ['createSharedReceiveQueue', () => l.pd.createSharedReceiveQueue(null as never).close()],
+      ['resolveAddr', () => id.resolveAddr('10.99.1.1', 1, null as never)],
+      ['MemoryWindow.bind', () => mw.bind(l.b, mr, null as never)],
+    ];
+    afterThis.push(() => { mw.close(); mr.close(); id.close(); });
+    const failures = checks.filter(([, fn]) => {
+      try {
+        fn();
+        return true;
+      } catch (e) {
+        return !/options|init/.test((e as Error).message);
+      }
+    }).map(([n]) => n);
+    expect(failures).toEqual([]);
+  });
+
+  gap("createCompletionQueue({ busyPoll }) refuses a non-boolean (today: 'no' turns busy polling on)", () => {
+    expect(() => l.dev.createCompletionQueue({ busyPoll: 'no' as never })).toThrow(typeErr(/busyPoll/));
+  });
+
+  gap('registerMemory refuses a resizable ArrayBuffer (resize() would leave the registered pages behind the JS view)', () => {
+    const ab = new (ArrayBuffer as any)(4096, { maxByteLength: 65536 }) as ArrayBuffer;
+    let mr;
+    try {
+      expect(() => { mr = l.pd.registerMemory(ab); }).toThrow(argErr(/buffer/));
+    } finally {
+      (mr as { close(): void } | undefined)?.close();
+    }
+  });
+
+  gap('registered JS memory cannot be transferred away (today: structuredClone(..., { transfer }) detaches it; the new owner may free memory the NIC still writes)', () => {
+    const mem = new Uint8Array(4096);
+    const mr = l.pd.registerMemory(mem, Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    let moved: ArrayBuffer | undefined;
+    try {
+      expect(() => { moved = structuredClone(mem.buffer, { transfer: [mem.buffer] }); }).toThrow();
+    } finally {
+      mr.close();
+    }
+    expect(moved).toBeUndefined();
+  });
+
+  gap('connect({ privateData }) over 56 bytes (the RC CM limit the API documents) is a RangeError naming privateData (today: EINVAL from rdma_connect)', async () => {
+    const id = CmId.create();
+    let pending: Promise<unknown> | undefined;
+    try {
+      await id.resolveAddr('10.99.1.1', 1);
+      await id.resolveRoute();
+      expect(() => { pending = id.connect({ privateData: new Uint8Array(100) }); }).toThrow(rangeErr(/privateData/));
+    } finally {
+      pending?.catch(() => undefined);
+      id.close();
+    }
+  });
+
+  gap('connectTo() checks remote before it changes the QP (today: a bad remote.qpNum throws after the QP was moved to INIT)', () => {
+    const qp = l.pd.createQueuePair({ sendCq: l.cqA, recvCq: l.cqA });
+    try {
+      expect(() => qp.connectTo({ qpNum: -1 })).toThrow(rangeErr(/qpNum/));
+      expect(qp.query().qpState).toBe('RESET');
+    } finally {
+      qp.close();
+    }
+  });
+
+  gap("p2pDistance(provider, client) names 'provider' for a bad provider (today: 'client must be a non-empty string')", () => {
+    expect(() => p2p.p2pDistance(5 as never, 'rxe0')).toThrow(typeErr(/provider/));
+  });
+
+  gap('resolveClient / listClients refuse a sysfs that is not a Sysfs (today: TypeError "Cannot read properties of undefined")', () => {
+    expect(() => p2p.listClients(undefined as never)).toThrow(typeErr(/sysfs/));
+  });
+});
