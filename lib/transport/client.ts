@@ -39,6 +39,8 @@ export interface ClientOptions {
   /** a name for the server's logs */
   name?: string;
   log?: (line: string) => void;
+  /** busy-poll completion queues while IOs are in flight (see CompletionQueueOptions.busyPoll) */
+  busyPoll?: boolean;
 }
 
 export interface IoOptions {
@@ -314,7 +316,7 @@ export class TransportClient extends EventEmitter {
       // the pool parameters (queue depth) come with the first accept: size
       // the QP for the most this client will use
       const maxQd = this.#opts.maxQueueDepth ?? 512;
-      conn = new Conn(id, dev.pd, { maxRecvWr: maxQd + P.RECV_SLACK, maxSendWr: maxQd * 3 + 32 });
+      conn = new Conn(id, dev.pd, { maxRecvWr: maxQd + P.RECV_SLACK, maxSendWr: maxQd * 3 + 32, busyPoll: this.#opts.busyPoll });
       const req = P.encodeConnectRequest({
         newSession: !this.#established, pathIndex: path.id, pathCount: this.#paths.length, reconnectCount: path.reconnectCount, sessionId: this.sessionId,
       });

@@ -61,6 +61,8 @@ export class DeviceCache {
 export interface ConnOptions {
   maxRecvWr: number;
   maxSendWr: number;
+  /** poll the CQ from the event loop while work is outstanding (lower latency, one core busy) */
+  busyPoll?: boolean;
 }
 
 /** Registered memory that is both a Buffer and an MR. */
@@ -105,7 +107,7 @@ export class Conn {
     this.id = id;
     this.pd = pd;
     const dev = pd.device;
-    this.cq = dev.createCompletionQueue({ cqe: opts.maxSendWr + opts.maxRecvWr + 16, batch: 64 });
+    this.cq = dev.createCompletionQueue({ cqe: opts.maxSendWr + opts.maxRecvWr + 16, batch: 64, busyPoll: opts.busyPoll ?? false });
     try {
       this.qp = id.createQueuePair(pd, {
         sendCq: this.cq, recvCq: this.cq, maxSendWr: opts.maxSendWr, maxRecvWr: opts.maxRecvWr, maxSendSge: 2, maxRecvSge: 1,

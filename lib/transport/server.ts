@@ -50,6 +50,8 @@ export interface ServerOptions {
   maxSessions?: number;
   /** log lines (violations, rejects, path events); default: none */
   log?: (line: string) => void;
+  /** busy-poll completion queues while work is outstanding (see CompletionQueueOptions.busyPoll) */
+  busyPoll?: boolean;
 }
 
 export interface ServerPathStats {
@@ -93,6 +95,8 @@ export class TransportServer extends EventEmitter {
   readonly #lingerMs: number;
   readonly #maxSessions: number;
   readonly #log: (line: string) => void;
+  /** @internal */
+  readonly busyPoll: boolean;
   readonly #devices = new DeviceCache();
   readonly #listeners: CmId[] = [];
   readonly #sessions = new Map<string, ServerSession>();
@@ -118,6 +122,7 @@ export class TransportServer extends EventEmitter {
     this.#lingerMs = opts.sessionLingerMs ?? 30000;
     this.#maxSessions = opts.maxSessions ?? 64;
     this.#log = opts.log ?? (() => undefined);
+    this.busyPoll = opts.busyPoll ?? false;
   }
 
   /** Listens on every address (rdma_cm, RC). */
@@ -388,7 +393,7 @@ class ServerPath {
     this.device = dev.pd.device.name;
     const qd = session.params.queueDepth;
     this.keys = new Uint32Array(qd);
-    this.conn = new Conn(id, dev.pd, { maxRecvWr: qd + P.RECV_SLACK, maxSendWr: qd * 4 + 64 });
+    this.conn = new Conn(id, dev.pd, { maxRecvWr: qd + P.RECV_SLACK, maxSendWr: qd * 4 + 64, busyPoll: session.server.busyPoll });
     try {
       this.conn.setupReceives(P.CTRL_MSG_SIZE, qd + P.RECV_SLACK);
       this.#rspSlot = P.clientRecvSize(session.params, session.pathCount);
