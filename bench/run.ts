@@ -2,23 +2,38 @@
  * The benchmark run (npm run bench -> scripts/bench -> this, inside the
  * SoftRoCE guest, or directly on a host with RDMA devices): perftest and our
  * JS benchmarks on the same device in the same run, then the ratios.
- * Writes bench/results/<date>.json and prints a table.
+ *   1. perftest: ib_write_lat (2 B and 4 KiB), ib_read_lat 4 KiB,
+ *      ib_write_bw / ib_send_bw 4 KiB
+ *   2. JS verbs: WRITE_WITH_IMM ping-pong, RDMA WRITE message rate
+ *   3. the transport (bench/transport.ts): 4 KiB write/read latency at QD1,
+ *      IOPS at queue depths 1..64, strict and relaxed; the failover
+ *      timeline over two paths (--host2)
+ * Writes bench/results/<date>.json and bench/results/<date>.html (inline
+ * SVG charts, bench/report.ts) and prints the ratios.
  *
  *   node dist/bench/run.js [--device rxe0] [--host 10.99.1.1] [--gid-index 1]
- *                          [--iters 1000] [--out bench/results]
+ *                          [--host2 10.99.2.1] [--cut server|link|none]
+ *                          [--iters 1000] [--point-ms 1500] [--out bench/results]
  */
 import { execFile, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { promisify } from 'util';
+import { BenchResults, renderReport } from './report';
 
 const exec = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..', '..');
 
-interface Opts { device: string; host: string; gidIndex: string; iters: number; out: string }
+interface Opts {
+  device: string; host: string; gidIndex: string; iters: number; out: string;
+  host2: string | undefined; cut: string; pointMs: number; failoverMs: number; environment: string | undefined;
+}
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { device: 'rxe0', host: '10.99.1.1', gidIndex: '1', iters: 1000, out: path.join(ROOT, 'bench', 'results') };
+  const o: Opts = {
+    device: 'rxe0', host: '10.99.1.1', gidIndex: '1', iters: 1000, out: path.join(ROOT, 'bench', 'results'),
+    host2: undefined, cut: 'server', pointMs: 1500, failoverMs: 10_000, environment: undefined,
+  };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
     if (k === '--device') o.device = v;
@@ -26,6 +41,11 @@ function parse(argv: string[]): Opts {
     else if (k === '--gid-index') o.gidIndex = v;
     else if (k === '--iters') o.iters = Number(v);
     else if (k === '--out') o.out = v;
+    else if (k === '--host2') o.host2 = v;
+    else if (k === '--cut') o.cut = v;
+    else if (k === '--point-ms') o.pointMs = Number(v);
+    else if (k === '--failover-ms') o.failoverMs = Number(v);
+    else if (k === '--environment') o.environment = v;
     else throw new Error(`unknown argument ${k}`);
   }
   return o;
@@ -61,8 +81,11 @@ function resultRow(out: string, firstCol: string): number[] {
   return row.trim().split(/\s+/).map(Number);
 }
 
-async function js(args: string[]): Promise<any> {
-  const { stdout } = await exec(process.execPath, [path.join(__dirname, 'verbs.js'), ...args], { timeout: 180_000 });
+async function js(args: string[], script = 'verbs.js', timeout = 180_000): Promise<any> {
+  const child = exec(process.execPath, [path.join(__dirname, script), ...args], { timeout, maxBuffer: 64 << 20 });
+  // progress lines of the child as they come
+  child.child.stderr?.on('data', (d) => process.stderr.write(d));
+  const { stdout } = await child;
   return JSON.parse(stdout.trim().split('\n').pop()!);
 }
 
@@ -88,6 +111,16 @@ async function main(): Promise<void> {
   const sbw = resultRow(await perftest('ib_send_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes');
   process.stderr.write('bench: JS RDMA WRITE message rate 4096 B\n');
   const jsRate = await js(['rate', '--device', o.device, '--size', '4096', '--iters', String(o.iters * 5), '--depth', '64']);
+  process.stderr.write('bench: perftest ib_write_lat / ib_read_lat 4096 B\n');
+  const lat4 = (row: number[]) => ({ t_min_usec: row[2], t_max_usec: row[3], t_typical_usec: row[4], t_avg_usec: row[5], t_p99_usec: row[7] });
+  const wlat4 = lat4(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes'));
+  const rlat4 = lat4(resultRow(await perftest('ib_read_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes'));
+  results.perftest4k = { ib_write_lat: wlat4, ib_read_lat: rlat4 };
+  process.stderr.write('bench: transport (bench/transport.js)\n');
+  const targs = ['--host0', o.host, '--iters', String(o.iters), '--point-ms', String(o.pointMs), '--cut', o.cut, '--failover-ms', String(o.failoverMs)];
+  if (o.host2) targs.push('--host1', o.host2);
+  const transport = await js(targs, 'transport.js', 900_000);
+  results.transport = transport;
   results.latency = { perftest_ib_write_lat: perfLat, js: jsLat, ratio_typical: jsLat.t_typical_usec / perfLat.t_typical_usec };
   results.rate = {
     perftest_ib_write_bw: { bw_avg_mb_sec: wbw[3], msg_rate_mpps: wbw[4] },
@@ -95,16 +128,55 @@ async function main(): Promise<void> {
     js: jsRate,
     ratio_vs_write_bw: jsRate.msg_rate_mpps / wbw[4],
   };
+  // ratios against perftest: a transport IO is a round trip (request +
+  // response), so its latency is compared with 2x ib_write_lat's one-way
+  // figure; its IOPS with ib_write_bw's message rate
+  const ratios: Record<string, number> = {
+    'JS verbs ping-pong 2 B vs ib_write_lat 2 B (typical)': jsLat.t_typical_usec / perfLat.t_typical_usec,
+    'JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB': jsRate.msg_rate_mpps / wbw[4],
+  };
+  for (const m of ['strict', 'relaxed']) {
+    const t = transport[m];
+    if (!t) continue;
+    const w = t.latency.find((x: any) => x.kind === 'write');
+    const rd = t.latency.find((x: any) => x.kind === 'read');
+    if (w) ratios[`transport ${m} 4 KiB write p50 (QD1) vs 2x ib_write_lat 4 KiB`] = w.p50Us / (2 * wlat4.t_typical_usec);
+    if (rd) ratios[`transport ${m} 4 KiB read p50 (QD1) vs ib_read_lat 4 KiB`] = rd.p50Us / rlat4.t_typical_usec;
+    const peak = Math.max(...t.iops.map((x: any) => x.iops));
+    ratios[`transport ${m} peak IOPS (4 KiB, 50% reads) vs ib_write_bw 4 KiB msg/s`] = peak / (wbw[4] * 1e6);
+  }
+  results.ratios = ratios;
+  results.environment = o.environment;
   fs.mkdirSync(o.out, { recursive: true });
-  const file = path.join(o.out, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}-verbs.json`);
+  const stamp = new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '');
+  const file = path.join(o.out, `${stamp}.json`);
   fs.writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+  const html = path.join(o.out, `${stamp}.html`);
+  fs.writeFileSync(html, renderReport(results as unknown as BenchResults));
   const r = (x: number) => x.toFixed(2);
   const l = results.latency as any;
   const m = results.rate as any;
   console.log(`verbs benchmark on ${o.device} (${o.iters} iterations)`);
   console.log(`  latency, 2 B, one-way (RTT/2), typical: JS ${r(jsLat.t_typical_usec)} us  vs ib_write_lat ${r(perfLat.t_typical_usec)} us  -> ratio ${r(l.ratio_typical)}x (target <= 1.15x)`);
   console.log(`  message rate, RDMA WRITE 4 KiB: JS ${jsRate.msg_rate_mpps.toFixed(4)} Mpps  vs ib_write_bw ${wbw[4]} Mpps (ib_send_bw ${sbw[4]})  -> ratio ${r(m.ratio_vs_write_bw)}x`);
-  console.log(`  written: ${path.relative(ROOT, file)}`);
+  const us = (x: number) => `${x.toFixed(1)} us`;
+  for (const m of ['strict', 'relaxed']) {
+    const t = transport[m];
+    if (!t) continue;
+    const w = t.latency.find((x: any) => x.kind === 'write');
+    const rd = t.latency.find((x: any) => x.kind === 'read');
+    console.log(`  transport ${m}, 4 KiB, QD1: write p50 ${us(w.p50Us)} p99 ${us(w.p99Us)} (vs 2x ib_write_lat 4K ${us(2 * wlat4.t_typical_usec)}: ${r(ratios[`transport ${m} 4 KiB write p50 (QD1) vs 2x ib_write_lat 4 KiB`])}x);` +
+      ` read p50 ${us(rd.p50Us)} p99 ${us(rd.p99Us)} (vs ib_read_lat 4K ${us(rlat4.t_typical_usec)}: ${r(ratios[`transport ${m} 4 KiB read p50 (QD1) vs ib_read_lat 4 KiB`])}x)`);
+    console.log(`  transport ${m}, IOPS by queue depth: ${t.iops.map((x: any) => `${x.depth}:${Math.round(x.iops)}`).join('  ')}` +
+      `  (peak ${r(ratios[`transport ${m} peak IOPS (4 KiB, 50% reads) vs ib_write_bw 4 KiB msg/s`] * 100)}% of ib_write_bw's msg/s)`);
+  }
+  const f = transport.failover;
+  if (f) {
+    const ms = (x: number | null | undefined) => (typeof x === 'number' ? `${Math.round(x)} ms` : '-');
+    console.log(`  failover (${f.cut} cut of path1 at ${ms(f.cutAtMs)}): detected after ${ms(f.timeToDetectMs)}, ${f.failovers} IOs failed over, ` +
+      `reconnected after ${ms(f.timeToRecoverMs)}; ${f.errors} IO errors, ${f.mismatches} mismatches`);
+  }
+  console.log(`  written: ${path.relative(ROOT, file)} and ${path.relative(ROOT, html)}`);
 }
 
 main().catch((err) => {

@@ -135,7 +135,9 @@ export class LiveDisplay {
       const state = (STATE_LABEL[p.state] ?? p.state).padEnd(17);
       lines.push(`   ${`path${p.index}`.padEnd(7)} ${bar(p.iops / this.#peak, 30)} ${fmtCount(p.iops).padStart(7)} IOPS  ${p.mbps.toFixed(1).padStart(7)} MB/s   ${(p.device ?? '?').padEnd(6)} ${p.host.padEnd(15)} ${state} inflight ${p.inflight}  failovers ${p.failovers}  reconnects ${p.reconnects.ok}/${p.reconnects.fail}`);
     }
-    this.#write(lines.join('\n') + '\n');
+    // one screen line per line, or the cursor-up count is wrong
+    const cols = process.stdout.columns || Number(process.env.COLUMNS) || 160;
+    this.#write(lines.map((x) => (x.length >= cols ? x.slice(0, cols - 1) : x)).join('\n') + '\n');
     this.#drawn = lines.length;
   }
 

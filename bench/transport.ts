@@ -1,0 +1,164 @@
+/**
+ * Transport benchmarks (bench/run.ts runs this next to perftest), server
+ * and client in one process:
+ *
+ *   latency   4 KiB write and read round trips at queue depth 1 (every IO
+ *             is two RDMA messages: request + response), with histograms
+ *   iops      mixed 50/50 4 KiB IOs at queue depths 1..64
+ *   both in strict and in relaxed mode, over one path (host0)
+ *   failover  a two-path session (host0 + host1) under load: IOPS per
+ *             100 ms before, during and after one path is cut (default: the
+ *             server disconnects it; --cut link takes its link down, which
+ *             on rxe never recovers, see docs/benchmarks.md), time to
+ *             detect and time to recover (lib/cli/demo.ts's scenario)
+ *
+ *   node dist/bench/transport.js --host0 10.99.1.1 [--host1 10.99.2.1] [--iters 1000]
+ *        [--point-ms 1500] [--depths 1,2,4,8,16,32,64] [--cut link|server|none]
+ *        [--failover-ms 10000] [--port 18700]
+ * Prints one JSON line with every figure on stdout; progress on stderr.
+ */
+import { connect, TransportServer } from '../lib/transport';
+import { failoverScenario, localEndpoints, PathEndpoint, CutMode } from '../lib/cli/demo';
+import { Histogram, memoryStore, runWorkload } from '../lib/cli/workload';
+
+interface Args {
+  host0: string;
+  host1: string | undefined;
+  port: number;
+  iters: number;
+  pointMs: number;
+  depths: number[];
+  size: number;
+  cut: CutMode;
+  failoverMs: number;
+  modes: Array<'strict' | 'relaxed'>;
+}
+
+function parse(argv: string[]): Args {
+  const a: Args = {
+    host0: '10.99.1.1', host1: undefined, port: 18700, iters: 1000, pointMs: 1500, depths: [1, 2, 4, 8, 16, 32, 64], size: 4096,
+    cut: 'server', failoverMs: 10_000, modes: ['strict', 'relaxed'],
+  };
+  for (let i = 0; i < argv.length; i += 2) {
+    const [k, v] = [argv[i], argv[i + 1]];
+    if (v === undefined) throw new Error(`${k} needs a value`);
+    if (k === '--host0') a.host0 = v;
+    else if (k === '--host1') a.host1 = v;
+    else if (k === '--port') a.port = Number(v);
+    else if (k === '--iters') a.iters = Number(v);
+    else if (k === '--point-ms') a.pointMs = Number(v);
+    else if (k === '--depths') a.depths = v.split(',').map(Number);
+    else if (k === '--size') a.size = Number(v);
+    else if (k === '--cut') a.cut = v as CutMode;
+    else if (k === '--failover-ms') a.failoverMs = Number(v);
+    else if (k === '--modes') a.modes = v.split(',') as Args['modes'];
+    else throw new Error(`unknown argument ${k}`);
+  }
+  if (!['link', 'server', 'none'].includes(a.cut)) throw new Error('--cut must be link, server or none');
+  return a;
+}
+
+const say = (s: string): void => void process.stderr.write(`bench/transport: ${s}\n`);
+
+export interface LatencyFigures {
+  kind: 'write' | 'read';
+  size: number;
+  iters: number;
+  minUs: number;
+  p50Us: number;
+  meanUs: number;
+  p99Us: number;
+  maxUs: number;
+  /** [lowerUs, upperUs, count] */
+  histogram: Array<[number, number, number]>;
+}
+
+export interface IopsPoint {
+  depth: number;
+  iops: number;
+  mbps: number;
+  p50Us: number;
+  p99Us: number;
+  errors: number;
+}
+
+async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: LatencyFigures[]; iops: IopsPoint[] }> {
+  const maxDepth = Math.max(...a.depths);
+  const store = memoryStore();
+  const server = new TransportServer({ handler: store.handler, queueDepth: maxDepth, chunkSize: 16384, maxHeaderSize: 512, strict });
+  server.listen([{ host: a.host0, port }]);
+  const client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench' });
+  try {
+    // warm up (JIT, first keys, window pools)
+    await runWorkload(client, { size: a.size, depth: 4, durationMs: 2000, maxIos: 200, readRatio: 0.5, keys: 16 });
+    const latency: LatencyFigures[] = [];
+    for (const kind of ['write', 'read'] as const) {
+      say(`${strict ? 'strict' : 'relaxed'}: ${kind} latency, ${a.size} B, QD1, ${a.iters} IOs`);
+      const h = new Histogram();
+      const r = await runWorkload(client, {
+        size: a.size, depth: 1, durationMs: 120_000, maxIos: a.iters + (kind === 'read' ? 1 : 0), readRatio: kind === 'read' ? 1 : 0, keys: 1,
+        histogram: h,
+      });
+      if (r.errors || r.mismatches) throw new Error(`${kind} latency run: ${r.errors} errors, ${r.mismatches} mismatches`);
+      const s = h.summary();
+      latency.push({ kind, size: a.size, iters: s.count, minUs: s.minUs, p50Us: s.p50Us, meanUs: s.meanUs, p99Us: s.p99Us, maxUs: s.maxUs, histogram: h.buckets() });
+    }
+    const iops: IopsPoint[] = [];
+    for (const depth of a.depths) {
+      const r = await runWorkload(client, { size: a.size, depth, durationMs: a.pointMs, readRatio: 0.5, keys: 256 });
+      say(`${strict ? 'strict' : 'relaxed'}: depth ${depth}: ${r.iops.toFixed(0)} IOPS, p50 ${r.latency.p50Us.toFixed(0)} us`);
+      iops.push({ depth, iops: r.iops, mbps: r.mbps, p50Us: r.latency.p50Us, p99Us: r.latency.p99Us, errors: r.errors });
+    }
+    return { latency, iops };
+  } finally {
+    await client.close({ drainTimeoutMs: 5000 });
+    await server.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const a = parse(process.argv.slice(2));
+  const out: Record<string, unknown> = { size: a.size, iters: a.iters, pointMs: a.pointMs, host0: a.host0, host1: a.host1 ?? null };
+  let port = a.port;
+  for (const m of a.modes) out[m] = await mode(a, m === 'strict', port++);
+  if (a.failoverMs > 0) {
+    // endpoints: the devices behind host0/host1 (two paths to host0 when there is no host1)
+    const eps = localEndpoints();
+    const find = (h: string): PathEndpoint => eps.find((e) => e.host === h) ?? { device: '?', host: h, netdev: null };
+    const endpoints = [find(a.host0), find(a.host1 ?? a.host0)];
+    const cut: CutMode = a.cut === 'link' && !endpoints[1].netdev ? 'server' : a.cut;
+    const cutAtMs = Math.round(a.failoverMs * 0.3);
+    const restoreAtMs = Math.round(a.failoverMs * 0.55);
+    say(`failover: ${a.failoverMs} ms, cut path1 (${cut}) at ${cutAtMs} ms${cut === 'link' ? `, link up at ${restoreAtMs} ms` : ''}, IOPS per 100 ms`);
+    const r = await failoverScenario({
+      endpoints, port: port++, durationMs: a.failoverMs, size: a.size, depth: 16, readRatio: 0.5, strict: true, intervalMs: 100, reconnectDelayMs: 500,
+      cuts: cut === 'none' ? [] : [cut === 'link' ? { mode: 'link', atMs: cutAtMs, restoreAtMs } : { mode: 'server', atMs: cutAtMs }],
+      onEvent: (line, t) => say(`failover: t=${(t / 1000).toFixed(2)}s ${line}`),
+    });
+    const k = r.cuts[0];
+    const iv = r.workload.intervals;
+    let throughputBackAtMs: number | undefined;
+    if (k) {
+      const pre = iv.filter((s) => s.tMs <= k.atMs && s.tMs > 1000);
+      const base = pre.length ? pre.reduce((n, s) => n + s.iops, 0) / pre.length : 0;
+      const dip = iv.find((s) => s.tMs > k.atMs && s.iops < base * 0.5);
+      if (dip) throughputBackAtMs = iv.find((s) => s.tMs > dip.tMs && s.iops >= base * 0.5)?.tMs;
+    }
+    out.failover = {
+      cut, cutPath: r.cutPath, endpoints: r.endpoints, cutAtMs: k?.atMs, detectedAtMs: k?.detectedAtMs, restoredAtMs: k?.restoredAtMs,
+      recoveredAtMs: k?.recoveredAtMs, throughputBackAtMs, timeToDetectMs: k?.timeToDetectMs, timeToRecoverMs: k?.timeToRecoverMs,
+      failovers: k?.failovers ?? 0, errors: r.workload.errors, mismatches: r.workload.mismatches, events: r.events,
+      timeline: iv.map((s) => ({ tMs: s.tMs, iops: s.iops, perPath: s.paths.map((p) => p.iops), p99Us: s.p99Us, errors: s.errors })),
+      phases: r.phases.map((p) => ({ phase: p.phase, startMs: p.startMs, endMs: p.endMs, ios: p.ios, iops: p.iops, p50Us: p.latency.p50Us, p99Us: p.latency.p99Us })),
+    };
+  }
+  process.stdout.write(JSON.stringify(out, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)) + '\n');
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`bench/transport: ${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  },
+);

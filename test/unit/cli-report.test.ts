@@ -1,0 +1,245 @@
+/**
+ * The pieces of the CLI and the benchmark that need no RDMA: the HTML/SVG
+ * benchmark report on fixed input, the latency histogram, the in-memory
+ * store handler of `serve`, and the live display in both of its forms.
+ */
+import { BenchResults, esc, failoverTimelineSvg, iopsVsDepthSvg, latencyHistogramSvg, renderReport } from '../../bench/report';
+import { fmtCount, fmtUs, intervalLine, LiveDisplay, table } from '../../lib/cli/display';
+import { fillPattern, Histogram, IntervalStats, memoryStore } from '../../lib/cli/workload';
+import type { TransportRequest } from '../../lib/transport';
+
+const FIXED: BenchResults = {
+  date: '2026-11-22T03:00:00.000Z',
+  device: 'rxe0',
+  iters: 1000,
+  environment: 'SoftRoCE <test> & friends',
+  latency: {
+    perftest_ib_write_lat: { t_min_usec: 100, t_typical_usec: 120, t_avg_usec: 125, t_p99_usec: 200 },
+    js: { t_min_usec: 110, t_typical_usec: 132, t_avg_usec: 140, t_p99_usec: 260 },
+    ratio_typical: 1.1,
+  },
+  rate: {
+    perftest_ib_write_bw: { bw_avg_mb_sec: 400, msg_rate_mpps: 0.1 },
+    perftest_ib_send_bw: { bw_avg_mb_sec: 380, msg_rate_mpps: 0.095 },
+    js: { msg_rate_mpps: 0.08 },
+    ratio_vs_write_bw: 0.8,
+  },
+  perftest4k: {
+    ib_write_lat: { t_min_usec: 150, t_typical_usec: 170, t_avg_usec: 175, t_p99_usec: 300 },
+    ib_read_lat: { t_min_usec: 300, t_typical_usec: 340, t_avg_usec: 350, t_p99_usec: 500 },
+  },
+  transport: {
+    size: 4096,
+    strict: {
+      latency: [
+        { kind: 'write', size: 4096, iters: 1000, minUs: 500, p50Us: 800, meanUs: 850, p99Us: 1500, maxUs: 3000, histogram: [[500, 545, 100], [780, 850, 800], [1400, 1530, 100]] },
+        { kind: 'read', size: 4096, iters: 1000, minUs: 600, p50Us: 900, meanUs: 950, p99Us: 1700, maxUs: 3500, histogram: [[600, 654, 200], [850, 927, 700], [1600, 1745, 100]] },
+      ],
+      iops: [1, 2, 4, 8, 16, 32, 64].map((depth) => ({ depth, iops: 1000 * Math.min(depth, 8), mbps: 4 * Math.min(depth, 8), p50Us: 800 * depth, p99Us: 1500 * depth, errors: 0 })),
+    },
+    relaxed: {
+      latency: [
+        { kind: 'write', size: 4096, iters: 1000, minUs: 400, p50Us: 600, meanUs: 650, p99Us: 1200, maxUs: 2000, histogram: [[400, 436, 500], [600, 654, 500]] },
+        { kind: 'read', size: 4096, iters: 1000, minUs: 450, p50Us: 700, meanUs: 720, p99Us: 1300, maxUs: 2100, histogram: [[450, 490, 500], [700, 763, 500]] },
+      ],
+      iops: [1, 2, 4, 8, 16, 32, 64].map((depth) => ({ depth, iops: 1400 * Math.min(depth, 8), mbps: 5.6 * Math.min(depth, 8), p50Us: 600 * depth, p99Us: 1200 * depth, errors: 0 })),
+    },
+    failover: {
+      cut: 'server', cutPath: 1,
+      endpoints: [{ device: 'rxe0', host: '10.99.1.1', netdev: 'eth0' }, { device: 'rxe1', host: '10.99.2.1', netdev: 'eth1' }],
+      cutAtMs: 1000, detectedAtMs: 1050, restoredAtMs: 1050, recoveredAtMs: 1800, throughputBackAtMs: 1200, timeToDetectMs: 50, timeToRecoverMs: 750,
+      failovers: 7, errors: 0, mismatches: 0,
+      timeline: Array.from({ length: 30 }, (_, i) => ({ tMs: (i + 1) * 100, iops: i >= 10 && i < 18 ? 600 : 1000, perPath: i >= 10 && i < 18 ? [600, 0] : [500, 500], errors: 0 })),
+      phases: [{ phase: 'before cut', startMs: 0, endMs: 1000, ios: 100, iops: 1000, p50Us: 800, p99Us: 1500 }],
+    },
+  },
+  ratios: { 'transport strict 4 KiB write p50 (QD1) vs 2x ib_write_lat 4 KiB': 800 / 340 },
+};
+
+describe('benchmark report', () => {
+  const html = renderReport(FIXED);
+
+  test('a self-contained HTML page: no scripts, no external resources', () => {
+    expect(html.startsWith('<!DOCTYPE html>')).toBe(true);
+    expect(html).not.toMatch(/<script/i);
+    expect(html).not.toMatch(/<link\b/i);
+    expect(html).not.toMatch(/\bsrc=/i);
+    // the only URL is the SVG namespace
+    expect(html.match(/https?:\/\/[^"]+/g)?.every((u) => u === 'http://www.w3.org/2000/svg')).toBe(true);
+    expect(html).toMatch(/<style>[^<]+<\/style>/);
+  });
+
+  test('three inline SVG charts with their titles, and the figures in tables', () => {
+    const svgs = html.match(/<svg\b[^>]*aria-label="([^"]+)"/g) ?? [];
+    expect(svgs.map((s) => /aria-label="([^"]+)"/.exec(s)![1])).toEqual(['latency histogram', 'IOPS vs queue depth', 'failover timeline']);
+    expect(html).toContain('<td>transport strict 4 KiB write p50 (QD1) vs 2x ib_write_lat 4 KiB</td><td>2.35x</td>');
+    expect(html).toContain('<td>strict</td><td>write</td><td>1000</td><td>500.0 us</td><td>800.0 us</td>');
+    expect(html).toContain('<td>time to detect</td><td>50 ms</td>');
+    expect(html).toContain('<td>time to recover</td><td>750 ms</td>');
+    expect(html).toContain('<td>IOs failed over</td><td>7</td>');
+    // escaped environment text
+    expect(html).toContain('SoftRoCE &lt;test&gt; &amp; friends');
+  });
+
+  test('IOPS chart: one polyline and one point per depth for each mode', () => {
+    const svg = iopsVsDepthSvg([{ label: 'strict', points: FIXED.transport!.strict!.iops }, { label: 'relaxed', points: FIXED.transport!.relaxed!.iops }]);
+    expect(svg.match(/<polyline/g)).toHaveLength(2);
+    expect(svg.match(/<circle/g)).toHaveLength(14);
+    expect(svg).toContain('<title>relaxed: depth 64: 11200 IOPS</title>');
+    // depth ticks 1..64 on the x axis
+    for (const d of [1, 2, 4, 8, 16, 32, 64]) expect(svg).toMatch(new RegExp(`>${d}</text>`));
+    // the highest point sits at the top region, depth 1 of strict at the bottom region
+    const ys = [...svg.matchAll(/<circle cx="[\d.]+" cy="([\d.]+)"/g)].map((m) => Number(m[1]));
+    expect(Math.min(...ys)).toBeLessThan(60);
+    expect(Math.max(...ys)).toBeGreaterThan(200);
+  });
+
+  test('latency histogram: a filled step line per series and the perftest markers', () => {
+    const svg = latencyHistogramSvg([{ label: 'a', buckets: [[100, 110, 1], [200, 220, 3]] }], [{ label: 'ib_write_lat', us: 150 }]);
+    expect(svg.match(/<polyline/g)).toHaveLength(1);
+    expect(svg).toContain('>ib_write_lat</text>');
+    expect(svg).toContain('>a</text>');
+    expect(latencyHistogramSvg([])).toBe('<p>(no latency data)</p>');
+  });
+
+  test('failover timeline: stacked bars per interval and the event markers', () => {
+    const svg = failoverTimelineSvg(FIXED.transport!.failover!);
+    // 30 intervals: 22 with two paths, 8 with one
+    expect(svg.match(/<rect [^>]*fill-opacity="0.8"/g)).toHaveLength(22 * 2 + 8);
+    for (const m of ['cut', 'detected', 'recovered']) expect(svg).toContain(`>${m}</text>`);
+    expect(svg).not.toContain('>restored</text>'); // a server cut has no link restore
+    expect(svg).toContain('>path1 rxe1 10.99.2.1</text>');
+  });
+
+  test('renders what exists: a verbs-only result has no transport section', () => {
+    const only = renderReport({ date: 'd', device: 'mlx5_0', latency: FIXED.latency });
+    expect(only).not.toMatch(/<svg/);
+    expect(only).toContain('JS WRITE_WITH_IMM ping-pong 2 B (one-way)');
+    expect(esc(`<a href="x">'&'</a>`)).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
+  });
+});
+
+describe('latency histogram', () => {
+  test('percentiles within one bucket (~9%), min/max/mean exact', () => {
+    const h = new Histogram();
+    for (let i = 1; i <= 1000; i++) h.record(i);
+    expect(h.count).toBe(1000);
+    expect(h.min).toBe(1);
+    expect(h.max).toBe(1000);
+    expect(h.mean).toBeCloseTo(500.5);
+    for (const [p, want] of [[50, 500], [90, 900], [99, 990]] as const) {
+      expect(Math.abs(h.percentile(p) - want) / want).toBeLessThan(0.09);
+    }
+    expect(h.percentile(100)).toBeLessThanOrEqual(1000);
+    expect(new Histogram().percentile(50)).toBeNaN();
+    const b = h.buckets();
+    expect(b.reduce((n, x) => n + x[2], 0)).toBe(1000);
+    for (const [lo, hi] of b) expect(hi / lo).toBeCloseTo(2 ** (1 / 8));
+  });
+
+  test('merge adds counts; extreme values land in the end buckets', () => {
+    const a = new Histogram();
+    const b = new Histogram();
+    a.record(0);
+    b.record(1e12);
+    a.merge(b);
+    expect(a.count).toBe(2);
+    expect(a.counts[0]).toBe(1);
+    expect(a.counts[Histogram.BUCKETS - 1]).toBe(1);
+    expect(a.summary()).toMatchObject({ count: 2, minUs: 0, maxUs: 1e12 });
+  });
+});
+
+describe('serve handler (memoryStore)', () => {
+  const req = (kind: 'write' | 'read', key: string, data: Buffer): TransportRequest => ({ kind, sessionId: 's', pathIndex: 0, header: Buffer.from(key), data });
+
+  test('writes are stored under the header; reads copy them back; unknown keys are ENOENT', async () => {
+    const s = memoryStore();
+    expect(await s.handler(req('write', 'a', Buffer.from('hello')))).toEqual({ status: 0 });
+    const into = Buffer.alloc(16);
+    expect(await s.handler(req('read', 'a', into))).toEqual({ status: 0, length: 5 });
+    expect(into.subarray(0, 5).toString()).toBe('hello');
+    expect(await s.handler(req('read', 'b', into))).toEqual({ status: 2, length: 0 });
+    expect(await s.handler(req('read', 'a', Buffer.alloc(2)))).toEqual({ status: 90, length: 0 });
+    // the stored value is a copy: the chunk may be reused after the handler
+    const chunk = Buffer.from('xyz');
+    await s.handler(req('write', 'c', chunk));
+    chunk.fill(0);
+    await s.handler(req('read', 'c', into));
+    expect(into.subarray(0, 3).toString()).toBe('xyz');
+    expect(s.size).toBe(2);
+    expect(s.bytes).toBe(8);
+    expect(s.counters).toEqual({ writes: 2, reads: 4, misses: 1, writeBytes: 8, readBytes: 8 });
+  });
+
+  test('limits: ENOSPC beyond maxKeys or maxBytes; overwriting a key is allowed', async () => {
+    const s = memoryStore({ maxKeys: 1, maxBytes: 10 });
+    expect(await s.handler(req('write', 'a', Buffer.alloc(10)))).toEqual({ status: 0 });
+    expect(await s.handler(req('write', 'b', Buffer.alloc(1)))).toEqual({ status: 28 });
+    expect(await s.handler(req('write', 'a', Buffer.alloc(4)))).toEqual({ status: 0 });
+    expect(s.bytes).toBe(4);
+  });
+
+  test('fillPattern: the same key gives the same bytes, another key others', () => {
+    const a = Buffer.alloc(64);
+    const b = Buffer.alloc(64);
+    fillPattern(a, 'k1');
+    fillPattern(b, 'k1');
+    expect(a.equals(b)).toBe(true);
+    fillPattern(b, 'k2');
+    expect(a.equals(b)).toBe(false);
+  });
+});
+
+describe('display', () => {
+  const iv: IntervalStats = {
+    tMs: 12_345, intervalMs: 1000, ios: 1234, iops: 1234, reads: 600, writes: 634, errors: 2, mbps: 5.05, p50Us: 812, p99Us: 2400,
+    paths: [
+      { index: 0, host: '10.99.1.1', port: 1, device: 'rxe0', state: 'connected', ios: 1234, iops: 1234, bytes: 0, mbps: 5, inflight: 3, failovers: 4, reconnects: { ok: 0, fail: 0 } },
+      { index: 1, host: '10.99.2.1', port: 1, device: 'rxe1', state: 'reconnecting', ios: 0, iops: 0, bytes: 0, mbps: 0, inflight: 0, failovers: 0, reconnects: { ok: 1, fail: 2 } },
+    ],
+  };
+
+  test('formatting', () => {
+    expect(fmtUs(812)).toBe('812 us');
+    expect(fmtUs(12.34)).toBe('12.3 us');
+    expect(fmtUs(2400)).toBe('2.40 ms');
+    expect(fmtUs(2.5e6)).toBe('2.50 s');
+    expect(fmtUs(NaN)).toBe('-');
+    expect(fmtCount(1234)).toBe('1234');
+    expect(fmtCount(12345)).toBe('12.3k');
+    expect(fmtCount(2.5e6)).toBe('2.50M');
+    expect(table([['a', 'n'], ['xx', '5'], ['y', '10']])).toBe('  a    n\n  xx   5\n  y   10\n');
+  });
+
+  test('one line per interval when stdout is not a terminal, events as their own lines', () => {
+    let out = '';
+    const d = new LiveDisplay({ write: (s) => (out += s), tty: false, title: 'T' });
+    d.update(iv, 'before cut');
+    d.event('path1 down', 12_400);
+    d.update({ ...iv, tMs: 13_345 });
+    const lines = out.trimEnd().split('\n');
+    expect(lines).toHaveLength(4);
+    expect(lines[0]).toBe('T');
+    expect(lines[1]).toBe(intervalLine(iv, 'before cut'));
+    expect(lines[1]).toMatch(/^t= 12\.3s +1234 IOPS +5\.0 MB\/s +p50 +812 us +p99 +2\.40 ms +\| p0\(rxe0\) up 1234\/s +p1\(rxe1\) DOWN\/reconnecting 0\/s +errors 2 +\[before cut\]$/);
+    expect(lines[2]).toBe('t= 12.4s  >> path1 down');
+    expect(out).not.toContain('\x1b[');
+  });
+
+  test('on a terminal: a block redrawn in place (cursor up + clear), events above it', () => {
+    let out = '';
+    const d = new LiveDisplay({ write: (s) => (out += s), tty: true, title: 'T' });
+    d.update(iv);
+    const first = out;
+    expect(first).not.toContain('\x1b[');
+    expect(first.trimEnd().split('\n')).toHaveLength(4); // header, total, 2 paths
+    expect(first).toMatch(/path1 .*DOWN\/reconnecting .*reconnects 1\/2/);
+    out = '';
+    d.update({ ...iv, tMs: 13_345 });
+    expect(out.startsWith('\x1b[4F\x1b[J')).toBe(true);
+    out = '';
+    d.event('path1 down');
+    expect(out.startsWith('\x1b[4F\x1b[J>> path1 down\n')).toBe(true);
+  });
+});
