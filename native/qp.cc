@@ -110,6 +110,8 @@ void QueuePair::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&QueuePair::Query>("query"),
       InstanceMethod<&QueuePair::PostSend>("postSend"),
       InstanceMethod<&QueuePair::PostRecv>("postRecv"),
+      InstanceMethod<&QueuePair::PostSendPacked>("postSendPacked"),
+      InstanceMethod<&QueuePair::PostRecvPacked>("postRecvPacked"),
       InstanceAccessor<&QueuePair::GetQpNum>("qpNum"),
       InstanceAccessor<&QueuePair::GetClosed>("closed"),
   }));
@@ -413,6 +415,145 @@ Napi::Value QueuePair::PostRecv(const Napi::CallbackInfo& info) {
   if (rc) {
     size_t idx = bad ? size_t(bad - st.wrs.data()) : 0;
     Throw(env, "ibv_post_recv", rc, "work request " + std::to_string(idx) + " of " + std::to_string(st.wrs.size()));
+  }
+  return env.Undefined();
+}
+
+// The fast path for the common work requests (at most one SGE, no window
+// bind, 53-bit values): the TS layer packs them into a Float64Array, so one
+// Node-API call carries the whole list instead of ~20 property reads per WR.
+// Send record (kSendStride doubles): wrId, opcode, flags, nsge,
+// imm-or-invalidateRkey, remoteAddr, rkey, compareAdd, swap, addr, length, lkey
+namespace {
+constexpr size_t kSendStride = 12;
+constexpr size_t kRecvStride = 5;  // wrId, nsge, addr, length, lkey
+
+bool IsU(double d, double max) { return d >= 0 && d <= max && d == double(uint64_t(d)); }
+
+[[noreturn]] void BadField(Napi::Env env, size_t i, const char* field) {
+  ThrowRange(env, std::string(field) + " of work request " + std::to_string(i) + " is out of range");
+}
+
+Napi::Float64Array PackedArg(const Napi::CallbackInfo& info, size_t stride, uint32_t* count) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    ThrowType(env, "packed work requests must be a Float64Array");
+  Napi::Float64Array f = info[0].As<Napi::Float64Array>();
+  *count = ArgU32(info[1], "count");
+  if (size_t(*count) * stride > f.ElementLength()) ThrowRange(env, "count exceeds the packed array");
+  return f;
+}
+}  // namespace
+
+Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ibv_qp* qp = Get(env);
+  uint32_t n = 0;
+  Napi::Float64Array f = PackedArg(info, kSendStride, &n);
+  if (n == 0) return env.Undefined();
+  const double* d = f.Data();
+  std::vector<ibv_send_wr> wrs(n);
+  std::vector<ibv_sge> sges(n);
+  constexpr double kSafe = 9007199254740991.0;
+  for (uint32_t i = 0; i < n; i++) {
+    const double* r = d + size_t(i) * kSendStride;
+    ibv_send_wr& wr = wrs[i];
+    wr = {};
+    if (!IsU(r[0], kSafe)) BadField(env, i, "wrId");
+    wr.wr_id = uint64_t(r[0]);
+    wr.opcode = ibv_wr_opcode(uint32_t(r[1]));
+    if (!IsU(r[2], 0xffffffff)) BadField(env, i, "flags");
+    wr.send_flags = uint32_t(r[2]);
+    if (r[3] == 1) {
+      if (!IsU(r[9], kSafe)) BadField(env, i, "sge.addr");
+      if (!IsU(r[10], 0xffffffff)) BadField(env, i, "sge.length");
+      if (!IsU(r[11], 0xffffffff)) BadField(env, i, "sge.lkey");
+      sges[i] = {uint64_t(r[9]), uint32_t(r[10]), uint32_t(r[11])};
+      wr.sg_list = &sges[i];
+      wr.num_sge = 1;
+    }
+    switch (wr.opcode) {
+      case IBV_WR_SEND_WITH_IMM:
+      case IBV_WR_RDMA_WRITE_WITH_IMM:
+        if (!IsU(r[4], 0xffffffff)) BadField(env, i, "imm");
+        wr.imm_data = htobe32(uint32_t(r[4]));
+        break;
+      case IBV_WR_SEND_WITH_INV:
+      case IBV_WR_LOCAL_INV:
+        if (!IsU(r[4], 0xffffffff)) BadField(env, i, "invalidateRkey");
+        wr.invalidate_rkey = uint32_t(r[4]);
+        break;
+      default:
+        break;
+    }
+    switch (wr.opcode) {
+      case IBV_WR_RDMA_WRITE:
+      case IBV_WR_RDMA_WRITE_WITH_IMM:
+      case IBV_WR_RDMA_READ:
+        if (!IsU(r[5], kSafe)) BadField(env, i, "remoteAddr");
+        if (!IsU(r[6], 0xffffffff)) BadField(env, i, "rkey");
+        wr.wr.rdma.remote_addr = uint64_t(r[5]);
+        wr.wr.rdma.rkey = uint32_t(r[6]);
+        break;
+      case IBV_WR_ATOMIC_CMP_AND_SWP:
+      case IBV_WR_ATOMIC_FETCH_AND_ADD:
+        if (!IsU(r[5], kSafe)) BadField(env, i, "remoteAddr");
+        if (!IsU(r[6], 0xffffffff)) BadField(env, i, "rkey");
+        if (!IsU(r[7], kSafe)) BadField(env, i, "compareAdd");
+        if (!IsU(r[8], kSafe)) BadField(env, i, "swap");
+        wr.wr.atomic.remote_addr = uint64_t(r[5]);
+        wr.wr.atomic.rkey = uint32_t(r[6]);
+        wr.wr.atomic.compare_add = uint64_t(r[7]);
+        wr.wr.atomic.swap = uint64_t(r[8]);
+        break;
+      case IBV_WR_SEND:
+      case IBV_WR_SEND_WITH_IMM:
+      case IBV_WR_SEND_WITH_INV:
+      case IBV_WR_LOCAL_INV:
+        break;
+      default:
+        ThrowRange(env, "opcode " + std::to_string(uint32_t(r[1])) + " is not supported by the packed path");
+    }
+    wr.next = i + 1 < n ? &wrs[i + 1] : nullptr;
+  }
+  ibv_send_wr* bad = nullptr;
+  int rc = ibv_post_send(qp, wrs.data(), &bad);
+  if (rc) {
+    size_t idx = bad ? size_t(bad - wrs.data()) : 0;
+    Throw(env, "ibv_post_send", rc, "work request " + std::to_string(idx) + " of " + std::to_string(n));
+  }
+  return env.Undefined();
+}
+
+Napi::Value QueuePair::PostRecvPacked(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ibv_qp* qp = Get(env);
+  uint32_t n = 0;
+  Napi::Float64Array f = PackedArg(info, kRecvStride, &n);
+  if (n == 0) return env.Undefined();
+  const double* d = f.Data();
+  std::vector<ibv_recv_wr> wrs(n);
+  std::vector<ibv_sge> sges(n);
+  for (uint32_t i = 0; i < n; i++) {
+    const double* r = d + size_t(i) * kRecvStride;
+    if (!IsU(r[0], 9007199254740991.0)) BadField(env, i, "wrId");
+    wrs[i] = {};
+    wrs[i].wr_id = uint64_t(r[0]);
+    if (r[1] == 1) {
+      if (!IsU(r[2], 9007199254740991.0)) BadField(env, i, "sge.addr");
+      if (!IsU(r[3], 0xffffffff)) BadField(env, i, "sge.length");
+      if (!IsU(r[4], 0xffffffff)) BadField(env, i, "sge.lkey");
+      sges[i] = {uint64_t(r[2]), uint32_t(r[3]), uint32_t(r[4])};
+      wrs[i].sg_list = &sges[i];
+      wrs[i].num_sge = 1;
+    }
+    wrs[i].next = i + 1 < n ? &wrs[i + 1] : nullptr;
+  }
+  ibv_recv_wr* bad = nullptr;
+  int rc = ibv_post_recv(qp, wrs.data(), &bad);
+  if (rc) {
+    size_t idx = bad ? size_t(bad - wrs.data()) : 0;
+    Throw(env, "ibv_post_recv", rc, "work request " + std::to_string(idx) + " of " + std::to_string(n));
   }
   return env.Undefined();
 }

@@ -25,6 +25,8 @@ class QueuePair : public Napi::ObjectWrap<QueuePair> {
   Napi::Value Query(const Napi::CallbackInfo& info);
   Napi::Value PostSend(const Napi::CallbackInfo& info);
   Napi::Value PostRecv(const Napi::CallbackInfo& info);
+  Napi::Value PostSendPacked(const Napi::CallbackInfo& info);
+  Napi::Value PostRecvPacked(const Napi::CallbackInfo& info);
   Napi::Value GetQpNum(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   int Destroy();

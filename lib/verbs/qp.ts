@@ -98,6 +98,13 @@ export interface RecvWorkRequest {
 
 const STATE_NAMES = Object.keys(QpState) as QpStateName[];
 
+/** Layout of the packed fast path (native/qp.cc PostSendPacked). */
+const SEND_STRIDE = 12;
+const RECV_STRIDE = 5;
+const PACKED_OPCODES: Partial<Record<string, number>> = Object.fromEntries(
+  Object.entries(WrOpcode).filter(([name]) => name !== 'BIND_MW'),
+);
+
 function toNativeAttr(attr: QpAttr): Record<string, unknown> {
   checkObject(attr, 'attr');
   const out: Record<string, unknown> = { ...attr };
@@ -235,12 +242,17 @@ export class QueuePair extends Resource {
   postSend(wrs: SendWorkRequest[]): void {
     this.assertOpen();
     if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
+    const signaled = this.#postSendPacked(wrs);
+    if (signaled >= 0) {
+      if (signaled) this.sendCq.expect(signaled);
+      return;
+    }
     const list = wrs.map((wr) => toNativeSend(wr, this.sigAll));
     this.handle.postSend(list);
     for (const wr of wrs) if (wr.opcode === 'BIND_MW') wr.bind!.mw.boundThrough(this, wr.bind!.mr);
-    let signaled = 0;
-    for (const wr of list) if ((wr.flags as number) & SendFlags.SIGNALED) signaled++;
-    if (signaled) this.sendCq.expect(signaled);
+    let n = 0;
+    for (const wr of list) if ((wr.flags as number) & SendFlags.SIGNALED) n++;
+    if (n) this.sendCq.expect(n);
   }
 
   /** Posts a list of receive work requests (one ibv_post_recv call). */
@@ -248,7 +260,109 @@ export class QueuePair extends Resource {
     this.assertOpen();
     if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
     if (this.srq) throw new TypeError('this QP receives through its SharedReceiveQueue: post there');
+    if (this.#postRecvPacked(wrs)) return;
     this.handle.postRecv(wrs.map((wr) => ({ wrId: wr.wrId ?? 0, sge: wr.sge })));
+  }
+
+  #sendPack = new Float64Array(SEND_STRIDE * 16);
+  #recvPack = new Float64Array(RECV_STRIDE * 16);
+
+  /**
+   * The fast path: common WRs (at most one SGE, no window bind, number
+   * values) packed into a Float64Array for one native call. Returns the
+   * number of signaled WRs posted, or -1 when a WR needs the general path
+   * (which also produces the precise argument errors).
+   */
+  #postSendPacked(wrs: SendWorkRequest[]): number {
+    const n = wrs.length;
+    if (this.#sendPack.length < n * SEND_STRIDE) this.#sendPack = new Float64Array(n * SEND_STRIDE * 2);
+    const f = this.#sendPack;
+    let signaled = 0;
+    for (let i = 0; i < n; i++) {
+      const wr = wrs[i];
+      if (typeof wr !== 'object' || wr === null) return -1;
+      const op = PACKED_OPCODES[wr.opcode];
+      if (typeof op !== 'number') return -1;
+      const o = i * SEND_STRIDE;
+      const wrId = wr.wrId ?? 0;
+      if (typeof wrId !== 'number') return -1;
+      let flags = 0;
+      if (this.sigAll || wr.signaled !== false) {
+        flags |= SendFlags.SIGNALED;
+        signaled++;
+      }
+      if (wr.inline) flags |= SendFlags.INLINE;
+      if (wr.fence) flags |= SendFlags.FENCE;
+      if (wr.solicited) flags |= SendFlags.SOLICITED;
+      f[o] = wrId;
+      f[o + 1] = op;
+      f[o + 2] = flags;
+      const sge = wr.sge;
+      if (sge === undefined || sge.length === 0) {
+        f[o + 3] = 0;
+      } else if (Array.isArray(sge) && sge.length === 1 && typeof sge[0] === 'object' && sge[0] !== null &&
+                 typeof sge[0].addr === 'number' && typeof sge[0].length === 'number' && typeof sge[0].lkey === 'number') {
+        f[o + 3] = 1;
+        f[o + 9] = sge[0].addr;
+        f[o + 10] = sge[0].length;
+        f[o + 11] = sge[0].lkey;
+      } else return -1;
+      switch (op) {
+        case WrOpcode.SEND_WITH_IMM:
+        case WrOpcode.RDMA_WRITE_WITH_IMM:
+          if (typeof wr.imm !== 'number') return -1;
+          f[o + 4] = wr.imm;
+          break;
+        case WrOpcode.SEND_WITH_INV:
+        case WrOpcode.LOCAL_INV:
+          if (typeof wr.invalidateRkey !== 'number') return -1;
+          f[o + 4] = wr.invalidateRkey;
+          break;
+      }
+      if (op === WrOpcode.RDMA_WRITE || op === WrOpcode.RDMA_WRITE_WITH_IMM || op === WrOpcode.RDMA_READ ||
+          op === WrOpcode.ATOMIC_CMP_AND_SWP || op === WrOpcode.ATOMIC_FETCH_AND_ADD) {
+        if (typeof wr.remoteAddr !== 'number' || typeof wr.rkey !== 'number') return -1;
+        f[o + 5] = wr.remoteAddr;
+        f[o + 6] = wr.rkey;
+      }
+      if (op === WrOpcode.ATOMIC_CMP_AND_SWP || op === WrOpcode.ATOMIC_FETCH_AND_ADD) {
+        if (typeof wr.compareAdd !== 'number') return -1;
+        f[o + 7] = wr.compareAdd;
+        f[o + 8] = 0;
+        if (op === WrOpcode.ATOMIC_CMP_AND_SWP) {
+          if (typeof wr.swap !== 'number') return -1;
+          f[o + 8] = wr.swap;
+        }
+      }
+    }
+    this.handle.postSendPacked(f, n);
+    return signaled;
+  }
+
+  #postRecvPacked(wrs: RecvWorkRequest[]): boolean {
+    const n = wrs.length;
+    if (this.#recvPack.length < n * RECV_STRIDE) this.#recvPack = new Float64Array(n * RECV_STRIDE * 2);
+    const f = this.#recvPack;
+    for (let i = 0; i < n; i++) {
+      const wr = wrs[i];
+      if (typeof wr !== 'object' || wr === null) return false;
+      const o = i * RECV_STRIDE;
+      const wrId = wr.wrId ?? 0;
+      if (typeof wrId !== 'number') return false;
+      f[o] = wrId;
+      const sge = wr.sge;
+      if (sge === undefined || sge.length === 0) {
+        f[o + 1] = 0;
+      } else if (Array.isArray(sge) && sge.length === 1 && typeof sge[0] === 'object' && sge[0] !== null &&
+                 typeof sge[0].addr === 'number' && typeof sge[0].length === 'number' && typeof sge[0].lkey === 'number') {
+        f[o + 1] = 1;
+        f[o + 2] = sge[0].addr;
+        f[o + 3] = sge[0].length;
+        f[o + 4] = sge[0].lkey;
+      } else return false;
+    }
+    this.handle.postRecvPacked(f, n);
+    return true;
   }
 
   protected release(): void {
