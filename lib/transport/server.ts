@@ -52,6 +52,15 @@ export interface ServerOptions {
   log?: (line: string) => void;
   /** busy-poll completion queues while work is outstanding (see CompletionQueueOptions.busyPoll) */
   busyPoll?: boolean;
+  /**
+   * How strict mode takes a chunk's key away: 'local-inv' (a LOCAL_INV work
+   * request), 'dealloc' (free the window and allocate a fresh one), or
+   * 'auto' (default): 'dealloc' on rxe, whose kernel driver (6.12)
+   * dereferences a NULL pointer when LOCAL_INV meets an already invalid
+   * type-2 window (a peer can invalidate windows with SEND_WITH_INV, and rxe
+   * does not check the PD), 'local-inv' elsewhere.
+   */
+  invalidation?: 'auto' | 'local-inv' | 'dealloc';
 }
 
 export interface ServerPathStats {
@@ -83,6 +92,8 @@ interface ChunkRecord {
 interface DevState {
   pd: ProtectionDomain;
   pool: MemoryRegion;
+  /** strict mode invalidates by deallocating windows (see ServerOptions.invalidation) */
+  deallocInvalidate: boolean;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -97,6 +108,8 @@ export class TransportServer extends EventEmitter {
   readonly #log: (line: string) => void;
   /** @internal */
   readonly busyPoll: boolean;
+  /** @internal */
+  readonly invalidation: 'auto' | 'local-inv' | 'dealloc';
   readonly #devices = new DeviceCache();
   readonly #listeners: CmId[] = [];
   readonly #sessions = new Map<string, ServerSession>();
@@ -123,6 +136,8 @@ export class TransportServer extends EventEmitter {
     this.#maxSessions = opts.maxSessions ?? 64;
     this.#log = opts.log ?? (() => undefined);
     this.busyPoll = opts.busyPoll ?? false;
+    this.invalidation = opts.invalidation ?? 'auto';
+    if (!['auto', 'local-inv', 'dealloc'].includes(this.invalidation)) throw new RangeError("invalidation must be 'auto', 'local-inv' or 'dealloc'");
   }
 
   /** Listens on every address (rdma_cm, RC). */
@@ -316,7 +331,9 @@ class ServerSession {
       }
       // remote access only through type-2 windows (docs/protocol.md §1)
       const pool = pd.registerMemory(this.#poolMem, Access.LOCAL_WRITE | Access.MW_BIND);
-      d = { pd, pool };
+      const mode = this.server.invalidation;
+      const rxe = name.startsWith('rxe') || dev.query().vendorId === 0xffffff;
+      d = { pd, pool, deallocInvalidate: mode === 'dealloc' || (mode === 'auto' && rxe) };
     } catch (err) {
       pd.close();
       throw err;
@@ -511,17 +528,20 @@ class ServerPath {
   }
 
   /**
-   * Invalidates chunk c's key on this path (strict) by deallocating its
-   * window and allocating a fresh one: synchronous, and safe whatever state
-   * the window is in. (rxe on 6.12 dereferences a NULL QP when LOCAL_INV
-   * hits a type-2 window that is already invalid, e.g. one a peer
-   * invalidated with SEND_WITH_INV: a kernel panic.)
+   * Takes chunk c's key away on this path (strict): LOCAL_INV, or on rxe
+   * deallocating the window and allocating a fresh one, which is safe
+   * whatever state the window is in (see ServerOptions.invalidation).
    */
-  invalidate(c: number): void {
-    if (this.keys[c] === 0 || this.closed) return;
+  async invalidate(c: number): Promise<void> {
+    const rkey = this.keys[c];
+    if (rkey === 0 || this.closed) return;
     this.keys[c] = 0;
-    this.mws[c].close();
-    this.mws[c] = this.dev.pd.allocMemoryWindow(2);
+    if (this.dev.deallocInvalidate) {
+      this.mws[c].close();
+      this.mws[c] = this.dev.pd.allocMemoryWindow(2);
+      return;
+    }
+    await this.conn.postAndWait([{ opcode: 'LOCAL_INV', invalidateRkey: rkey }]);
   }
 
   async #info(name: string): Promise<void> {
@@ -579,13 +599,10 @@ class ServerPath {
     const p = s.params;
     if (this.state !== 'connected' || s.closing) return;
     if (p.strict) {
-      try {
-        for (const q of s.keyedPaths()) q.invalidate(c);
-      } catch (err) {
-        // cannot take the key away: do not run the handler on memory the client can still write
-        this.close(`chunk ${c}: invalidation failed: ${(err as Error).message}`);
-        return;
-      }
+      // a LOCAL_INV that fails fails its connection, which closes that path
+      // (and with it every window bound to its QP)
+      await Promise.allSettled(s.keyedPaths().map((q) => q.invalidate(c)));
+      if (this.closed) return;
     }
     if (this.state !== 'connected') return;
     const base = c * p.chunkSize;

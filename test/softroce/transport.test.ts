@@ -196,6 +196,22 @@ describe('single path', () => {
     }
   });
 
+  test('strict mode with LOCAL_INV invalidation (the default off rxe) round-trips', async () => {
+    srv = serverWith({ invalidation: 'local-inv', handler: (req) => (req.kind === 'read' ? (req.data.fill(1), {}) : { status: req.data.length & 0xff }) });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    try {
+      const w = await Promise.all(Array.from({ length: 32 }, (_, i) => client.write(Buffer.alloc(0), Buffer.alloc(i + 1))));
+      expect(w.map((r) => r.status)).toEqual(Array.from({ length: 32 }, (_, i) => i + 1));
+      const into = Buffer.alloc(64);
+      const r = await Promise.all(Array.from({ length: 16 }, () => client.read(Buffer.alloc(0), Buffer.alloc(64))));
+      expect(r.every((x) => x.length === 64)).toBe(true);
+      expect((await client.read(Buffer.alloc(0), into)).length).toBe(64);
+      expect(into.every((b) => b === 1)).toBe(true);
+    } finally {
+      await client.close();
+    }
+  });
+
   test('zero-copy buffers from allocBuffer(); limits give EMSGSIZE', async () => {
     srv = serverWith({
       handler: (req) => {
@@ -489,11 +505,12 @@ describe('security', () => {
     await srv?.server.close();
   });
 
-  test('S2 strict: the chunk key dies when the request arrives; the handler sees the bytes as sent', async () => {
+  test.each(['auto', 'local-inv'] as const)('S2 strict: the chunk key dies when the request arrives; the handler sees the bytes as sent (invalidation %s)', async (invalidation) => {
     const entered = later<Buffer>();
     const release = later();
     let seen = '';
     srv = serverWith({
+      invalidation,
       handler: async (req) => {
         entered.resolve(req.data);
         await release.promise;
