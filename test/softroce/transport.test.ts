@@ -434,6 +434,28 @@ describe('heartbeats and session lifetime', () => {
     }
   });
 
+  test('sessions end on SESSION_CLOSE at once, or sessionLingerMs after their last path; an ended session cannot be rejoined', async () => {
+    srv = serverWith({ sessionLingerMs: 300 });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    expect(srv.server.sessionCount).toBe(1);
+    await client.close();
+    for (let i = 0; i < 50 && srv.server.sessionCount > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(srv.server.sessionCount).toBe(0);
+    expect(srv.logs.some((l) => /closed: client closed the session/.test(l))).toBe(true);
+
+    const sessionId = P.randomSessionId();
+    const r = await raw(srv.port, { sessionId });
+    expect(srv.server.sessionCount).toBe(1);
+    r.close(); // no SESSION_CLOSE: the session lingers
+    await new Promise((res) => setTimeout(res, 100));
+    expect(srv.server.sessionCount).toBe(1);
+    for (let i = 0; i < 100 && srv.server.sessionCount > 0; i++) await new Promise((res) => setTimeout(res, 50));
+    expect(srv.server.sessionCount).toBe(0);
+    const again = P.encodeConnectRequest({ newSession: true, pathIndex: 0, pathCount: 1, reconnectCount: 1, sessionId });
+    const err = await raw(srv.port, { privateData: again }).then(() => undefined, (e) => e);
+    expect(P.decodeReject(err.privateData).code).toBe('ESTALE');
+  });
+
   test('a restarted server does not know the session: the client fails with ESTALE instead of silently starting over', async () => {
     srv = serverWith({});
     const p = srv.port;
