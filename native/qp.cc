@@ -30,6 +30,14 @@ ibv_mtu MtuEnum(Napi::Env env, uint32_t bytes) {
   }
 }
 
+// A failed ibv_post_send/ibv_post_recv: name the work request it stopped at
+// (the ones before it were posted).
+template <typename WR>
+[[noreturn]] void ThrowPost(Napi::Env env, const char* verb, int rc, const WR* bad, const WR* first, size_t n) {
+  size_t idx = bad ? size_t(bad - first) : 0;
+  Throw(env, verb, rc, "work request " + std::to_string(idx) + " of " + std::to_string(n));
+}
+
 uint32_t MtuBytes(ibv_mtu m) { return m >= IBV_MTU_256 && m <= IBV_MTU_4096 ? 128u << m : 0; }
 
 bool Has(const Napi::Object& o, const char* key) {
@@ -374,10 +382,7 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
     }
     if (posted) b.first->rkey = b.second;
   }
-  if (rc) {
-    size_t idx = bad ? size_t(bad - wrs.data()) : 0;
-    Throw(env, "ibv_post_send", rc, "work request " + std::to_string(idx) + " of " + std::to_string(n));
-  }
+  if (rc) ThrowPost(env, "ibv_post_send", rc, bad, wrs.data(), n);
   return env.Undefined();
 }
 
@@ -412,10 +417,7 @@ Napi::Value QueuePair::PostRecv(const Napi::CallbackInfo& info) {
   if (st.wrs.empty()) return env.Undefined();
   ibv_recv_wr* bad = nullptr;
   int rc = ibv_post_recv(qp, st.wrs.data(), &bad);
-  if (rc) {
-    size_t idx = bad ? size_t(bad - st.wrs.data()) : 0;
-    Throw(env, "ibv_post_recv", rc, "work request " + std::to_string(idx) + " of " + std::to_string(st.wrs.size()));
-  }
+  if (rc) ThrowPost(env, "ibv_post_recv", rc, bad, st.wrs.data(), st.wrs.size());
   return env.Undefined();
 }
 
@@ -518,10 +520,7 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
   }
   ibv_send_wr* bad = nullptr;
   int rc = ibv_post_send(qp, wrs.data(), &bad);
-  if (rc) {
-    size_t idx = bad ? size_t(bad - wrs.data()) : 0;
-    Throw(env, "ibv_post_send", rc, "work request " + std::to_string(idx) + " of " + std::to_string(n));
-  }
+  if (rc) ThrowPost(env, "ibv_post_send", rc, bad, wrs.data(), n);
   return env.Undefined();
 }
 
@@ -551,10 +550,7 @@ Napi::Value QueuePair::PostRecvPacked(const Napi::CallbackInfo& info) {
   }
   ibv_recv_wr* bad = nullptr;
   int rc = ibv_post_recv(qp, wrs.data(), &bad);
-  if (rc) {
-    size_t idx = bad ? size_t(bad - wrs.data()) : 0;
-    Throw(env, "ibv_post_recv", rc, "work request " + std::to_string(idx) + " of " + std::to_string(n));
-  }
+  if (rc) ThrowPost(env, "ibv_post_recv", rc, bad, wrs.data(), n);
   return env.Undefined();
 }
 
