@@ -139,6 +139,50 @@ function rawWrite(r: Raw, c: number, data: Buffer, seq = 1n): void {
   }]);
 }
 
+/**
+ * A hand-made relaxed-mode server: accepts, answers INFO_REQ with one
+ * descriptor over a plain MR, and then only does what the test posts (it
+ * never answers heartbeats).
+ */
+async function rawServer(hb = { hbIntervalMs: 200, hbMissedMax: 3 }): Promise<{ port: number; paths: Promise<Raw>; close(): void }> {
+  const p = port++;
+  const listener = CmId.create();
+  const params = { queueDepth: 4, chunkSize: 8192, maxHeaderSize: 128, strict: false };
+  let resolvePath!: (r: Raw) => void;
+  const paths = new Promise<Raw>((r) => (resolvePath = r));
+  const opened: Array<() => void> = [];
+  listener.on('connection', (id) => {
+    void (async () => {
+      const dev = openDevice(id.info().device!);
+      const pd = dev.allocPd();
+      const cq = dev.createCompletionQueue({ cqe: 256 });
+      const qp = id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 64, maxRecvWr: 64 });
+      const mem = pd.allocate(65536);
+      const mr = pd.registerMemory(mem, 1 | 2); // LOCAL_WRITE | REMOTE_WRITE
+      const buf = Buffer.from(mem);
+      const wcs = new Collector(cq);
+      qp.postRecv(Array.from({ length: 16 }, (_, i) => ({ wrId: 100 + i, sge: [mr.sge(32768 + i * 2048, 2048)] })));
+      const disc = later();
+      id.on('disconnected', () => disc.resolve());
+      const close = (): void => {
+        cq.unref();
+        id.close();
+        dev.close();
+      };
+      opened.push(close);
+      await id.accept({ privateData: P.encodeAccept({ ...params, sessionCreated: true, ...hb }) });
+      await wcs.next((w) => w.opcodeName === 'RECV'); // INFO_REQ
+      const [info] = P.encodeInfoRsp([{ addr: BigInt(mr.addr), rkey: mr.rkey, len: 4 * 8192 }]);
+      info.copy(buf, 40000);
+      qp.postSend([{ wrId: 1, opcode: 'SEND', sge: [mr.sge(40000, info.length)] }]);
+      const acc = P.decodeAccept(P.encodeAccept({ ...params, sessionCreated: true, ...hb }));
+      resolvePath({ id, dev, pd, cq, qp, buf, mr, acc, keys: [], wcs, disconnected: disc.promise, close });
+    })();
+  });
+  listener.listen(HOST0, p);
+  return { port: p, paths, close: () => { for (const c of opened) c(); listener.close(); } };
+}
+
 // ------------------------------------------------------------------ tests
 
 describe('single path', () => {
@@ -517,6 +561,44 @@ describe('cut-off IOs', () => {
     } finally {
       release.resolve();
       await client.close();
+    }
+  });
+});
+
+describe('client against a raw server', () => {
+  test('a server that never answers heartbeats: the client declares the path down and schedules a reconnect', async () => {
+    const rs = await rawServer();
+    const events: string[] = [];
+    const client = await connect({ paths: [{ host: HOST0, port: rs.port }], reconnect: { initialDelayMs: 5000 } });
+    client.on('path', (_i: number, what: string) => events.push(what));
+    try {
+      await rs.paths;
+      for (let i = 0; i < 200 && !events.includes('down'); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(events).toContain('down');
+      expect(client.stats().paths[0].state).toBe('reconnecting');
+    } finally {
+      await client.close({ drain: false });
+      rs.close();
+    }
+  });
+
+  test('S3 on the client: a response for an IO that is not in flight closes the path with a logged reason', async () => {
+    const rs = await rawServer({ hbIntervalMs: 60000, hbMissedMax: 10 });
+    const logs: string[] = [];
+    const client = await connect({ paths: [{ host: HOST0, port: rs.port }], log: (l) => logs.push(l), reconnect: { initialDelayMs: 5000 } });
+    const violations: Array<{ reason: string }> = [];
+    client.on('violation', (v) => violations.push(v));
+    try {
+      const sp = await rs.paths;
+      const rsp = P.encodeIoRsp({ chunk: 2, status: 0, seq: 99n });
+      rsp.copy(sp.buf, 41000);
+      sp.qp.postSend([{ wrId: 2, opcode: 'SEND', sge: [sp.mr.sge(41000, rsp.length)] }]);
+      await sp.disconnected;
+      expect(violations[0]).toMatchObject({ reason: 'unexpected-response' });
+      expect(logs.some((l) => /protocol violation: unexpected-response/.test(l))).toBe(true);
+    } finally {
+      await client.close({ drain: false });
+      rs.close();
     }
   });
 });
