@@ -168,8 +168,12 @@ export class Conn {
       wr.wrId = wrId(WrKind.WAIT, n);
       ps.push(new Promise<void>((resolve, reject) => this.#waiters.set(n, { resolve, reject })));
     }
-    if (!this.post(wrs)) return Promise.reject(new TransportError('ECONNRESET', 'the connection failed'));
-    return Promise.all(ps).then(() => undefined);
+    const all = Promise.all(ps).then(() => undefined);
+    if (!this.post(wrs)) {
+      all.catch(() => undefined); // the waiters were rejected by fail(): nobody else observes them
+      return Promise.reject(new TransportError('ECONNRESET', 'the connection failed'));
+    }
+    return all;
   }
 
   /** Keeps the process alive while the owner waits for peer messages (counted). */
