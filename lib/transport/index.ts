@@ -1,6 +1,27 @@
 /**
  * The RTRS-style IO transport: wire protocol (docs/protocol.md), server,
  * client, path policies and reconnect backoff.
+ *
+ *   const server = new TransportServer({
+ *     queueDepth: 128, chunkSize: 128 * 1024,          // strict mode by default
+ *     handler: async ({ kind, header, data }) => {     // data: a view into the chunk
+ *       if (kind === 'write') { await store(header, data); return { status: 0 }; }
+ *       const n = await load(header, data);            // fill data for a read
+ *       return n < 0 ? { status: 2 } : { length: n, header: Buffer.from('meta') };
+ *     },
+ *   });
+ *   server.listen([{ host: '10.0.0.1', port: 7470 }, { host: '10.0.1.1', port: 7470 }]);
+ *
+ *   const client = await connect({ paths: [{ host: '10.0.0.1', port: 7470 }, { host: '10.0.1.1', port: 7470 }] });
+ *   const { status, header } = await client.write(Buffer.from('key'), data, { signal: AbortSignal.timeout(5000) });
+ *   const into = client.allocBuffer(65536);            // registered: zero-copy
+ *   const r = await client.read(Buffer.from('key'), into);   // r.length bytes landed in into
+ *   await client.close();                              // drains, then ends the session
+ *
+ * Errors are TransportError with a code: EMSGSIZE (header/data over the
+ * limits), ECLOSED, ECONNABORTED (no path could complete the IO), ESTALE
+ * (the server lost the session), ABORT_ERR (AbortSignal). Statistics:
+ * client.stats() / server.stats(), or .prometheus() for the text format.
  */
 export * from './protocol';
 export * from './policy';
