@@ -60,7 +60,9 @@ test('SIGINT mid-run: the workload stops, the summary is printed, exit 130', asy
   });
   const sentAt = Date.now();
   child.kill('SIGINT');
-  const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running 30 s after SIGINT'), 30_000))]);
+  let timer: NodeJS.Timeout | undefined;
+  const code = await Promise.race([exited, new Promise<string>((r) => (timer = setTimeout(() => r('still running 30 s after SIGINT'), 30_000)))]);
+  clearTimeout(timer);
   if (typeof code === 'string') child.kill('SIGKILL');
   expect(code).toBe(130);
   expect(Date.now() - sentAt).toBeLessThan(30_000);
