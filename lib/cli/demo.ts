@@ -286,6 +286,11 @@ export async function failoverScenario(o: ScenarioOptions): Promise<ScenarioResu
     const workload = await runWorkload(c, {
       size: o.size, depth: o.depth, durationMs: o.durationMs, readRatio: o.readRatio, intervalMs: o.intervalMs,
       signal: o.signal, onInterval, onLatency: latencySink,
+      onStart: (t) => {
+        // cuts already made (none, normally) keep their times on the new clock
+        for (const k of cuts) k.atMs -= t - t0;
+        t0 = t;
+      },
     });
     for (const t of timers) clearTimeout(t);
     const last = current();

@@ -189,6 +189,8 @@ export interface WorkloadOptions {
   histogram?: Histogram;
   /** called for every completed IO with its latency (us) */
   onLatency?: (us: number) => void;
+  /** called once with the performance.now() that interval times count from */
+  onStart?: (t0: number) => void;
 }
 
 export interface PathSnapshot {
@@ -275,7 +277,7 @@ export async function runWorkload(client: TransportClient, o: WorkloadOptions): 
   const errorCodes: Record<string, number> = {};
   let iv = { ios: 0, reads: 0, writes: 0, errors: 0, bytes: 0 };
   const intervals: IntervalStats[] = [];
-  const t0 = performance.now();
+  let t0 = performance.now();
   let lastT = t0;
   let lastPaths = pathTotals(client);
   let stopping = false;
@@ -307,6 +309,10 @@ export async function runWorkload(client: TransportClient, o: WorkloadOptions): 
     o.onInterval?.(s);
   };
 
+  // buffers are ready: the clock starts now
+  t0 = performance.now();
+  lastT = t0;
+  o.onStart?.(t0);
   const timer = setInterval(flush, intervalMs);
   const endAt = t0 + o.durationMs;
   let started = 0;
