@@ -766,8 +766,9 @@ export class TransportClient extends EventEmitter {
 
   #violation(path: ClientPath, err: unknown): void {
     const reason = err instanceof ProtocolError ? err.reason : 'internal';
-    this.#log(`${path.name}: protocol violation: ${reason}: ${(err as Error).message}`);
-    this.emit('violation', { pathIndex: path.id, reason, message: (err as Error).message });
+    const msg = err instanceof ProtocolError ? err.detail : (err as Error).message;
+    this.#log(`${path.name}: protocol violation: ${reason}: ${msg}`);
+    this.emit('violation', { pathIndex: path.id, reason, message: msg });
     this.#pathFailed(path, err as Error);
   }
 

@@ -120,12 +120,15 @@ export type ProtocolErrorCode = 'EPROTO' | 'EPROTONOSUPPORT';
 export class ProtocolError extends Error {
   readonly code: ProtocolErrorCode;
   readonly reason: string;
+  /** what was wrong, without the code and reason prefix */
+  readonly detail: string;
 
-  constructor(reason: string, message: string, code: ProtocolErrorCode = 'EPROTO') {
-    super(`${code}: ${reason}: ${message}`);
+  constructor(reason: string, detail: string, code: ProtocolErrorCode = 'EPROTO') {
+    super(`${code}: ${reason}: ${detail}`);
     this.name = 'ProtocolError';
     this.code = code;
     this.reason = reason;
+    this.detail = detail;
   }
 }
 

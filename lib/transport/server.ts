@@ -445,7 +445,7 @@ class ServerPath {
 
   violation(err: unknown): void {
     const reason = err instanceof ProtocolError ? err.reason : 'internal';
-    const msg = (err as Error)?.message ?? String(err);
+    const msg = err instanceof ProtocolError ? err.detail : (err as Error)?.message ?? String(err);
     this.session.server.log(`${this.name}: protocol violation: ${reason}: ${msg}`);
     this.session.server.emit('violation', { sessionId: this.session.id, pathIndex: this.index, reason, message: msg });
     this.close(`protocol violation: ${reason}`);

@@ -49,9 +49,9 @@ class Collector {
     cq.ref();
     cq.on('completions', (ws) => {
       for (const w of ws) {
-        this.wcs.push(w);
         const i = this.#waiters.findIndex((x) => x.pred(w));
         if (i >= 0) this.#waiters.splice(i, 1)[0].resolve(w);
+        else this.wcs.push(w); // kept for a later next()
       }
     });
   }
@@ -671,6 +671,48 @@ describe('security', () => {
     } finally {
       a.close();
       b.close();
+    }
+  });
+
+  test('admission: a higher reconnect count supersedes a live path; equal is EBUSY; another pathCount is EINVAL', async () => {
+    srv = serverWith({});
+    const sessionId = P.randomSessionId();
+    const req = (reconnectCount: number, newSession: boolean, pathCount = 2) => P.encodeConnectRequest({ newSession, pathIndex: 0, pathCount, reconnectCount, sessionId });
+    const first = await raw(srv.port, { sessionId, privateData: req(0, true) });
+    const busy = await raw(srv.port, { privateData: req(0, false) }).then(() => undefined, (e) => e);
+    expect(P.decodeReject(busy.privateData)).toMatchObject({ code: 'EBUSY', retry: true });
+    const wrongCount = await raw(srv.port, { privateData: req(1, false, 3) }).then(() => undefined, (e) => e);
+    expect(P.decodeReject(wrongCount.privateData)).toMatchObject({ code: 'EINVAL', detail: 2 });
+    const second = await raw(srv.port, { privateData: req(1, false) });
+    await first.disconnected; // superseded
+    expect(srv.logs.some((l) => /superseded by reconnect 1/.test(l))).toBe(true);
+    const stale = await raw(srv.port, { privateData: req(0, false) }).then(() => undefined, (e) => e);
+    expect(P.decodeReject(stale.privateData).code).toBe('EBUSY');
+    first.close();
+    second.close();
+  });
+
+  test('S3: a seq that goes backwards on a chunk is a violation', async () => {
+    const release = later();
+    srv = serverWith({ handler: async () => { await release.promise; return {}; } });
+    const r = await raw(srv.port);
+    try {
+      rawWrite(r, 0, Buffer.from('one'), 5n);
+      await new Promise((res) => setTimeout(res, 200));
+      release.resolve();
+      const rsp = await r.wcs.next((w) => w.opcodeName === 'RECV');
+      expect(rsp.ok).toBe(true);
+      // chunk 0 now has record seq 5: seq 4 on it goes backwards
+      const slot = rsp.wrId - 100;
+      const m = P.decodeClientMessage(r.buf.subarray(32768 + slot * 4096, 32768 + slot * 4096 + rsp.byteLen), { ...r.acc, pathCount: 1, pathIndex: 0 }) as transport.IoRsp;
+      expect(m).toMatchObject({ type: 'io-rsp', chunk: 0, seq: 5n });
+      r.keys[0].rkey = m.keys[0].rkey; // strict: the new key for chunk 0
+      rawWrite(r, 0, Buffer.from('two'), 4n);
+      await r.disconnected;
+      expect(srv.logs.some((l) => /protocol violation: seq: chunk 0: seq 4 < recorded 5/.test(l))).toBe(true);
+    } finally {
+      release.resolve();
+      r.close();
     }
   });
 

@@ -42,6 +42,7 @@ describe('ProtocolError', () => {
     expect(e.code).toBe('EPROTO');
     expect(e.reason).toBe('bad-magic');
     expect(e.message).toBe('EPROTO: bad-magic: magic 0x1');
+    expect(e.detail).toBe('magic 0x1');
   });
 
   test('decoders reject non-byte input with ProtocolError, not TypeError', () => {
