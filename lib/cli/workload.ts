@@ -257,8 +257,12 @@ export async function runWorkload(client: TransportClient, o: WorkloadOptions): 
   const intervalMs = o.intervalMs ?? 1000;
   const keyNames = Array.from({ length: keys }, (_, i) => `k${i}`);
   const headers = keyNames.map((k) => Buffer.from(k, 'latin1'));
-  const patterns = keyNames.map((k) => {
-    const b = client.allocBuffer(Math.max(1, size)).subarray(0, size);
+  // registered (zero-copy) memory, one buffer for all keys and one for all
+  // reads: one registration per device instead of one per key
+  const slot = Math.max(1, size);
+  const patternMem = client.allocBuffer(slot * keys);
+  const patterns = keyNames.map((k, i) => {
+    const b = patternMem.subarray(i * slot, i * slot + size);
     fillPattern(b, k);
     return b;
   });
@@ -282,7 +286,8 @@ export async function runWorkload(client: TransportClient, o: WorkloadOptions): 
   let lastPaths = pathTotals(client);
   let stopping = false;
   let nextKey = 0;
-  const readBufs = Array.from({ length: o.depth }, () => client.allocBuffer(Math.max(1, size)).subarray(0, size));
+  const readMem = client.allocBuffer(slot * o.depth);
+  const readBufs = Array.from({ length: o.depth }, (_, i) => readMem.subarray(i * slot, i * slot + size));
 
   const flush = (): void => {
     const now = performance.now();
