@@ -138,7 +138,9 @@ function formatReport(r: DeviceReport, verbose: boolean): string {
   const c = r.capabilities;
   const out: string[] = [];
   out.push(`${r.name}`);
-  out.push(`  transport       ${r.transport} (${r.nodeType})`);
+  const ll = [...new Set(r.ports.map((p) => p.linkLayer))];
+  const roce = r.transport === 'IB' && ll.includes('Ethernet') ? ', RoCE (Ethernet link layer)' : ll.length ? `, ${ll.join('/')} link layer` : '';
+  out.push(`  transport       ${r.transport} (${r.nodeType})${roce}`);
   out.push(`  node guid       ${r.guid}`);
   out.push(`  firmware        ${r.fwVer || '-'}   vendor ${r.vendorId} part ${r.vendorPartId} hw ${r.hwVer}`);
   for (const p of r.ports) {
@@ -218,9 +220,10 @@ export async function devicesCommand(argv: string[], io: CliIo = defaultIo): Pro
       "(`npm start` runs node-rdma in a SoftRoCE guest when the host has no devices.)\n");
     return 0;
   }
-  for (const r of reports) {
+  reports.forEach((r, i) => {
+    if (i > 0) io.stdout('\n');
     if (r.error) io.stdout(`${r.name}\n  error: ${r.error}\n`);
     else io.stdout(formatReport(r, !!o.verbose));
-  }
+  });
   return failed ? 1 : 0;
 }
