@@ -29,7 +29,8 @@ has no RDMA devices).
 
 Options:
   --address IP        a local address for a path (repeat; default: the IPv4
-                      RoCE GIDs of the first two active devices)
+                      RoCE GIDs of the first two active ports; with only
+                      one, both paths use it and cuts are server cuts)
   --port N            rdma_cm port (default 18600)
   --duration SECS     workload length (default 60)
   --cut MODES         none, or a comma list of cuts of the last path, spread
@@ -196,7 +197,7 @@ export async function failoverScenario(o: ScenarioOptions): Promise<ScenarioResu
   let failoversAtCut = 0;
   const current = (): CutResult | undefined => cuts[cuts.length - 1];
   try {
-    server.listen(eps.map((e) => ({ host: e.host, port: o.port })));
+    server.listen([...new Set(eps.map((e) => e.host))].map((host) => ({ host, port: o.port })));
     client = await connect({
       paths: eps.map((e) => ({ host: e.host, port: o.port })), policy: 'min-inflight', name: 'node-rdma demo',
       maxQueueDepth: Math.max(32, o.depth * 2), resolveTimeoutMs: 2000,
@@ -462,6 +463,16 @@ export async function demoCommand(argv: string[], io: CliIo = defaultIo, opts: {
     io.stderr('node-rdma demo: no active RDMA port with an IPv4 RoCE v2 GID on this host (see `node-rdma devices`)\n');
     return 1;
   }
+  let note: string | undefined;
+  if (endpoints.length === 1 && !o.address) {
+    // one port: both paths over it; only the server can cut one of them
+    endpoints = [endpoints[0], endpoints[0]];
+    note = `one active port (${endpoints[0].device} ${endpoints[0].host}): both paths use it`;
+    if (cutSpecs.some((k) => k.mode === 'link')) {
+      cutSpecs = cutSpecs.map((k) => ({ mode: 'server', atMs: k.atMs }));
+      note += '; a link cut would take down both, so the server disconnects path 1 instead';
+    }
+  }
   if (endpoints.length < 2) cutSpecs = [];
   const json = !!o.json;
   const size = (o.size as number | undefined) ?? 4096;
@@ -472,6 +483,7 @@ export async function demoCommand(argv: string[], io: CliIo = defaultIo, opts: {
     title: `node-rdma demo: ${endpoints.map((e, i) => `path${i} ${e.device} ${e.host}`).join(' + ')}, ${fmtBytes(size)} IOs, depth ${depth}, ${(durationMs / 1000).toFixed(0)} s` +
       (cutSpecs.length ? `; path${endpoints.length - 1} cut ${cutSpecs.map((k) => `at ${(k.atMs / 1000).toFixed(0)} s (${k.mode === 'link' ? `link down, up at ${((k.restoreAtMs ?? 0) / 1000).toFixed(0)} s` : 'server disconnect'})`).join(', ')}` : ''),
   });
+  if (note && !json) io.stderr(`node-rdma demo: ${note}\n`);
   if (endpoints.length < 2 && !json) io.stderr(`node-rdma demo: only one path (${endpoints[0].device}): running without the path cut\n`);
   const ac = new AbortController();
   let interrupted = false;
