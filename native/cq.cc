@@ -127,8 +127,10 @@ int CompletionQueue::PollInto() {
       w[3] = wc.opcode;
       w[4] = wc.vendor_err;
       w[5] = wc.byte_len;
-      w[6] = (wc.wc_flags & IBV_WC_WITH_IMM) ? be32toh(wc.imm_data)
-             : (wc.wc_flags & IBV_WC_WITH_INV) ? wc.invalidated_rkey : 0;
+      // imm_data and invalidated_rkey share a union: pass the immediate in
+      // host order, else the raw value (the TS layer decides whether it is
+      // an invalidated rkey: rxe flags that differently, see cq.ts)
+      w[6] = (wc.wc_flags & IBV_WC_WITH_IMM) ? be32toh(wc.imm_data) : wc.invalidated_rkey;
       w[7] = wc.qp_num;
       w[8] = wc.src_qp;
       w[9] = wc.wc_flags;

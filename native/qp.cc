@@ -342,7 +342,16 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
         MemoryWindow* mww = MemoryWindow::From(o.Get("mw"), "mw");
         ibv_mw* mw = mww->Get(env);
         wr.bind_mw.mw = mw;
-        wr.bind_mw.rkey = ibv_inc_rkey(mw->rkey);
+        // the new rkey keeps the window's index (upper 24 bits) and changes
+        // the key byte: the caller's (e.g. random) or the next one
+        if (Has(o, "keyByte")) {
+          uint32_t kb = ArgU32(o.Get("keyByte"), "keyByte");
+          if (kb > 255) ThrowRange(env, "keyByte must be from 0 to 255");
+          if (kb == (mw->rkey & 0xff)) ThrowRange(env, "keyByte must differ from the current key byte");
+          wr.bind_mw.rkey = (mw->rkey & 0xffffff00) | kb;
+        } else {
+          wr.bind_mw.rkey = ibv_inc_rkey(mw->rkey);
+        }
         binds.emplace_back(mw, wr.bind_mw.rkey);
         // a type 2 window is invalidated (LOCAL_INV / SEND_WITH_INV), never
         // unbound by a null bind: providers dereference bind_info.mr

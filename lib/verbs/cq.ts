@@ -60,6 +60,7 @@ export class CompletionQueue extends Resource {
   #outstanding = 0;
   #userRefs = 0;
   #busyTimer: NodeJS.Immediate | undefined;
+  readonly #rxe: boolean;
 
   /** @internal use Device.createCompletionQueue() */
   constructor(device: Device, options: CompletionQueueOptions = {}) {
@@ -69,6 +70,7 @@ export class CompletionQueue extends Resource {
     if (!Number.isInteger(cqe) || cqe < 1 || cqe > 0x3fffffff) throw new RangeError(`cqe must be an integer >= 1, got ${cqe}`);
     if (!Number.isInteger(batch) || batch < 1 || batch > 4096) throw new RangeError(`batch must be an integer from 1 to 4096, got ${batch}`);
     this.device = device;
+    this.#rxe = device.isSoftRoce;
     this.busyPoll = options.busyPoll ?? false;
     const spin = options.spinUs ?? 0;
     if (!Number.isInteger(spin) || spin < 0 || spin > 1_000_000) throw new RangeError(`spinUs must be an integer from 0 to 1000000, got ${spin}`);
@@ -146,6 +148,14 @@ export class CompletionQueue extends Resource {
       };
       if (flags & WcFlags.WITH_IMM) wc.imm = w[o + 6];
       if (flags & WcFlags.WITH_INV) wc.invalidatedRkey = w[o + 6];
+      else if (this.#rxe && opcode === 128 && status === 0 && flags & WcFlags.IP_CSUM_OK) {
+        // rxe (through 6.12 at least) writes the kernel's IB_WC_WITH_INVALIDATE
+        // (1 << 2) into user-space completions, where bit 2 reads as
+        // IBV_WC_IP_CSUM_OK (no meaning on an RC receive): report it as the
+        // invalidation it is
+        wc.invalidatedRkey = w[o + 6];
+        wc.wcFlags = (flags & ~WcFlags.IP_CSUM_OK) | WcFlags.WITH_INV;
+      }
       // a flushed send-queue WR may come back without its send opcode; only
       // receives (opcode >= 128 on success) do not settle an outstanding send
       if (!(status === 0 && opcode >= 128)) sends++;

@@ -106,9 +106,23 @@ export class Device extends Resource {
     this.name = handle.name;
   }
 
+  #attrs: DeviceAttributes | undefined;
+
+  /** ibv_query_device_ex: every attribute and capability the kernel reports. */
   query(): DeviceAttributes {
     this.assertOpen();
-    return this.handle.queryDevice() as unknown as DeviceAttributes;
+    this.#attrs = this.handle.queryDevice() as unknown as DeviceAttributes;
+    return this.#attrs;
+  }
+
+  /** @internal The attributes, queried once (they do not change while open). */
+  get attributes(): DeviceAttributes {
+    return this.#attrs ?? this.query();
+  }
+
+  /** SoftRoCE (rdma_rxe): vendor id 0xffffff, the id rxe reports. */
+  get isSoftRoce(): boolean {
+    return this.attributes.vendorId === 0xffffff;
   }
 
   queryPort(port = 1): PortAttributes {

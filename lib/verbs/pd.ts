@@ -104,7 +104,7 @@ export class ProtectionDomain extends Resource {
   allocMemoryWindow(type: 1 | 2 = 2): MemoryWindow {
     this.assertOpen();
     if (type !== 1 && type !== 2) throw new RangeError(`type must be 1 or 2, got ${String(type)}`);
-    const caps = this.device.query().capabilities;
+    const caps = this.device.attributes.capabilities;
     if (!caps.includes('MEM_WINDOW')) {
       throw unsupported('ibv_alloc_mw', `device ${this.device.name} does not support memory windows (no IBV_DEVICE_MEM_WINDOW)`);
     }
@@ -125,7 +125,7 @@ export class ProtectionDomain extends Resource {
   }
 
   #requireOdp(implicit: boolean): void {
-    const odp = this.device.query().odpCaps;
+    const odp = this.device.attributes.odpCaps;
     if (!odp.general.includes('SUPPORT')) {
       throw unsupported('ibv_reg_mr',
         `device ${this.device.name} does not support on-demand paging (odp_caps.general_caps lacks IBV_ODP_SUPPORT)`);

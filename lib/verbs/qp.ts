@@ -88,7 +88,11 @@ export interface SendWorkRequest {
   compareAdd?: number | bigint;
   swap?: number | bigint;
   /** BIND_MW: bind a type-2 window onto [addr, addr + length) of a region. */
-  bind?: { mw: MemoryWindow; mr: MemoryRegion; addr?: number; length?: number; access: number };
+  bind?: {
+    mw: MemoryWindow; mr: MemoryRegion; addr?: number; length?: number; access: number;
+    /** The new rkey's low byte (default: the current one plus 1, ibv_inc_rkey). */
+    keyByte?: number;
+  };
 }
 
 export interface RecvWorkRequest {
@@ -150,6 +154,7 @@ function toNativeSend(wr: SendWorkRequest, sigAll: boolean): Record<string, unkn
     out.bindAddr = b.addr ?? b.mr.addr;
     out.bindLength = b.length ?? b.mr.length;
     out.bindAccess = checkUint(b.access, 'bind.access');
+    if (b.keyByte !== undefined) out.keyByte = checkUint(b.keyByte, 'bind.keyByte', 255);
   }
   return out;
 }

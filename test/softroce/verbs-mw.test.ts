@@ -4,7 +4,7 @@
  * with the stale key fails at the writer with a remote access error. QP B
  * owns the memory; QP A is the remote writer whose failure we observe.
  */
-import { Access } from '../../lib';
+import { Access, WcFlags } from '../../lib';
 import { bytes, completions, loopback, Loopback, region } from './helpers';
 
 const MR_ACCESS = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ | Access.MW_BIND;
@@ -66,11 +66,10 @@ test("type 2: the peer's SEND_WITH_INV invalidates the window; the stale key the
   l.a.postSend([{ wrId: 4, opcode: 'SEND_WITH_INV', invalidateRkey: mw.rkey, sge: [src.sge(0, 4)] }]);
   const [[s], [r]] = await Promise.all([ca, cb]);
   expect(s.ok).toBe(true);
-  expect(r).toMatchObject({ ok: true, opcodeName: 'RECV', byteLen: 4 });
-  // rxe (6.12) invalidates but does not report IBV_WC_WITH_INV to user
-  // space; hardware does. Where it is reported it must name our key. The
-  // stale-key write below is what proves the invalidation.
-  if (r.invalidatedRkey !== undefined) expect(r.invalidatedRkey).toBe(mw.rkey);
+  // rxe flags this with the kernel's bit (read as IP_CSUM_OK); the CQ
+  // reports it as the invalidation it is, with the key
+  expect(r).toMatchObject({ ok: true, opcodeName: 'RECV', byteLen: 4, invalidatedRkey: mw.rkey });
+  expect(r.wcFlags & WcFlags.WITH_INV).toBe(WcFlags.WITH_INV);
   const stale = await write(src, mr.addr + 4096, mw.rkey, 5);
   expect(stale.statusName).toBe('REM_ACCESS_ERR');
 });
@@ -90,6 +89,20 @@ test('type 1: ibv_bind_mw exposes the range; unbound, the key fails', async () =
   mw.bind(l.b, null, { wrId: 10 });
   expect((await c)[0]).toMatchObject({ ok: true, wrId: 10 });
   expect((await write(src, mr.addr + 100, rkey, 2)).statusName).toBe('REM_ACCESS_ERR');
+});
+
+test('type 2: a caller-chosen key byte becomes the new rkey\'s low byte', async () => {
+  const mr = region(l.pd, 4096, MR_ACCESS);
+  const mw = l.pd.allocMemoryWindow(2);
+  const keyByte = ((mw.rkey & 0xff) + 77) & 0xff;
+  const c = completions(l.cqB, 1);
+  l.b.postSend([{ wrId: 1, opcode: 'BIND_MW', bind: { mw, mr, access: Access.REMOTE_WRITE, keyByte } }]);
+  expect((await c)[0].ok).toBe(true);
+  expect(mw.rkey & 0xff).toBe(keyByte);
+  const src = region(l.pd, 64);
+  expect((await write(src, mr.addr, mw.rkey, 1)).statusName).toBe('SUCCESS');
+  expect(() => l.b.postSend([{ opcode: 'BIND_MW', bind: { mw, mr, access: 0, keyByte: mw.rkey & 0xff } }])).toThrow(/differ/);
+  expect(() => l.b.postSend([{ opcode: 'BIND_MW', bind: { mw, mr, access: 0, keyByte: 256 } }])).toThrow(RangeError);
 });
 
 test('window arguments are checked before any verb', () => {
