@@ -14,7 +14,7 @@
  *   node dist/bench/verbs.js rate --device rxe0 --size 4096 --iters 20000 --depth 64
  * Each prints one JSON line with its figures on stdout.
  */
-import { Access, CmId, CompletionQueue, openDevice, WorkCompletion } from '../lib';
+import { Access, CmId, openDevice } from '../lib';
 
 interface Args {
   mode: string;
@@ -50,22 +50,6 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
-/** Every completion of `cq`, as an async queue. */
-function completionStream(cq: CompletionQueue): () => Promise<WorkCompletion> {
-  const queue: WorkCompletion[] = [];
-  let waiter: ((w: WorkCompletion) => void) | undefined;
-  cq.on('completions', (wcs) => {
-    for (const w of wcs) {
-      if (waiter) {
-        const f = waiter;
-        waiter = undefined;
-        f(w);
-      } else queue.push(w);
-    }
-  });
-  return () => (queue.length ? Promise.resolve(queue.shift()!) : new Promise((r) => (waiter = r)));
-}
-
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
@@ -75,7 +59,6 @@ async function latency(a: Args): Promise<object> {
   const pd = dev.allocPd();
   const cq = dev.createCompletionQueue({ cqe: 64, busyPoll: a.busyPoll });
   const buf = pd.registerMemory(pd.allocate(Math.max(a.size, 64)), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
-  const next = completionStream(cq);
   cq.ref();
   const desc = Buffer.alloc(12);
   desc.writeDoubleLE(buf.addr, 0);
@@ -94,12 +77,24 @@ async function latency(a: Args): Promise<object> {
     id.queuePair!.postRecv([{ wrId: 0 }]);
     await id.accept({ privateData: desc });
   } else {
-    id = CmId.create();
-    await id.resolveAddr(a.host, a.port);
-    await id.resolveRoute();
-    id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 });
-    id.queuePair!.postRecv([{ wrId: 0 }]);
-    peer = (await id.connect({ privateData: desc })).privateData;
+    // the server process may still be starting (slow under TCG): retry a
+    // refused connect for a while with a fresh id each time
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      id = CmId.create();
+      await id.resolveAddr(a.host, a.port);
+      await id.resolveRoute();
+      id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 });
+      id.queuePair!.postRecv([{ wrId: 0 }]);
+      try {
+        peer = (await id.connect({ privateData: desc })).privateData;
+        break;
+      } catch (err) {
+        id.close();
+        if ((err as { code?: string }).code !== 'ECONNREFUSED' || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
   }
   const qp = id.queuePair!;
   const remoteAddr = peer!.readDoubleLE(0);
@@ -108,29 +103,29 @@ async function latency(a: Args): Promise<object> {
   const write = (n: number) => qp.postSend([{
     wrId: n, opcode: 'RDMA_WRITE_WITH_IMM', imm: n, sge: [buf.sge(0, a.size)], remoteAddr, rkey, inline,
   }]);
-  /** Waits for the peer's write; the send completion is consumed on the way. */
-  const recv = async () => {
-    for (;;) {
-      const w = await next();
-      if (!w.ok) throw new Error(`completion ${w.opcodeName}: ${w.statusName}`);
-      if (w.opcodeName === 'RECV_RDMA_WITH_IMM') {
-        qp.postRecv([{ wrId: 0 }]);
-        return w;
-      }
-    }
-  };
+  // callback-driven, as a latency-minded user would write it: the reply is
+  // posted from inside the completion batch, with no promise hop between
   const rtts: number[] = [];
-  for (let i = 0; i < a.iters; i++) {
-    if (a.server) {
-      await recv();
-      write(i);
-    } else {
-      const t0 = process.hrtime.bigint();
-      write(i);
-      await recv();
-      rtts.push(Number(process.hrtime.bigint() - t0) / 1000);
+  let t0 = 0n;
+  let done = 0;
+  await new Promise<void>((resolve, reject) => {
+    cq.on('completions', (wcs) => {
+      for (const w of wcs) {
+        if (!w.ok) return reject(new Error(`completion ${w.opcodeName}: ${w.statusName}`));
+        if (w.opcodeName !== 'RECV_RDMA_WITH_IMM') continue;
+        qp.postRecv([{ wrId: 0 }]);
+        if (!a.server) rtts.push(Number(process.hrtime.bigint() - t0) / 1000);
+        done++;
+        if (done === a.iters) return resolve();
+        if (!a.server) t0 = process.hrtime.bigint();
+        write(done);
+      }
+    });
+    if (!a.server) {
+      t0 = process.hrtime.bigint();
+      write(0);
     }
-  }
+  });
   // the server's last send completion
   await new Promise((r) => setTimeout(r, 50));
   id.disconnect();
