@@ -373,6 +373,8 @@ export function scenarioProblems(r: ScenarioResult): string[] {
   const out: string[] = [];
   if (r.workload.ios === 0) out.push('no IO completed');
   if (r.workload.mismatches > 0) out.push(`${r.workload.mismatches} reads returned wrong data`);
+  // in-flight IOs of a cut path fail over: with another path up, none should fail
+  if (r.workload.errors > 0) out.push(`${r.workload.errors} IOs failed (${Object.entries(r.workload.errorCodes).map(([c, n]) => `${c} ${n}`).join(', ')})`);
   r.cuts.forEach((k, i) => {
     if (k.detectedAtMs === undefined) out.push(`cut ${i + 1} was not detected`);
     else if (k.recoveredAtMs === undefined && !(k.mode === 'link' && r.endpoints[k.path].device.startsWith('rxe'))) out.push(`path${k.path} did not reconnect after cut ${i + 1}`);
