@@ -41,7 +41,32 @@ export interface ClientOptions {
   log?: (line: string) => void;
   /** busy-poll completion queues while IOs are in flight (see CompletionQueueOptions.busyPoll) */
   busyPoll?: boolean;
+  /**
+   * Path slots of the session (the pathCount sent to the server), >= paths.length;
+   * default paths.length. addPath() can use a free slot at run time.
+   */
+  pathSlots?: number;
+  /**
+   * While no path is connected, a queued IO waits at most this long (ms) for a
+   * path to come back, then fails with ETIMEDOUT. Default 30000; Infinity waits
+   * until every path is dead.
+   */
+  reconnectWaitMs?: number;
+  /**
+   * A server that answers ESTALE (it restarted and does not know the session):
+   * false (default) fails the session with ESTALE; true starts a new session
+   * with it (a new session id) and emits session-up with reason
+   * 'new-server-session'. IOs in flight at that time fail with ESTALE either way.
+   */
+  rejoinOnServerRestart?: boolean;
+  /** declare a path down at once when its device reports PORT_ERR for its port (default true) */
+  watchPortEvents?: boolean;
 }
+
+/** Why a path came up: its first connect or a reconnect. */
+export type PathUpReason = 'first-connect' | 'reconnect';
+/** Why the session came up. */
+export type SessionUpReason = 'connected' | 'path-reconnected' | 'new-server-session';
 
 export interface IoOptions {
   signal?: AbortSignal;
@@ -56,7 +81,7 @@ export interface IoResult {
   length: number;
 }
 
-export type ClientPathState = 'connecting' | 'connected' | 'reconnecting' | 'dead' | 'closed';
+export type ClientPathState = 'connecting' | 'connected' | 'reconnecting' | 'draining' | 'dead' | 'closed';
 
 export interface ClientPathStats {
   index: number;
@@ -72,6 +97,24 @@ export interface ClientPathStats {
   failovers: number;
   reconnects: { ok: number; fail: number };
   latencyNs: number | undefined;
+  /** times the path went down (path-down events) */
+  downs: number;
+}
+
+export interface ClientSessionStats {
+  sessionId: string;
+  /** 'up' while at least one path is connected */
+  state: 'up' | 'down' | 'closed';
+  queueDepth: number;
+  waiting: number;
+  unsettled: number;
+  /** IOs in flight (posted, not yet completed) */
+  inflight: number;
+  /** session-down events */
+  downs: number;
+  /** new sessions started with a restarted server (rejoinOnServerRestart) */
+  rejoins: number;
+  paths: ClientPathStats[];
 }
 
 const KEY_NONE = 0;
@@ -111,6 +154,8 @@ interface Io {
   mwDev?: DevState;
   /** read destination: zero-copy region or the staging slot */
   zeroCopy: boolean;
+  /** while queued with no path connected: fails the IO after reconnectWaitMs */
+  waitTimer?: NodeJS.Timeout;
 }
 
 class ClientPath implements PathLike {
@@ -127,7 +172,17 @@ class ClientPath implements PathLike {
   inflight = 0;
   timer: ReconnectTimer;
   ctrl: Area | undefined;
-  counters = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, failovers: 0, reconnectsOk: 0, reconnectsFail: 0 };
+  counters = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, failovers: 0, reconnectsOk: 0, reconnectsFail: 0, downs: 0 };
+  /** has been connected once (path-up reason) */
+  everUp = false;
+  /** the reconnect count of its first connect (a reused slot starts above the last one's) */
+  firstReconnect = 0;
+  /** a connect attempt is under way */
+  connecting = false;
+  /** removePath() was called: never reconnects */
+  removed = false;
+  /** stops watching the device's port events */
+  unwatch: (() => void) | undefined;
   infoAsm: P.InfoAssembler | undefined;
   infoDone: (() => void) | undefined;
   infoFail: ((e: Error) => void) | undefined;
@@ -160,7 +215,7 @@ class ClientPath implements PathLike {
     return {
       index: this.id, host: this.opts.host, port: this.opts.port, state: this.state, device: this.device,
       reads: c.reads, readBytes: c.readBytes, writes: c.writes, writeBytes: c.writeBytes, inflight: this.inflight,
-      failovers: c.failovers, reconnects: { ok: c.reconnectsOk, fail: c.reconnectsFail }, latencyNs: this.latencyNs,
+      failovers: c.failovers, reconnects: { ok: c.reconnectsOk, fail: c.reconnectsFail }, latencyNs: this.latencyNs, downs: c.downs,
     };
   }
 }
@@ -173,12 +228,20 @@ export async function connect(opts: ClientOptions): Promise<TransportClient> {
 }
 
 export class TransportClient extends EventEmitter {
-  readonly sessionId: string;
+  #sessionId: string;
   #params: P.SessionParams | undefined;
   #queueDepth = 0;
   #maxIo = 0;
   readonly #opts: ClientOptions;
-  readonly #paths: ClientPath[];
+  /** the live paths (removed ones leave the list) */
+  #paths: ClientPath[];
+  readonly #pathSlots: number;
+  /** slot -> the highest reconnect count a removed path used in it (the server refuses lower ones) */
+  readonly #slotReconnect = new Map<number, number>();
+  #sessionUp = false;
+  #sessionCounters = { downs: 0, rejoins: 0 };
+  /** the next session-up reason when a path connects while the session is down */
+  #upReason: SessionUpReason = 'connected';
   readonly #selector: PathSelector<ClientPath>;
   readonly #devices = new DeviceCache();
   readonly #devs = new Map<string, DevState>();
@@ -202,11 +265,28 @@ export class TransportClient extends EventEmitter {
     if (!opts || !Array.isArray(opts.paths) || opts.paths.length < 1 || opts.paths.length > P.MAX_PATHS) {
       throw new RangeError(`paths must list 1..${P.MAX_PATHS} addresses`);
     }
-    this.sessionId = opts.sessionId ?? P.randomSessionId();
-    if (!P.isSessionId(this.sessionId)) throw new TypeError('sessionId must be a lowercase non-nil UUID');
+    this.#sessionId = opts.sessionId ?? P.randomSessionId();
+    if (!P.isSessionId(this.#sessionId)) throw new TypeError('sessionId must be a lowercase non-nil UUID');
+    const slots = opts.pathSlots ?? opts.paths.length;
+    if (!Number.isInteger(slots) || slots < opts.paths.length || slots > P.MAX_PATHS) {
+      throw new RangeError(`pathSlots must be an integer in ${opts.paths.length}..${P.MAX_PATHS}`);
+    }
+    const wait = opts.reconnectWaitMs ?? 30000;
+    if (typeof wait !== 'number' || Number.isNaN(wait) || wait < 0) throw new RangeError('reconnectWaitMs must be a number >= 0');
+    this.#pathSlots = slots;
     this.#opts = opts;
     this.#paths = opts.paths.map((p, i) => new ClientPath(this, i, p, opts.reconnect));
     this.#selector = new PathSelector(opts.policy ?? DEFAULT_POLICY, () => this.#paths);
+  }
+
+  /** The session id; a new one after a rejoin with a restarted server. */
+  get sessionId(): string {
+    return this.#sessionId;
+  }
+
+  /** true while at least one path is connected */
+  get sessionUp(): boolean {
+    return this.#sessionUp;
   }
 
   get params(): P.SessionParams | undefined {
@@ -249,16 +329,75 @@ export class TransportClient extends EventEmitter {
     });
   }
 
-  stats(): { sessionId: string; queueDepth: number; waiting: number; unsettled: number; paths: ClientPathStats[] } {
+  stats(): ClientSessionStats {
     return {
-      sessionId: this.sessionId, queueDepth: this.#queueDepth, waiting: this.#waiting.length,
-      unsettled: this.#unsettled.size, paths: this.#paths.map((p) => p.stats()),
+      sessionId: this.#sessionId, state: this.#closed ? 'closed' : this.#sessionUp ? 'up' : 'down', queueDepth: this.#queueDepth,
+      waiting: this.#waiting.length, unsettled: this.#unsettled.size, inflight: this.#inflight.reduce((n, io) => n + (io && !io.settled ? 1 : 0), 0),
+      downs: this.#sessionCounters.downs, rejoins: this.#sessionCounters.rejoins, paths: this.#paths.map((p) => p.stats()),
     };
   }
 
   /** stats() as Prometheus text exposition. */
   prometheus(): string {
     return clientMetrics(this.stats());
+  }
+
+  /**
+   * Adds a path at run time in a free slot (see pathSlots); resolves with its
+   * index once it is connected. A path that cannot connect is not added.
+   */
+  async addPath(opts: ClientPathOptions): Promise<number> {
+    if (!opts || typeof opts.host !== 'string' || !Number.isInteger(opts.port)) throw new TypeError('addPath needs { host, port }');
+    if (this.#closing || this.#closed) throw new TransportError('ECLOSED', 'the client is closed');
+    if (this.#fatal) throw this.#fatal;
+    let slot = 0;
+    while (slot < this.#pathSlots && this.#paths.some((p) => p.id === slot)) slot++;
+    if (slot >= this.#pathSlots) throw new TransportError('ENOSPC', `every one of the session's ${this.#pathSlots} path slots is in use (see pathSlots)`);
+    const path = new ClientPath(this, slot, opts, this.#opts.reconnect);
+    const last = this.#slotReconnect.get(slot);
+    if (last !== undefined) path.reconnectCount = path.firstReconnect = last + 1;
+    this.#paths.push(path);
+    try {
+      await this.#connectPath(path);
+    } catch (err) {
+      path.removed = true;
+      path.state = 'closed';
+      path.timer.cancel();
+      this.#forget(path);
+      throw err;
+    }
+    return slot;
+  }
+
+  /**
+   * Removes a path at run time: no new IOs go to it, its in-flight IOs get
+   * up to drainTimeoutMs (default 5000) to complete, the rest fail over to
+   * the other paths (RESUME: executed once), then the path is disconnected.
+   * The last path of a session cannot be removed (close the client instead).
+   */
+  async removePath(index: number, opts: { drainTimeoutMs?: number } = {}): Promise<void> {
+    const path = this.#paths.find((p) => p.id === index);
+    if (!path || path.removed) throw new RangeError(`no path ${index}`);
+    if (this.#paths.filter((p) => !p.removed).length <= 1) throw new TransportError('EBUSY', 'the last path of a session cannot be removed: close the client');
+    path.removed = true;
+    path.timer.cancel();
+    if (path.state === 'connected') {
+      path.state = 'draining';
+      this.#log(`${path.name}: draining for removal`);
+      const until = Date.now() + (opts.drainTimeoutMs ?? 5000);
+      while (path.state === 'draining' && path.inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    }
+    this.#pathFailed(path, new TransportError('ECONNRESET', 'the path was removed'));
+    path.state = 'closed';
+    this.#forget(path);
+    this.#log(`${path.name}: removed`);
+    this.emit('path', path.id, 'removed');
+  }
+
+  #forget(path: ClientPath): void {
+    const i = this.#paths.indexOf(path);
+    if (i >= 0) this.#paths.splice(i, 1);
+    this.#slotReconnect.set(path.id, Math.max(path.reconnectCount, this.#slotReconnect.get(path.id) ?? -1));
   }
 
   // ---------------------------------------------------------------- memory
@@ -303,7 +442,23 @@ export class TransportClient extends EventEmitter {
   // ----------------------------------------------------------- connection
 
   async #connectPath(path: ClientPath): Promise<void> {
+    const sid = this.#sessionId;
+    path.connecting = true;
+    try {
+      await this.#connectPathOnce(path);
+    } catch (err) {
+      if (sid !== this.#sessionId && (err as TransportError).code === 'ESTALE') {
+        throw new TransportError('EAGAIN', 'the connect raced a session rejoin');
+      }
+      throw err;
+    } finally {
+      path.connecting = false;
+    }
+  }
+
+  async #connectPathOnce(path: ClientPath): Promise<void> {
     if (this.#closing) throw new TransportError('ECLOSED', 'the client is closed');
+    if (path.removed) throw new TransportError('ECLOSED', 'the path was removed');
     path.state = path.reconnectCount === 0 && !this.#established ? 'connecting' : 'reconnecting';
     const id = CmId.create();
     let conn: Conn | undefined;
@@ -318,7 +473,7 @@ export class TransportClient extends EventEmitter {
       const maxQd = this.#opts.maxQueueDepth ?? 512;
       conn = new Conn(id, dev.pd, { maxRecvWr: maxQd + P.RECV_SLACK, maxSendWr: maxQd * 3 + 32, busyPoll: this.#opts.busyPoll });
       const req = P.encodeConnectRequest({
-        newSession: !this.#established, pathIndex: path.id, pathCount: this.#paths.length, reconnectCount: path.reconnectCount, sessionId: this.sessionId,
+        newSession: !this.#established, pathIndex: path.id, pathCount: this.#pathSlots, reconnectCount: path.reconnectCount, sessionId: this.#sessionId,
       });
       let acc: P.AcceptData;
       try {
@@ -330,10 +485,12 @@ export class TransportClient extends EventEmitter {
       if (!this.#params) this.#adopt(acc);
       else this.#checkSame(acc);
       if (this.#closing) throw new TransportError('ECLOSED', 'the client is closed');
+      if (path.removed) throw new TransportError('ECLOSED', 'the path was removed');
       this.#staged(dev);
       path.conn = conn;
       path.device = devName;
       path.dev = dev;
+      this.#watchPort(path, conn, devName, id.info().portNum);
       await this.#info(path, conn, acc);
     } catch (err) {
       if (path.conn === conn) path.conn = undefined;
@@ -341,6 +498,26 @@ export class TransportClient extends EventEmitter {
       else id.close();
       throw err;
     }
+  }
+
+  /**
+   * PORT_ERR on the path's device port declares the path down at once: on a
+   * link that went away the peer may send nothing at all, and heartbeats
+   * would take hbIntervalMs * hbMissedMax to notice.
+   */
+  #watchPort(path: ClientPath, conn: Conn, devName: string, portNum: number): void {
+    path.unwatch?.();
+    if (this.#opts.watchPortEvents === false) return;
+    const dev = this.#devices.get(devName);
+    const onErr = (ev: { port?: number }): void => {
+      if (path.conn !== conn || (ev.port !== undefined && ev.port !== portNum)) return;
+      this.#pathFailed(path, new TransportError('ENETDOWN', `${devName} port ${portNum} reported PORT_ERR`));
+    };
+    dev.on('PORT_ERR', onErr);
+    path.unwatch = () => {
+      path.unwatch = undefined;
+      if (!dev.closed) dev.off('PORT_ERR', onErr);
+    };
   }
 
   /** Maps a failed connect to a TransportError with the server's reject reason. */
@@ -387,7 +564,7 @@ export class TransportClient extends EventEmitter {
     const qd = this.#queueDepth;
     path.keys = Array.from({ length: p.queueDepth }, () => ({ addr: 0n, rkey: 0 }));
     path.keySource = new Uint8Array(p.queueDepth);
-    const recvSize = P.clientRecvSize(p, this.#paths.length);
+    const recvSize = P.clientRecvSize(p, this.#pathSlots);
     conn.setupReceives(recvSize, qd + P.RECV_SLACK);
     path.ctrl = registerArea(path.dev!.pd, P.CTRL_MSG_SIZE + P.RESUME_SIZE * qd + P.SESSION_CLOSE_SIZE);
     conn.onRecv = (wc, slot) => this.#onRecv(path, conn, wc, slot);
@@ -415,21 +592,34 @@ export class TransportClient extends EventEmitter {
     } finally {
       conn.unref();
     }
+    if (path.removed) throw new TransportError('ECLOSED', 'the path was removed');
     path.state = 'connected';
-    if (path.reconnectCount > 0) path.counters.reconnectsOk++;
+    if (path.reconnectCount > path.firstReconnect) path.counters.reconnectsOk++;
     path.timer.connected();
     this.#established = true;
     conn.startHeartbeat(acc.hbIntervalMs, acc.hbMissedMax, () => this.#pathFailed(path, new TransportError('ETIMEDOUT', 'heartbeats missed')));
     this.#log(`${path.name}: connected on ${path.device} (${p.strict ? 'strict' : 'relaxed'}, queue depth ${qd})`);
     this.emit('path', path.id, 'connected');
+    const upReason: PathUpReason = path.everUp ? 'reconnect' : 'first-connect';
+    path.everUp = true;
+    this.emit('path-up', path.id, upReason);
+    if (!this.#sessionUp) {
+      this.#sessionUp = true;
+      const reason = this.#upReason;
+      this.#upReason = 'path-reconnected';
+      for (const io of this.#waiting) this.#clearWait(io);
+      this.#log(`session up: ${reason}`);
+      this.emit('session-up', reason);
+    }
     for (const [c, seq] of this.#unsettled) this.#sendResume(path, c, seq);
     this.#pump();
   }
 
   #pathFailed(path: ClientPath, err: Error): void {
     if (path.state === 'closed' || path.state === 'dead') return;
-    const wasConnected = path.state === 'connected';
-    path.state = this.#closing ? 'closed' : 'reconnecting';
+    const wasConnected = path.state === 'connected' || path.state === 'draining';
+    path.state = this.#closing || path.removed ? 'closed' : 'reconnecting';
+    path.unwatch?.();
     if (path.infoFail) {
       path.infoFail(err);
       path.infoFail = path.infoDone = undefined;
@@ -440,11 +630,13 @@ export class TransportClient extends EventEmitter {
     path.ctrl?.mr.close();
     path.ctrl = undefined;
     if (wasConnected) {
+      path.counters.downs++;
       this.#log(`${path.name}: down: ${err.message}`);
       this.emit('path', path.id, 'down', err);
+      this.emit('path-down', path.id, err);
       path.timer.disconnected();
     } else {
-      path.counters.reconnectsFail += path.reconnectCount > 0 ? 1 : 0;
+      path.counters.reconnectsFail += path.reconnectCount > path.firstReconnect ? 1 : 0;
     }
     // hand its IOs to other paths
     for (const io of this.#inflight) {
@@ -460,10 +652,15 @@ export class TransportClient extends EventEmitter {
       }
       this.#failover(io);
     }
-    if (this.#closing) return;
+    if (wasConnected) this.#checkSessionDown(err);
+    if (this.#closing || path.removed) return;
     const te = err as TransportError & { retry?: boolean };
     const fatalReject = te instanceof TransportError && ['EPROTO', 'EPROTONOSUPPORT', 'EINVAL', 'ESHUTDOWN'].includes(te.code) && !te.retry;
     if (te instanceof TransportError && te.code === 'ESTALE') {
+      if (this.#opts.rejoinOnServerRestart && !this.#fatal) {
+        this.#rejoin(path);
+        return;
+      }
       this.#failSession(new TransportError('ESTALE', 'the server no longer knows this session'));
       return;
     }
@@ -483,6 +680,86 @@ export class TransportClient extends EventEmitter {
       this.#log(`${path.name}: dead: reconnect attempts exhausted`);
       this.emit('path', path.id, 'dead', err);
       this.#failIfNoPaths();
+    }
+  }
+
+  /** The last connected path went down: session-down; queued IOs wait at most reconnectWaitMs. */
+  #checkSessionDown(err: Error): void {
+    if (!this.#sessionUp || this.#paths.some((p) => p.connected)) return;
+    this.#sessionUp = false;
+    this.#sessionCounters.downs++;
+    this.#upReason = 'path-reconnected';
+    this.#log(`session down: ${err.message}`);
+    this.emit('session-down', err);
+    if (!this.#closing) for (const io of this.#waiting) this.#armWait(io);
+  }
+
+  /** A queued IO with no connected path: fails after reconnectWaitMs unless a path comes back. */
+  #armWait(io: Io): void {
+    const ms = this.#opts.reconnectWaitMs ?? 30000;
+    if (io.waitTimer || ms === Infinity) return;
+    io.waitTimer = setTimeout(() => {
+      io.waitTimer = undefined;
+      const i = this.#waiting.indexOf(io);
+      if (i < 0) return;
+      this.#waiting.splice(i, 1);
+      this.#reject(io, new TransportError('ETIMEDOUT', `no path of the session came back within reconnectWaitMs (${ms} ms)`));
+    }, ms);
+  }
+
+  #clearWait(io: Io): void {
+    if (!io.waitTimer) return;
+    clearTimeout(io.waitTimer);
+    io.waitTimer = undefined;
+  }
+
+  /**
+   * The server answered ESTALE: it restarted (or ended the session). IOs of
+   * the old session that were in flight cannot be proven executed once: they
+   * fail with ESTALE. Then every path connects again under a new session id
+   * (newSession set), and the first that succeeds emits session-up with
+   * reason 'new-server-session'.
+   */
+  #rejoin(from: ClientPath): void {
+    const err = new TransportError('ESTALE', 'the server restarted and no longer knows the session: the IO may or may not have run');
+    for (const io of this.#inflight) {
+      if (!io) continue;
+      if (io.path) {
+        io.path.inflight--;
+        if (io.path.inflight === 0) io.path.conn?.unref();
+      }
+      if (io.mw) {
+        io.mw.close();
+        io.mw = undefined;
+      }
+      this.#reject(io, err);
+    }
+    const old = this.#sessionId;
+    this.#sessionId = P.randomSessionId();
+    this.#sessionCounters.rejoins++;
+    this.#established = false;
+    this.#upReason = 'new-server-session';
+    this.#unsettled.clear();
+    this.#slotReconnect.clear();
+    this.#inflight.fill(undefined);
+    this.#free = Array.from({ length: this.#queueDepth }, (_, i) => i);
+    this.#log(`session ${old}: the server does not know it: starting session ${this.#sessionId}`);
+    // every other path belongs to the old session: cut it, it reconnects into the new one
+    for (const p of this.#paths) {
+      if (p === from || p.state === 'dead' || p.state === 'closed') continue;
+      if (p.conn || p.state === 'connected') this.#pathFailed(p, new TransportError('ECONNRESET', 'the session is replaced by a new one'));
+    }
+    for (const p of this.#paths) {
+      p.keys = [];
+      p.keySource = new Uint8Array(0);
+      p.reconnectCount = 0;
+      p.firstReconnect = 0;
+      p.timer.cancel();
+    }
+    for (const p of this.#paths) {
+      // a connect under way for the old id fails and retries on its own
+      if (p.state !== 'reconnecting' || p.connecting) continue;
+      this.#connectPath(p).catch((e) => this.#pathFailed(p, e as Error));
     }
   }
 
@@ -532,6 +809,7 @@ export class TransportClient extends EventEmitter {
         io.signal.addEventListener('abort', io.onAbort, { once: true });
       }
       this.#waiting.push(io);
+      if (!this.#sessionUp) this.#armWait(io);
       this.#pump();
     });
   }
@@ -547,6 +825,7 @@ export class TransportClient extends EventEmitter {
   #reject(io: Io, err: Error): void {
     if (io.settled) return;
     io.settled = true;
+    this.#clearWait(io);
     if (io.onAbort) io.signal?.removeEventListener('abort', io.onAbort);
     io.reject(err);
     this.#checkDrained();
@@ -563,6 +842,7 @@ export class TransportClient extends EventEmitter {
   #pump(): void {
     while (this.#waiting.length && this.#free.length && this.#paths.some((p) => p.connected)) {
       const io = this.#waiting.shift()!;
+      this.#clearWait(io);
       io.chunk = this.#free.shift()!;
       io.seq = ++this.#seq;
       this.#inflight[io.chunk] = io;
@@ -727,14 +1007,14 @@ export class TransportClient extends EventEmitter {
         return;
       }
       if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);
-      const m = P.decodeClientMessage(conn.recvBytes(slot, wc.byteLen), { ...p, pathCount: this.#paths.length, pathIndex: path.id });
+      const m = P.decodeClientMessage(conn.recvBytes(slot, wc.byteLen), { ...p, pathCount: this.#pathSlots, pathIndex: path.id });
       if (m.type === 'io-rsp') {
         const header = Buffer.from(m.header); // copy before the buffer is reposted
         conn.repost(slot);
         if (m.chunk >= this.#queueDepth) throw new ProtocolError('chunk', `IO_RSP for chunk ${m.chunk} beyond this client's ${this.#queueDepth} permits`);
         for (const k of m.keys) {
-          const q = this.#paths[k.pathIndex];
-          if (k.generation !== q.generation || q.keys.length === 0) continue;
+          const q = this.#paths.find((x) => x.id === k.pathIndex);
+          if (!q || k.generation !== q.generation || q.keys.length === 0) continue;
           q.keys[m.chunk].rkey = k.rkey;
           q.keySource[m.chunk] = KEY_RSP;
         }
@@ -919,6 +1199,7 @@ export class TransportClient extends EventEmitter {
     this.#closed = true;
     for (const p of this.#paths) {
       p.timer.cancel();
+      p.unwatch?.();
       p.state = 'closed';
       p.conn?.close();
       p.conn = undefined;

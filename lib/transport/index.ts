@@ -20,7 +20,10 @@
  *
  * Errors are TransportError with a code: EMSGSIZE (header/data over the
  * limits), ECLOSED, ECONNABORTED (no path could complete the IO), ESTALE
- * (the server lost the session), ABORT_ERR (AbortSignal). Statistics:
+ * (the server lost the session), ETIMEDOUT (no path came back within
+ * reconnectWaitMs), ENOSPC (addPath: no free path slot), ABORT_ERR
+ * (AbortSignal). Events: path-up, path-down, session-up, session-down
+ * (docs/protocol.md "Client API"). Statistics:
  * client.stats() / server.stats(), or .prometheus() for the text format.
  */
 export * from './protocol';
@@ -28,5 +31,7 @@ export * from './policy';
 export * from './backoff';
 export { TransportError } from './conn';
 export { TransportServer, ServerOptions, TransportHandler, TransportRequest, TransportResponse, ServerPathStats } from './server';
-export { TransportClient, connect, ClientOptions, ClientPathOptions, ClientPathState, ClientPathStats, IoOptions, IoResult } from './client';
+export {
+  TransportClient, connect, ClientOptions, ClientPathOptions, ClientPathState, ClientPathStats, ClientSessionStats, IoOptions, IoResult, PathUpReason, SessionUpReason,
+} from './client';
 export { clientMetrics, serverMetrics, escapeLabel } from './stats';

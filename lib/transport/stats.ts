@@ -3,7 +3,7 @@
  * 0.0.4): one HELP/TYPE block per metric, one sample per path, labels
  * escaped as the format requires.
  */
-import type { ClientPathStats } from './client';
+import type { ClientPathStats, ClientSessionStats } from './client';
 import type { ServerPathStats } from './server';
 
 type Labels = Record<string, string | number>;
@@ -45,7 +45,7 @@ export function formatMetrics(metrics: Metric[]): string {
 const PREFIX = 'node_rdma_transport';
 
 /** Client paths of one session as Prometheus text. */
-export function clientMetrics(stats: { sessionId: string; queueDepth: number; waiting: number; unsettled: number; paths: ClientPathStats[] }): string {
+export function clientMetrics(stats: ClientSessionStats): string {
   const base = (p: ClientPathStats): Labels => ({ role: 'client', session: stats.sessionId, path: p.index, peer: `${p.host}:${p.port}` });
   const per = (name: string, help: string, type: Metric['type'], value: (p: ClientPathStats) => number | undefined): Metric => ({
     name: `${PREFIX}_${name}`, help, type,
@@ -64,12 +64,20 @@ export function clientMetrics(stats: { sessionId: string; queueDepth: number; wa
     per('write_bytes_total', 'Bytes written on the path.', 'counter', (p) => p.writeBytes),
     per('inflight', 'IOs posted on the path and not completed.', 'gauge', (p) => p.inflight),
     per('failovers_total', 'IOs failed over to the path.', 'counter', (p) => p.failovers),
+    per('path_downs_total', 'Times the path went down (path-down events).', 'counter', (p) => p.downs),
     { name: `${PREFIX}_reconnects_total`, help: 'Reconnect attempts of the path by result.', type: 'counter',
       samples: stats.paths.flatMap((p) => [
         { labels: { ...base(p), result: 'ok' }, value: p.reconnects.ok },
         { labels: { ...base(p), result: 'fail' }, value: p.reconnects.fail },
       ]) },
     per('heartbeat_rtt_seconds', 'Last heartbeat round trip of the path.', 'gauge', (p) => (p.latencyNs === undefined ? undefined : p.latencyNs / 1e9)),
+    { name: `${PREFIX}_session_up`, help: 'Session state: 1 while a path is connected, 0 otherwise (state label).', type: 'gauge',
+      samples: [{ labels: { ...session, state: stats.state }, value: stats.state === 'up' ? 1 : 0 }] },
+    { name: `${PREFIX}_session_inflight`, help: 'IOs of the session in flight.', type: 'gauge', samples: [{ labels: session, value: stats.inflight }] },
+    { name: `${PREFIX}_session_failovers_total`, help: 'IOs failed over to another path, all paths.', type: 'counter',
+      samples: [{ labels: session, value: stats.paths.reduce((n, p) => n + p.failovers, 0) }] },
+    { name: `${PREFIX}_session_downs_total`, help: 'Times the session lost its last connected path (session-down events).', type: 'counter', samples: [{ labels: session, value: stats.downs }] },
+    { name: `${PREFIX}_session_rejoins_total`, help: 'New sessions started with a restarted server (rejoinOnServerRestart).', type: 'counter', samples: [{ labels: session, value: stats.rejoins }] },
     { name: `${PREFIX}_permits`, help: 'Permits (server chunks) the session uses.', type: 'gauge', samples: [{ labels: session, value: stats.queueDepth }] },
     { name: `${PREFIX}_waiting`, help: 'IOs waiting for a permit.', type: 'gauge', samples: [{ labels: session, value: stats.waiting }] },
     { name: `${PREFIX}_unsettled`, help: 'Chunks held back until the server confirms a cut-off IO.', type: 'gauge', samples: [{ labels: session, value: stats.unsettled }] },
