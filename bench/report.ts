@@ -46,6 +46,8 @@ export interface FailoverResult {
   timeToDetectMs?: number | null;
   timeToRecoverMs?: number | null;
   failovers: number;
+  /** paths that went down again after the recovery, with the reason */
+  downsAfterRecovery?: string[];
   errors: number;
   mismatches: number;
   timeline: Array<{ tMs: number; iops: number; perPath: number[]; errors: number }>;
@@ -342,6 +344,7 @@ export function renderReport(r: BenchResults): string {
         ['time to recover', ms(f.timeToRecoverMs)],
         ['throughput back (>= 50% of before)', ms(f.throughputBackAtMs)],
         ['IO errors / data mismatches', `${f.errors} / ${f.mismatches}`],
+        ['paths down again after recovery', f.downsAfterRecovery?.length ? `${f.downsAfterRecovery.length}: ${[...new Set(f.downsAfterRecovery)].join('; ')}` : '0'],
       ]));
       if (f.phases?.length) {
         parts.push(tableHtml([['phase', 'from', 'to', 'IOs', 'IOPS', 'p50', 'p99'],

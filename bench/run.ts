@@ -174,7 +174,8 @@ async function main(): Promise<void> {
   if (f) {
     const ms = (x: number | null | undefined) => (typeof x === 'number' ? `${Math.round(x)} ms` : '-');
     console.log(`  failover (${f.cut} cut of path1 at ${ms(f.cutAtMs)}): detected after ${ms(f.timeToDetectMs)}, ${f.failovers} IOs failed over, ` +
-      `reconnected after ${ms(f.timeToRecoverMs)}; ${f.errors} IO errors, ${f.mismatches} mismatches`);
+      `reconnected after ${ms(f.timeToRecoverMs)}; ${f.errors} IO errors, ${f.mismatches} mismatches` +
+      (f.downsAfterRecovery?.length ? `; paths down again after recovery: ${f.downsAfterRecovery.length} (${[...new Set(f.downsAfterRecovery)].join('; ')})` : ''));
   }
   console.log(`  written: ${path.relative(ROOT, file)} and ${path.relative(ROOT, html)}`);
 }

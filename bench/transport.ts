@@ -147,7 +147,7 @@ async function main(): Promise<void> {
     out.failover = {
       cut, cutPath: r.cutPath, endpoints: r.endpoints, cutAtMs: k?.atMs, detectedAtMs: k?.detectedAtMs, restoredAtMs: k?.restoredAtMs,
       recoveredAtMs: k?.recoveredAtMs, throughputBackAtMs, timeToDetectMs: k?.timeToDetectMs, timeToRecoverMs: k?.timeToRecoverMs,
-      failovers: k?.failovers ?? 0, errors: r.workload.errors, mismatches: r.workload.mismatches, events: r.events,
+      failovers: k?.failovers ?? 0, downsAfterRecovery: [...r.downsBeforeCut, ...(k?.downsAfterRecovery ?? [])], errors: r.workload.errors, mismatches: r.workload.mismatches, events: r.events,
       timeline: iv.map((s) => ({ tMs: s.tMs, iops: s.iops, perPath: s.paths.map((p) => p.iops), p99Us: s.p99Us, errors: s.errors })),
       phases: r.phases.map((p) => ({ phase: p.phase, startMs: p.startMs, endMs: p.endMs, ios: p.ios, iops: p.iops, p50Us: p.latency.p50Us, p99Us: p.latency.p99Us })),
     };

@@ -112,6 +112,8 @@ export interface CutResult {
   timeToRecoverMs: number | undefined;
   /** IOs handed to another path because of this cut */
   failovers: number;
+  /** the path went down again after it had reconnected (before the next cut): why, each time */
+  downsAfterRecovery: string[];
 }
 
 export interface ScenarioOptions {
@@ -159,6 +161,8 @@ export interface ScenarioResult {
   depth: number;
   readRatio: number;
   cuts: CutResult[];
+  /** paths that went down with no cut made yet */
+  downsBeforeCut: string[];
   events: ScenarioEvent[];
   phases: PhaseStats[];
   workload: WorkloadResult;
@@ -193,6 +197,7 @@ export async function failoverScenario(o: ScenarioOptions): Promise<ScenarioResu
   let linkDown = false;
   const timers: NodeJS.Timeout[] = [];
   const cuts: CutResult[] = [];
+  const downsBeforeCut: string[] = [];
   let failoversTotal = 0;
   let failoversAtCut = 0;
   const current = (): CutResult | undefined => cuts[cuts.length - 1];
@@ -222,6 +227,10 @@ export async function failoverScenario(o: ScenarioOptions): Promise<ScenarioResu
         if (i === cutPath && k && k.detectedAtMs === undefined) {
           k.detectedAtMs = t;
           k.timeToDetectMs = t - k.atMs;
+        } else if (!k) {
+          downsBeforeCut.push(`path${i}: ${err?.message ?? what}`);
+        } else if (i !== cutPath || k.recoveredAtMs !== undefined) {
+          k.downsAfterRecovery.push(`path${i}: ${err?.message ?? what}`);
         }
         event(`path${i} (${eps[i].device}) ${what}: ${err?.message ?? ''}`.trimEnd());
       } else if (what === 'connected') {
@@ -261,7 +270,7 @@ export async function failoverScenario(o: ScenarioOptions): Promise<ScenarioResu
           failoversAtCut = failoversTotal;
           cuts.push({
             mode: spec.mode, path: cp, atMs: now(), detectedAtMs: undefined, restoredAtMs: undefined, recoveredAtMs: undefined,
-            timeToDetectMs: undefined, timeToRecoverMs: undefined, failovers: 0,
+            timeToDetectMs: undefined, timeToRecoverMs: undefined, failovers: 0, downsAfterRecovery: [],
           });
           if (spec.mode === 'link') {
             event(`cutting path${cp}: ip link set ${cutNetdev} down`);
@@ -317,7 +326,7 @@ export async function failoverScenario(o: ScenarioOptions): Promise<ScenarioResu
       s.paths.forEach((x, j) => (p!.perPath[j] += x.ios));
     });
     for (const p of phases) p.iops = p.endMs > p.startMs ? (p.ios * 1000) / (p.endMs - p.startMs) : 0;
-    return { endpoints: eps, cutPath, strict: o.strict, size: o.size, depth: o.depth, readRatio: o.readRatio, cuts, events, phases, workload };
+    return { endpoints: eps, cutPath, strict: o.strict, size: o.size, depth: o.depth, readRatio: o.readRatio, cuts, downsBeforeCut, events, phases, workload };
   } finally {
     for (const t of timers) clearTimeout(t);
     if (linkDown && cutNetdev) await ipLink(cutNetdev, 'up').catch(() => undefined);
@@ -347,15 +356,18 @@ export function scenarioSummary(r: ScenarioResult): string {
   s += table(rows);
   if (r.cuts.length) {
     const ep = r.endpoints[r.cutPath!];
-    const rows2 = [['cut', 'how', 'at', 'detected after', 'IOs failed over', 'link back at', 'reconnected after']];
+    const rows2 = [['cut', 'how', 'at', 'detected after', 'IOs failed over', 'link back at', 'reconnected after', 'downs since']];
     r.cuts.forEach((k, i) => {
       rows2.push([
         String(i + 1), k.mode === 'link' ? `ip link set ${ep.netdev} down` : 'server disconnect', sec(k.atMs),
         k.timeToDetectMs === undefined ? 'not detected' : `${Math.round(k.timeToDetectMs)} ms`, String(k.failovers),
         k.mode === 'link' ? sec(k.restoredAtMs) : '-',
         k.timeToRecoverMs === undefined ? 'did not reconnect' : `${Math.round(k.timeToRecoverMs)} ms`,
+        String(k.downsAfterRecovery.length),
       ]);
     });
+    const again = r.cuts.flatMap((k, i) => k.downsAfterRecovery.map((d) => `cut ${i + 1}: ${d}`));
+    if (again.length) s += `  paths that went down again after a recovery: ${[...new Set(again)].map((d) => `${d} (x${again.filter((x) => x === d).length})`).join('; ')}\n`;
     s += `\n  path${r.cutPath} (${ep.device} ${ep.host}) cuts\n` + table(rows2);
     if (r.cuts.some((k) => k.mode === 'link' && k.recoveredAtMs === undefined) && ep.device.startsWith('rxe')) s += `  note: ${RXE_LINK_NOTE}\n`;
   }
@@ -375,9 +387,11 @@ export function scenarioProblems(r: ScenarioResult): string[] {
   if (r.workload.mismatches > 0) out.push(`${r.workload.mismatches} reads returned wrong data`);
   // in-flight IOs of a cut path fail over: with another path up, none should fail
   if (r.workload.errors > 0) out.push(`${r.workload.errors} IOs failed (${Object.entries(r.workload.errorCodes).map(([c, n]) => `${c} ${n}`).join(', ')})`);
+  if (r.downsBeforeCut.length) out.push(`paths went down with no cut: ${r.downsBeforeCut.join('; ')}`);
   r.cuts.forEach((k, i) => {
     if (k.detectedAtMs === undefined) out.push(`cut ${i + 1} was not detected`);
     else if (k.recoveredAtMs === undefined && !(k.mode === 'link' && r.endpoints[k.path].device.startsWith('rxe'))) out.push(`path${k.path} did not reconnect after cut ${i + 1}`);
+    if (k.downsAfterRecovery.length) out.push(`after cut ${i + 1}, paths went down ${k.downsAfterRecovery.length} more time(s): ${[...new Set(k.downsAfterRecovery)].join('; ')}`);
   });
   return out;
 }

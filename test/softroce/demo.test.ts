@@ -17,9 +17,10 @@ test('a server cut of path1: detected, IOs failed over, path reconnected, reads 
       { timeout: 100_000, maxBuffer: 16 << 20 }, (e, stdout, stderr) => resolve({ code: e ? Number((e as { code?: number }).code ?? 1) : 0, out: stdout, err: stderr }));
   });
   expect(err).toBe('');
-  expect(code).toBe(0);
   const r = JSON.parse(out);
+  // first, so a failure says why (e.g. 'N IOs failed (ECONNABORTED n)')
   expect(r.problems).toEqual([]);
+  expect(code).toBe(0);
   expect(r.endpoints.map((e: { device: string }) => e.device)).toEqual(['rxe0', 'rxe1']);
   expect(r.cutPath).toBe(1);
   expect(r.cuts).toHaveLength(1);
