@@ -150,8 +150,19 @@ function dropChild(): NonNullable<typeof dropped> {
     const made = {}, left = {}, reg = {};
     for (const k of kinds) { made[k] = 0; left[k] = 0; reg[k] = new FinalizationRegistry(() => { left[k]--; }); }
     const track = (k, o) => { reg[k].register(o, 0); made[k]++; left[k]++; return o; };
-    const settle = async () => { for (let i = 0; i < 4; i++) { gc(); await new Promise((r) => setTimeout(r, 20)); } };
-    (async () => {
+    // a dropped stack is reclaimed level by level (an MR's finalizer lets go
+    // of its PD, the PD's of its device): GC until nothing changes for 3 rounds
+    const settle = async () => {
+      let last = -1, same = 0;
+      for (let i = 0; i < 40 && same < 3; i++) {
+        gc(); await new Promise((r) => setTimeout(r, 20));
+        const now = left.plain + left.withCq + left.cmIds;
+        same = now === last ? same + 1 : 0; last = now;
+      }
+    };
+    // created in plain functions: an async function's suspended frame would
+    // keep its last loop iteration's objects reachable
+    function makePlain() {
       // stacks without a CQ: device, PD, MRs (JS and addon memory), MWs
       for (let i = 0; i < N / 2; i++) {
         const dev = track('plain', openDevice('rxe0')); const pd = track('plain', dev.allocPd());
@@ -160,8 +171,8 @@ function dropChild(): NonNullable<typeof dropped> {
         track('plain', pd.allocMemoryWindow(i % 2 ? 1 : 2));
         if (i % 100 === 99) gc();
       }
-      await settle();
-      const afterPlain = fds();
+    }
+    function makeRest() {
       // stacks with CQs, QPs and SRQs
       for (let i = 0; i < N / 10; i++) {
         const dev = track('withCq', openDevice('rxe0')); const pd = track('withCq', dev.allocPd());
@@ -177,6 +188,12 @@ function dropChild(): NonNullable<typeof dropped> {
         const id = track('cmIds', CmId.create());
         if (i % 4 === 0) id.handle.bindAddr('10.99.1.1', 0);
       }
+    }
+    (async () => {
+      makePlain();
+      await settle();
+      const afterPlain = fds();
+      makeRest();
       const peak = fds();
       const t1 = Date.now();
       await settle();
