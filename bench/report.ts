@@ -74,6 +74,8 @@ export interface BenchResults {
     failover?: FailoverResult;
   };
   ratios?: Record<string, number>;
+  /** steps that failed (the run went on without them) */
+  failures?: Array<{ step: string; error: string }>;
 }
 
 export function esc(s: string): string {
@@ -278,6 +280,10 @@ export function renderReport(r: BenchResults): string {
   const parts: string[] = [];
   parts.push(`<h1>node-rdma benchmark: ${esc(r.device)}, ${esc(r.date)}</h1>`);
   if (r.environment) parts.push(`<p class="note">${esc(r.environment)}</p>`);
+  if (r.failures?.length) {
+    parts.push('<h2>Failed steps</h2>');
+    parts.push(tableHtml([['step', 'error'], ...r.failures.map((f) => [f.step, f.error])]));
+  }
   if (r.ratios && Object.keys(r.ratios).length) {
     parts.push('<h2>Ratios against perftest</h2>');
     parts.push(tableHtml([['comparison', 'ratio'], ...Object.entries(r.ratios).map(([k, v]) => [k, `${num(v, 2)}x`])]));

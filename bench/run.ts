@@ -97,90 +97,117 @@ async function jsLatency(o: Opts, port: number): Promise<any> {
   return client;
 }
 
-async function main(): Promise<void> {
+/** Runs one step; a failure is recorded (and printed) and the run goes on with the other steps. */
+async function step<T>(failures: Array<{ step: string; error: string }>, name: string, fn: () => Promise<T>): Promise<T | undefined> {
+  process.stderr.write(`bench: ${name}\n`);
+  try {
+    return await fn();
+  } catch (err) {
+    const msg = (err as Error).message.split('\n').slice(0, 6).join('\n');
+    process.stderr.write(`bench: ${name} FAILED: ${msg}\n`);
+    failures.push({ step: name, error: msg });
+    return undefined;
+  }
+}
+
+async function main(): Promise<number> {
   const o = parse(process.argv.slice(2));
   const dev = ['-d', o.device, '-x', o.gidIndex, '-F'];
-  const results: Record<string, unknown> = { date: new Date().toISOString(), device: o.device, iters: o.iters };
-  process.stderr.write(`bench: perftest ib_write_lat on ${o.device}\n`);
-  const lat = resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '2'], o.host), '#bytes');
-  const perfLat = { t_min_usec: lat[2], t_max_usec: lat[3], t_typical_usec: lat[4], t_avg_usec: lat[5], t_p99_usec: lat[7] };
-  process.stderr.write('bench: JS WRITE_WITH_IMM ping-pong\n');
-  const jsLat = await jsLatency(o, 18515);
-  process.stderr.write('bench: perftest ib_write_bw / ib_send_bw 4096 B\n');
-  const wbw = resultRow(await perftest('ib_write_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes');
-  const sbw = resultRow(await perftest('ib_send_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes');
-  process.stderr.write('bench: JS RDMA WRITE message rate 4096 B\n');
-  const jsRate = await js(['rate', '--device', o.device, '--size', '4096', '--iters', String(o.iters * 5), '--depth', '64']);
-  process.stderr.write('bench: perftest ib_write_lat / ib_read_lat 4096 B\n');
-  const lat4 = (row: number[]) => ({ t_min_usec: row[2], t_max_usec: row[3], t_typical_usec: row[4], t_avg_usec: row[5], t_p99_usec: row[7] });
-  const wlat4 = lat4(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes'));
-  const rlat4 = lat4(resultRow(await perftest('ib_read_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes'));
-  results.perftest4k = { ib_write_lat: wlat4, ib_read_lat: rlat4 };
-  process.stderr.write('bench: transport (bench/transport.js)\n');
+  const failures: Array<{ step: string; error: string }> = [];
+  const results: Record<string, unknown> = { date: new Date().toISOString(), device: o.device, iters: o.iters, environment: o.environment };
+  const lat = (row: number[]) => ({ t_min_usec: row[2], t_max_usec: row[3], t_typical_usec: row[4], t_avg_usec: row[5], t_p99_usec: row[7] });
+  const perfLat = await step(failures, `perftest ib_write_lat 2 B on ${o.device}`, async () =>
+    lat(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '2'], o.host), '#bytes')));
+  const jsLat = await step(failures, 'JS WRITE_WITH_IMM ping-pong 2 B', () => jsLatency(o, 18515));
+  const wbw = await step(failures, 'perftest ib_write_bw 4096 B', async () =>
+    resultRow(await perftest('ib_write_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes'));
+  const sbw = await step(failures, 'perftest ib_send_bw 4096 B', async () =>
+    resultRow(await perftest('ib_send_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes'));
+  const jsRate = await step(failures, 'JS RDMA WRITE message rate 4096 B', () =>
+    js(['rate', '--device', o.device, '--size', '4096', '--iters', String(o.iters * 5), '--depth', '64']));
+  const wlat4 = await step(failures, 'perftest ib_write_lat 4096 B', async () =>
+    lat(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes')));
+  const rlat4 = await step(failures, 'perftest ib_read_lat 4096 B', async () =>
+    lat(resultRow(await perftest('ib_read_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes')));
   const targs = ['--host0', o.host, '--iters', String(o.iters), '--point-ms', String(o.pointMs), '--cut', o.cut, '--failover-ms', String(o.failoverMs)];
   if (o.host2) targs.push('--host1', o.host2);
-  const transport = await js(targs, 'transport.js', 900_000);
-  results.transport = transport;
-  results.latency = { perftest_ib_write_lat: perfLat, js: jsLat, ratio_typical: jsLat.t_typical_usec / perfLat.t_typical_usec };
-  results.rate = {
-    perftest_ib_write_bw: { bw_avg_mb_sec: wbw[3], msg_rate_mpps: wbw[4] },
-    perftest_ib_send_bw: { bw_avg_mb_sec: sbw[3], msg_rate_mpps: sbw[4] },
-    js: jsRate,
-    ratio_vs_write_bw: jsRate.msg_rate_mpps / wbw[4],
-  };
+  const transport = await step(failures, 'transport (bench/transport.js)', () => js(targs, 'transport.js', 900_000));
+
+  if (perfLat && jsLat) results.latency = { perftest_ib_write_lat: perfLat, js: jsLat, ratio_typical: jsLat.t_typical_usec / perfLat.t_typical_usec };
+  if (wbw && sbw && jsRate) {
+    results.rate = {
+      perftest_ib_write_bw: { bw_avg_mb_sec: wbw[3], msg_rate_mpps: wbw[4] },
+      perftest_ib_send_bw: { bw_avg_mb_sec: sbw[3], msg_rate_mpps: sbw[4] },
+      js: jsRate,
+      ratio_vs_write_bw: jsRate.msg_rate_mpps / wbw[4],
+    };
+  }
+  if (wlat4 && rlat4) results.perftest4k = { ib_write_lat: wlat4, ib_read_lat: rlat4 };
+  if (transport) results.transport = transport;
   // ratios against perftest: a transport IO is a round trip (request +
   // response), so its latency is compared with 2x ib_write_lat's one-way
   // figure; its IOPS with ib_write_bw's message rate
-  const ratios: Record<string, number> = {
-    'JS verbs ping-pong 2 B vs ib_write_lat 2 B (typical)': jsLat.t_typical_usec / perfLat.t_typical_usec,
-    'JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB': jsRate.msg_rate_mpps / wbw[4],
+  const ratios: Record<string, number> = {};
+  const K = {
+    wlat: (m: string) => `transport ${m} 4 KiB write p50 (QD1) vs 2x ib_write_lat 4 KiB`,
+    rlat: (m: string) => `transport ${m} 4 KiB read p50 (QD1) vs ib_read_lat 4 KiB`,
+    iops: (m: string) => `transport ${m} peak IOPS (4 KiB, 50% reads) vs ib_write_bw 4 KiB msg/s`,
   };
+  if (perfLat && jsLat) ratios['JS verbs ping-pong 2 B vs ib_write_lat 2 B (typical)'] = jsLat.t_typical_usec / perfLat.t_typical_usec;
+  if (wbw && jsRate) ratios['JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB'] = jsRate.msg_rate_mpps / wbw[4];
   for (const m of ['strict', 'relaxed']) {
-    const t = transport[m];
+    const t = transport?.[m];
     if (!t) continue;
     const w = t.latency.find((x: any) => x.kind === 'write');
     const rd = t.latency.find((x: any) => x.kind === 'read');
-    if (w) ratios[`transport ${m} 4 KiB write p50 (QD1) vs 2x ib_write_lat 4 KiB`] = w.p50Us / (2 * wlat4.t_typical_usec);
-    if (rd) ratios[`transport ${m} 4 KiB read p50 (QD1) vs ib_read_lat 4 KiB`] = rd.p50Us / rlat4.t_typical_usec;
-    const peak = Math.max(...t.iops.map((x: any) => x.iops));
-    ratios[`transport ${m} peak IOPS (4 KiB, 50% reads) vs ib_write_bw 4 KiB msg/s`] = peak / (wbw[4] * 1e6);
+    if (w && wlat4) ratios[K.wlat(m)] = w.p50Us / (2 * wlat4.t_typical_usec);
+    if (rd && rlat4) ratios[K.rlat(m)] = rd.p50Us / rlat4.t_typical_usec;
+    if (wbw) ratios[K.iops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / (wbw[4] * 1e6);
   }
   results.ratios = ratios;
-  results.environment = o.environment;
+  if (failures.length) results.failures = failures;
   fs.mkdirSync(o.out, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '');
   const file = path.join(o.out, `${stamp}.json`);
   fs.writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
   const html = path.join(o.out, `${stamp}.html`);
   fs.writeFileSync(html, renderReport(results as unknown as BenchResults));
-  const r = (x: number) => x.toFixed(2);
-  const l = results.latency as any;
-  const m = results.rate as any;
-  console.log(`verbs benchmark on ${o.device} (${o.iters} iterations)`);
-  console.log(`  latency, 2 B, one-way (RTT/2), typical: JS ${r(jsLat.t_typical_usec)} us  vs ib_write_lat ${r(perfLat.t_typical_usec)} us  -> ratio ${r(l.ratio_typical)}x (target <= 1.15x)`);
-  console.log(`  message rate, RDMA WRITE 4 KiB: JS ${jsRate.msg_rate_mpps.toFixed(4)} Mpps  vs ib_write_bw ${wbw[4]} Mpps (ib_send_bw ${sbw[4]})  -> ratio ${r(m.ratio_vs_write_bw)}x`);
-  const us = (x: number) => `${x.toFixed(1)} us`;
+
+  const r = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
+  const us = (x: number | undefined) => (x === undefined ? '-' : `${x.toFixed(1)} us`);
+  console.log(`node-rdma benchmark on ${o.device} (${o.iters} iterations)`);
+  if (perfLat && jsLat) {
+    console.log(`  verbs latency, 2 B, one-way (RTT/2), typical: JS ${r(jsLat.t_typical_usec)} us  vs ib_write_lat ${r(perfLat.t_typical_usec)} us  -> ratio ${r(ratios['JS verbs ping-pong 2 B vs ib_write_lat 2 B (typical)'])}x (target <= 1.15x)`);
+  }
+  if (wbw && sbw && jsRate) {
+    console.log(`  verbs message rate, RDMA WRITE 4 KiB: JS ${jsRate.msg_rate_mpps.toFixed(4)} Mpps  vs ib_write_bw ${wbw[4]} Mpps (ib_send_bw ${sbw[4]})  -> ratio ${r(ratios['JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB'])}x`);
+  }
   for (const m of ['strict', 'relaxed']) {
-    const t = transport[m];
+    const t = transport?.[m];
     if (!t) continue;
     const w = t.latency.find((x: any) => x.kind === 'write');
     const rd = t.latency.find((x: any) => x.kind === 'read');
-    console.log(`  transport ${m}, 4 KiB, QD1: write p50 ${us(w.p50Us)} p99 ${us(w.p99Us)} (vs 2x ib_write_lat 4K ${us(2 * wlat4.t_typical_usec)}: ${r(ratios[`transport ${m} 4 KiB write p50 (QD1) vs 2x ib_write_lat 4 KiB`])}x);` +
-      ` read p50 ${us(rd.p50Us)} p99 ${us(rd.p99Us)} (vs ib_read_lat 4K ${us(rlat4.t_typical_usec)}: ${r(ratios[`transport ${m} 4 KiB read p50 (QD1) vs ib_read_lat 4 KiB`])}x)`);
+    console.log(`  transport ${m}, 4 KiB, QD1: write p50 ${us(w?.p50Us)} p99 ${us(w?.p99Us)} (vs 2x ib_write_lat 4K ${us(wlat4 && 2 * wlat4.t_typical_usec)}: ${r(ratios[K.wlat(m)])}x);` +
+      ` read p50 ${us(rd?.p50Us)} p99 ${us(rd?.p99Us)} (vs ib_read_lat 4K ${us(rlat4?.t_typical_usec)}: ${r(ratios[K.rlat(m)])}x)`);
     console.log(`  transport ${m}, IOPS by queue depth: ${t.iops.map((x: any) => `${x.depth}:${Math.round(x.iops)}`).join('  ')}` +
-      `  (peak ${r(ratios[`transport ${m} peak IOPS (4 KiB, 50% reads) vs ib_write_bw 4 KiB msg/s`] * 100)}% of ib_write_bw's msg/s)`);
+      (ratios[K.iops(m)] !== undefined ? `  (peak ${r(ratios[K.iops(m)] * 100)}% of ib_write_bw's msg/s)` : ''));
   }
-  const f = transport.failover;
+  const f = transport?.failover;
   if (f) {
     const ms = (x: number | null | undefined) => (typeof x === 'number' ? `${Math.round(x)} ms` : '-');
     console.log(`  failover (${f.cut} cut of path1 at ${ms(f.cutAtMs)}): detected after ${ms(f.timeToDetectMs)}, ${f.failovers} IOs failed over, ` +
       `reconnected after ${ms(f.timeToRecoverMs)}; ${f.errors} IO errors, ${f.mismatches} mismatches` +
       (f.downsAfterRecovery?.length ? `; paths down again after recovery: ${f.downsAfterRecovery.length} (${[...new Set(f.downsAfterRecovery)].join('; ')})` : ''));
   }
+  for (const x of failures) console.log(`  FAILED: ${x.step}: ${x.error.split('\n')[0]}`);
   console.log(`  written: ${path.relative(ROOT, file)} and ${path.relative(ROOT, html)}`);
+  return failures.length ? 1 : 0;
 }
 
-main().catch((err) => {
-  process.stderr.write(`bench: ${err.stack ?? err}\n`);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`bench: ${err.stack ?? err}\n`);
+    process.exit(1);
+  },
+);

@@ -111,8 +111,10 @@ describe('benchmark report', () => {
     expect(svg).toContain('>path1 rxe1 10.99.2.1</text>');
   });
 
-  test('renders what exists: a verbs-only result has no transport section', () => {
-    const only = renderReport({ date: 'd', device: 'mlx5_0', latency: FIXED.latency });
+  test('renders what exists: a verbs-only result has no transport section; failed steps are listed', () => {
+    const only = renderReport({ date: 'd', device: 'mlx5_0', latency: FIXED.latency, failures: [{ step: 'perftest ib_read_lat 4096 B', error: 'exit <1>' }] });
+    expect(only).toContain('<h2>Failed steps</h2>');
+    expect(only).toContain('<td>perftest ib_read_lat 4096 B</td><td>exit &lt;1&gt;</td>');
     expect(only).not.toMatch(/<svg/);
     expect(only).toContain('JS WRITE_WITH_IMM ping-pong 2 B (one-way)');
     expect(esc(`<a href="x">'&'</a>`)).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
