@@ -348,7 +348,10 @@ Napi::Value Context::WatchEvents(const Napi::CallbackInfo& info) {
     }
     hub.poller->Start();  // never ref'd: events alone do not keep a process alive
   }
-  on_event_ = Napi::Persistent(info[0].As<Napi::Function>());
+  // held weakly and kept alive by this object (see cq.cc: a strong
+  // reference to a closure over the JS Device would root it)
+  Value().DefineProperty(Napi::PropertyDescriptor::Value("__onEvent", info[0], napi_writable));
+  on_event_ = Napi::Weak(info[0].As<Napi::Function>());
   if (!async_) async_ = std::make_unique<Napi::AsyncContext>(env, "rdma:async-events");
   hub.watchers.insert(this);
   return env.Undefined();

@@ -161,7 +161,11 @@ Napi::Value CompletionQueue::Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Get(env);
   if (!info[0].IsFunction()) ThrowType(env, "onBatch must be a function");
-  on_batch_ = Napi::Persistent(info[0].As<Napi::Function>());
+  // the callback (a closure over the JS CompletionQueue) hangs off this
+  // object, and the reference to it is weak: a strong one would root the
+  // JS side and a CQ dropped without close() would never be collected
+  Value().DefineProperty(Napi::PropertyDescriptor::Value("__onBatch", info[0], napi_writable));
+  on_batch_ = Napi::Weak(info[0].As<Napi::Function>());
   if (!async_) async_ = std::make_unique<Napi::AsyncContext>(env, "rdma:completions");
   if (!poller_) poller_ = Poller::Create(env, channel_->fd, [this]() { OnReadable(); });
   poller_->Start();

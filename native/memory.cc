@@ -12,6 +12,8 @@
 #include <map>
 #include <mutex>
 
+#include <v8.h>
+
 #include "util/errors.h"
 
 namespace rdma {
@@ -165,4 +167,30 @@ void BufferSpan(const Napi::Value& v, const char* name, char** ptr, size_t* len)
   }
   ThrowType(env, std::string(name) + " must be an ArrayBuffer, TypedArray, DataView or Buffer");
 }
+}  // namespace rdma
+
+namespace rdma {
+
+struct JsPin {
+  std::shared_ptr<v8::BackingStore> store;
+};
+
+JsPin* PinJsBuffer(const Napi::Value& v, const char* name) {
+  // a napi_value is a v8::Local<v8::Value> (Node's own v8impl converts them
+  // the same way); the backing store is only reachable through V8's API
+  napi_value raw = v;
+  v8::Local<v8::Value> local;
+  static_assert(sizeof(local) == sizeof(raw), "napi_value is not a v8::Local");
+  memcpy(static_cast<void*>(&local), &raw, sizeof raw);
+  std::shared_ptr<v8::BackingStore> store;
+  if (local->IsArrayBuffer()) store = local.As<v8::ArrayBuffer>()->GetBackingStore();
+  else if (local->IsArrayBufferView()) store = local.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
+  else ThrowType(v.Env(), std::string(name) + " must be an ArrayBuffer, TypedArray, DataView or Buffer");
+  if (store->IsResizableByUserJavaScript())
+    ThrowType(v.Env(), std::string(name) + " must not be a resizable ArrayBuffer (a resize would move registered pages)");
+  return new JsPin{std::move(store)};
+}
+
+void UnpinJsBuffer(JsPin* pin) { delete pin; }
+
 }  // namespace rdma

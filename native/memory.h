@@ -25,3 +25,15 @@ namespace rdma {
 // TypeError naming `name` for anything else (or a detached buffer).
 void BufferSpan(const Napi::Value& v, const char* name, char** ptr, size_t* len);
 }  // namespace rdma
+
+namespace rdma {
+// Holds the V8 backing store behind a JS buffer (ArrayBuffer or view) while
+// it is registered: transferring the ArrayBuffer away (structuredClone with
+// transfer) detaches it, and the new owner may free the memory when it is
+// collected; this reference keeps the memory itself alive until deregistration.
+// Throws a TypeError naming `name` for a resizable ArrayBuffer (resize would
+// move the pages the NIC was given).
+struct JsPin;
+JsPin* PinJsBuffer(const Napi::Value& v, const char* name);
+void UnpinJsBuffer(JsPin* pin);
+}  // namespace rdma

@@ -39,9 +39,15 @@ MemoryRegion::MemoryRegion(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Me
     size_t len = 0;
     BufferSpan(info[2], "buffer", &ptr, &len);
     if (len == 0) ThrowRange(env, "buffer must not be empty");
-    mr_ = ibv_reg_mr(pd, ptr, len, access);
-    if (!mr_) Throw(env, "ibv_reg_mr", errno ? errno : EINVAL, std::to_string(len) + " bytes");
     block_ = AcquireBlock(ptr, len);
+    if (!block_) pin_ = PinJsBuffer(info[2], "buffer");
+    errno = 0;
+    mr_ = ibv_reg_mr(pd, ptr, len, access);
+    if (!mr_) {
+      int err = errno ? errno : EINVAL;
+      Release();
+      Throw(env, "ibv_reg_mr", err, std::to_string(len) + " bytes");
+    }
     buffer_ = Napi::Persistent(info[2].As<Napi::Object>());
   } else if (kind == "implicit") {
     mr_ = ibv_reg_mr(pd, nullptr, SIZE_MAX, access);
@@ -74,6 +80,8 @@ void MemoryRegion::Release() {
   // only after deregistration: the NIC may use the memory until then
   if (block_) ReleaseBlock(block_);
   block_ = nullptr;
+  if (pin_) UnpinJsBuffer(pin_);
+  pin_ = nullptr;
 }
 
 ibv_mr* MemoryRegion::Get(Napi::Env env) {

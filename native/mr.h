@@ -31,6 +31,7 @@ class MemoryRegion : public Napi::ObjectWrap<MemoryRegion> {
 
   ibv_mr* mr_ = nullptr;
   Block* block_ = nullptr;
+  JsPin* pin_ = nullptr;  // JS memory: its backing store, held while registered
   Napi::ObjectReference buffer_;
   Napi::ObjectReference pd_;
   bool implicit_ = false;

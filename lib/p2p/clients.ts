@@ -66,8 +66,13 @@ function netClient(sysfs: Sysfs, name: string, ifname: string, kind: P2pClientKi
  * exists; a device that exists but has no PCI function resolves with
  * `pci: null` and a reason.
  */
-export function resolveClient(sysfs: Sysfs, name: string): P2pClient {
-  if (typeof name !== 'string' || name === '') throw new TypeError('client must be a non-empty string');
+function checkSysfs(sysfs: unknown): void {
+  if (!(sysfs instanceof Sysfs)) throw new TypeError('sysfs must be a Sysfs');
+}
+
+export function resolveClient(sysfs: Sysfs, name: string, what = 'client'): P2pClient {
+  checkSysfs(sysfs);
+  if (typeof name !== 'string' || name === '') throw new TypeError(`${what} must be a non-empty string`);
   if (name.includes('/') || name === '.' || name === '..')
     throw new RangeError(`client must be a device name or BDF, got '${name}'`);
   const lower = name.toLowerCase();
@@ -107,6 +112,7 @@ export function resolveClient(sysfs: Sysfs, name: string): P2pClient {
 
 /** Every RDMA device and NVMe controller, resolved (for the distance matrix). */
 export function listClients(sysfs: Sysfs): P2pClient[] {
+  checkSysfs(sysfs);
   const out: P2pClient[] = [];
   for (const n of sysfs.list(sysfs.path('class/infiniband'))) out.push(resolveClient(sysfs, n));
   for (const n of sysfs.list(sysfs.path('class/nvme'))) out.push(resolveClient(sysfs, n));

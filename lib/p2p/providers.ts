@@ -210,7 +210,7 @@ function nameOf(clients: P2pClient[], bdf: string): string {
 export function p2pDistance(provider: string, client: string, opts: P2pOptions = {}): P2pDistance {
   const topo = new P2pTopology(opts);
   const ends = [provider, client].map((name, i) => {
-    const c = resolveClient(topo.sysfs, name);
+    const c = resolveClient(topo.sysfs, name, i === 0 ? 'provider' : 'client');
     if (!c.pci)
       throw new RdmaError(`${i === 0 ? 'provider' : 'client'} ${name} has no PCI function: ${c.reason}`, 'ENODEV', 19);
     return c.pci;

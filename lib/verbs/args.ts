@@ -13,6 +13,13 @@ export function checkObject<T extends object>(value: unknown, name: string): T {
   return value as T;
 }
 
+/** An optional options object: undefined is {}, anything but an object is a TypeError. */
+export function checkOptions<T extends object>(value: T | undefined, name = 'options'): T {
+  if (value === undefined) return {} as T;
+  if (typeof value !== 'object' || value === null) throw new TypeError(`${name} must be an object`);
+  return value;
+}
+
 export function checkInstance<T>(value: unknown, ctor: abstract new (...args: never[]) => T, name: string): T {
   if (!(value instanceof ctor)) throw new TypeError(`${name} must be a ${ctor.name}`);
   return value;

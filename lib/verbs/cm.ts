@@ -14,7 +14,7 @@ import { EventEmitter } from 'events';
 import { constants as osConstants } from 'os';
 import { RdmaError } from '../errors';
 import { native } from '../native';
-import { checkUint } from './args';
+import { checkOptions, checkUint } from './args';
 import { Device, openDevice } from './device';
 import { QueuePair, QueuePairInit } from './qp';
 import { Resource } from './resource';
@@ -59,6 +59,23 @@ function cmError(verb: string, status: number, what: string, fallback = 'ECONNAB
   const errno = status < 0 ? -status : status > 0 ? status : (osConstants.errno as Record<string, number>)[fallback];
   const code = ERRNO_NAMES.get(errno) ?? fallback;
   return new RdmaError(`${verb} failed: ${code}: ${what}`, code, errno, verb);
+}
+
+/**
+ * Private data limits of the IB CM (RoCE uses the same): REQ 92 bytes, REP
+ * 196, REJ 148, less the 36 bytes rdma_cm keeps of the REQ for its own
+ * header: 56 for connect.
+ */
+export const CONNECT_PRIVATE_DATA_MAX = 56;
+export const ACCEPT_PRIVATE_DATA_MAX = 196;
+export const REJECT_PRIVATE_DATA_MAX = 148;
+
+function checkPrivateData(param: ConnParam, max: number): void {
+  checkOptions(param, 'param');
+  const d = param.privateData;
+  if (d === undefined || d === null) return;
+  if (!(d instanceof Uint8Array)) throw new TypeError('privateData must be a Buffer or Uint8Array');
+  if (d.length > max) throw new RangeError(`privateData must be at most ${max} bytes here, got ${d.length}`);
 }
 
 type Pending = { resolve: (v: any) => void; reject: (e: Error) => void; verb: string };
@@ -148,6 +165,7 @@ export class CmId extends Resource {
     this.assertOpen();
     if (typeof host !== 'string') throw new TypeError('host must be a string');
     checkUint(port, 'port', 65535);
+    checkOptions(options);
     const tmo = checkUint(options.timeoutMs ?? 2000, 'timeoutMs', 0x7fffffff, 1);
     return this.#wait('addr', 'rdma_resolve_addr', () => this.handle.resolveAddr(options.source ?? null, host, port, tmo));
   }
@@ -186,6 +204,7 @@ export class CmId extends Resource {
   /** rdma_connect: resolves with the peer's accept private data once ESTABLISHED. */
   connect(param: ConnParam = {}): Promise<{ privateData: Buffer }> {
     this.assertOpen();
+    checkPrivateData(param, CONNECT_PRIVATE_DATA_MAX);
     return this.#wait('connect', 'rdma_connect', () => this.handle.connect(param));
   }
 
@@ -203,12 +222,14 @@ export class CmId extends Resource {
   /** rdma_accept (on an id from 'connection'): resolves once ESTABLISHED. */
   accept(param: ConnParam = {}): Promise<void> {
     this.assertOpen();
+    checkPrivateData(param, ACCEPT_PRIVATE_DATA_MAX);
     return this.#wait('connect', 'rdma_accept', () => this.handle.accept(param));
   }
 
   /** rdma_reject with optional private data for the peer. */
   reject(privateData?: Uint8Array): void {
     this.assertOpen();
+    checkPrivateData({ privateData }, REJECT_PRIVATE_DATA_MAX);
     this.handle.reject(privateData);
   }
 

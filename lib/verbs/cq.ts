@@ -7,6 +7,7 @@
 import { EventEmitter } from 'events';
 import { native } from '../native';
 import { WC_OPCODE, WC_STATUS, WcFlags, WcStatusName } from './constants';
+import { checkOptions } from './args';
 import { Resource } from './resource';
 import type { Device } from './device';
 
@@ -65,6 +66,8 @@ export class CompletionQueue extends Resource {
   /** @internal use Device.createCompletionQueue() */
   constructor(device: Device, options: CompletionQueueOptions = {}) {
     super();
+    checkOptions(options);
+    if (options.busyPoll !== undefined && typeof options.busyPoll !== 'boolean') throw new TypeError('busyPoll must be a boolean');
     const cqe = options.cqe ?? 256;
     const batch = options.batch ?? 64;
     if (!Number.isInteger(cqe) || cqe < 1 || cqe > 0x3fffffff) throw new RangeError(`cqe must be an integer >= 1, got ${cqe}`);
@@ -77,7 +80,14 @@ export class CompletionQueue extends Resource {
     this.#spinUs = spin;
     this.#wcs = new Uint32Array(batch * STRIDE);
     this.handle = new (native().CompletionQueue)(device.handle, cqe, this.#wcs);
-    this.handle.start((n: number) => this.#deliver(n));
+    // the native side keeps this callback for as long as the CQ exists, and
+    // QPs keep the native CQ: a callback holding `this` strongly would make a
+    // cycle through those native references that the GC can never collect
+    const self = new WeakRef(this);
+    this.handle.start((n: number) => {
+      const cq = self.deref();
+      if (cq) cq.#deliver(n);
+    });
     this.dependOn(device);
   }
 

@@ -164,9 +164,12 @@ export class Device extends Resource {
   #updateWatch(): void {
     const want = !this.closed && this.#events.eventNames().length > 0;
     if (want && !this.#watching) {
+      // weakly, as for CompletionQueue: the native side must not root us
+      const events = new WeakRef(this.#events);
       this.handle.watchEvents((ev) => {
-        this.#events.emit('event', ev);
-        this.#events.emit(ev.type, ev);
+        const e = events.deref();
+        e?.emit('event', ev);
+        e?.emit(ev.type, ev);
       });
     } else if (!want && this.#watching) {
       this.handle.unwatchEvents();

@@ -5,6 +5,7 @@ import { RdmaError } from '../errors';
 import { native } from '../native';
 import { ADVISE_MR_FLAG_FLUSH, Advice } from './constants';
 import { QueuePair } from './qp';
+import { checkOptions } from './args';
 import { Resource } from './resource';
 import type { ProtectionDomain } from './pd';
 
@@ -44,6 +45,13 @@ export class MemoryRegion extends Resource {
     this.length = handle.length;
     this.lkey = handle.lkey;
     this.rkey = handle.rkey;
+    pd.trackRegion(this);
+  }
+
+  /** Whether [addr, addr + length) lies inside this region's JS-visible memory. */
+  covers(addr: number, length: number): boolean {
+    return (this.kind === 'buffer' || this.kind === 'on-demand') && !this.closed &&
+      addr >= this.addr && addr + length <= this.addr + this.length;
   }
 
   /** An SGE for [offset, offset + length) of this region. */
@@ -82,6 +90,7 @@ export class MemoryRegion extends Resource {
 
   protected release(): void {
     this.handle.close();
+    this.pd.untrackRegion(this);
   }
 }
 
@@ -132,6 +141,7 @@ export class MemoryWindow extends Resource {
   ): number {
     this.assertOpen();
     if (!(qp instanceof QueuePair)) throw new TypeError('qp must be a QueuePair');
+    checkOptions(options);
     if (mr !== null && !(mr instanceof MemoryRegion)) throw new TypeError('mr must be a MemoryRegion or null');
     this.boundThrough(qp, mr);
     const addr = options.addr ?? mr?.addr ?? 0;

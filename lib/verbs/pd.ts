@@ -4,7 +4,7 @@
  */
 import { RdmaError, unsupported } from '../errors';
 import { native } from '../native';
-import { checkBytes, checkObject, checkUint } from './args';
+import { checkBytes, checkObject, checkOptions, checkUint } from './args';
 import { Access } from './constants';
 import { allocate, MemoryRegion, MemoryWindow } from './memory';
 import { QueuePair, QueuePairInit, SharedReceiveQueue, SharedReceiveQueueInit } from './qp';
@@ -121,7 +121,25 @@ export class ProtectionDomain extends Resource {
 
   createSharedReceiveQueue(init: SharedReceiveQueueInit = {}): SharedReceiveQueue {
     this.assertOpen();
+    checkOptions(init, 'init');
     return new SharedReceiveQueue(this, init);
+  }
+
+  readonly #regions = new Map<number, MemoryRegion>();
+
+  /** @internal */
+  trackRegion(mr: MemoryRegion): void {
+    this.#regions.set(mr.lkey, mr);
+  }
+
+  /** @internal */
+  untrackRegion(mr: MemoryRegion): void {
+    if (this.#regions.get(mr.lkey) === mr) this.#regions.delete(mr.lkey);
+  }
+
+  /** @internal the open region registered here under `lkey` */
+  regionFor(lkey: number): MemoryRegion | undefined {
+    return this.#regions.get(lkey);
   }
 
   #requireOdp(implicit: boolean): void {

@@ -109,8 +109,33 @@ const PACKED_OPCODES: Partial<Record<string, number>> = Object.fromEntries(
   Object.entries(WrOpcode).filter(([name]) => name !== 'BIND_MW'),
 );
 
+/** Every QpAttr key and the largest value its verbs field holds. */
+const ATTR_MAX: Record<string, number | 'state' | 'mtu' | 'ah'> = {
+  qpState: 'state', curQpState: 'state', pathMtu: 'mtu', ahAttr: 'ah',
+  qkey: 0xffffffff, rqPsn: 0xffffff, sqPsn: 0xffffff, destQpNum: 0xffffff, qpAccessFlags: 0xffffffff,
+  pkeyIndex: 0xffff, portNum: 255, timeout: 31, retryCnt: 7, rnrRetry: 7, minRnrTimer: 31,
+  maxRdAtomic: 255, maxDestRdAtomic: 255,
+};
+const AH_MAX: Record<string, number | 'grh'> = { dlid: 0xffff, sl: 15, srcPathBits: 127, staticRate: 255, portNum: 255, grh: 'grh' };
+const GRH_MAX: Record<string, number | 'gid'> = { dgid: 'gid', sgidIndex: 255, hopLimit: 255, flowLabel: 0xfffff, trafficClass: 255 };
+
+/** Refuses unknown keys (a typo would be silently ignored) and values wider than their field. */
+function checkFields(obj: Record<string, unknown>, table: Record<string, unknown>, where: string): void {
+  for (const [key, value] of Object.entries(obj)) {
+    const max = table[key];
+    if (max === undefined) throw new TypeError(`${where} has no attribute '${key}' (known: ${Object.keys(table).join(', ')})`);
+    if (value === undefined || typeof max !== 'number') continue;
+    checkUint(value, `${where === 'attr' ? '' : `${where}.`}${key}`, max);
+  }
+}
+
 function toNativeAttr(attr: QpAttr): Record<string, unknown> {
   checkObject(attr, 'attr');
+  checkFields(attr as Record<string, unknown>, ATTR_MAX, 'attr');
+  if (attr.ahAttr !== undefined) {
+    checkFields(checkObject(attr.ahAttr, 'ahAttr') as Record<string, unknown>, AH_MAX, 'ahAttr');
+    if (attr.ahAttr.grh !== undefined) checkFields(checkObject(attr.ahAttr.grh, 'grh') as Record<string, unknown>, GRH_MAX, 'grh');
+  }
   const out: Record<string, unknown> = { ...attr };
   for (const key of ['qpState', 'curQpState'] as const) {
     if (attr[key] === undefined) continue;
@@ -228,7 +253,14 @@ export class QueuePair extends Resource {
     port?: number; sgidIndex?: number; psn?: number; pathMtu?: QpAttr['pathMtu']; accessFlags?: number;
     timeout?: number; retryCnt?: number; rnrRetry?: number; minRnrTimer?: number; maxRdAtomic?: number;
   } = {}): void {
+    // everything is checked before the QP leaves RESET
     checkObject(remote, 'remote');
+    checkObject(local, 'local');
+    checkUint(remote.qpNum, 'remote.qpNum', 0xffffff);
+    if (remote.psn !== undefined) checkUint(remote.psn, 'remote.psn', 0xffffff);
+    if (remote.lid !== undefined) checkUint(remote.lid, 'remote.lid', 0xffff);
+    if (remote.gid !== undefined && typeof remote.gid !== 'string') throw new TypeError('remote.gid must be a string');
+    if (local.psn !== undefined) checkUint(local.psn, 'local.psn', 0xffffff);
     const port = local.port ?? 1;
     this.modify({ qpState: 'INIT', pkeyIndex: 0, portNum: port, qpAccessFlags: local.accessFlags ?? 0xf });
     const ahAttr: AhAttr = { portNum: port, sl: 0, dlid: remote.lid ?? 0 };
@@ -247,6 +279,7 @@ export class QueuePair extends Resource {
   postSend(wrs: SendWorkRequest[]): void {
     this.assertOpen();
     if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
+    this.#checkInline(wrs);
     const signaled = this.#postSendPacked(wrs);
     if (signaled >= 0) {
       if (signaled) this.sendCq.expect(signaled);
@@ -267,6 +300,27 @@ export class QueuePair extends Resource {
     if (this.srq) throw new TypeError('this QP receives through its SharedReceiveQueue: post there');
     if (this.#postRecvPacked(wrs)) return;
     this.handle.postRecv(wrs.map((wr) => ({ wrId: wr.wrId ?? 0, sge: wr.sge })));
+  }
+
+  /**
+   * Inline data is copied by the CPU from sge.addr at post time, and no
+   * lkey check protects that copy (rxe's provider memcpy()s from any
+   * address): an inline SGE must lie inside a region registered here, or a
+   * bad address would crash the process or send bytes beyond a buffer.
+   */
+  #checkInline(wrs: SendWorkRequest[]): void {
+    for (let i = 0; i < wrs.length; i++) {
+      const wr = wrs[i];
+      if (typeof wr !== 'object' || wr === null || !wr.inline || !Array.isArray(wr.sge)) continue;
+      for (let j = 0; j < wr.sge.length; j++) {
+        const s = wr.sge[j];
+        const mr = s && typeof s.lkey === 'number' ? this.pd.regionFor(s.lkey) : undefined;
+        if (!mr || typeof s.addr !== 'number' || typeof s.length !== 'number' || !mr.covers(s.addr, s.length)) {
+          throw new RangeError(`sge[${j}] of work request ${i} is not inside a region registered on this PD under its lkey ` +
+            '(inline data is copied from that memory by the CPU)');
+        }
+      }
+    }
   }
 
   #sendPack = new Float64Array(SEND_STRIDE * 16);

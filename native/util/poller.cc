@@ -74,8 +74,12 @@ namespace rdma {
 void CallFromLoop(Napi::Env env, const Napi::FunctionReference& fn, Napi::AsyncContext& ctx,
                   const std::vector<napi_value>& args) {
   Napi::HandleScope scope(env);
+  // a weak reference's function may already be collected (its owner is
+  // being finalized): then there is nobody left to call
+  Napi::Function f = fn.Value();
+  if (f.IsEmpty()) return;
   try {
-    fn.MakeCallback(env.Global(), args, ctx);
+    f.MakeCallback(env.Global(), args, ctx);
   } catch (const Napi::Error& e) {
     napi_fatal_exception(env, e.Value());
   }
