@@ -62,10 +62,19 @@ Napi::Value GetDevices(const Napi::CallbackInfo& info) {
   ibv_free_device_list(list);
   return out;
 }
+// forkStatus(): ibv_is_fork_initialized() as 'disabled' | 'enabled' | 'unneeded'
+Napi::Value ForkStatus(const Napi::CallbackInfo& info) {
+  switch (ibv_is_fork_initialized()) {
+    case IBV_FORK_ENABLED: return Napi::String::New(info.Env(), "enabled");
+    case IBV_FORK_UNNEEDED: return Napi::String::New(info.Env(), "unneeded");
+    default: return Napi::String::New(info.Env(), "disabled");
+  }
+}
 }  // namespace
 
 void InitDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("getDevices", Napi::Function::New(env, GetDevices, "getDevices"));
+  exports.Set("forkStatus", Napi::Function::New(env, ForkStatus, "forkStatus"));
 }
 
 }  // namespace rdma

@@ -81,6 +81,16 @@ export interface DeviceAttributes {
   pciAtomicCaps: { fetchAdd: number; swap: number; compareSwap: number };
 }
 
+/**
+ * Whether registered memory is safe across fork() (ibv_is_fork_initialized):
+ * 'unneeded' when the kernel copies pinned pages into the child at fork
+ * (Linux 5.13+), 'enabled' when rdma-core's madvise(DONTFORK) mode is on
+ * (ibv_fork_init / RDMAV_FORK_SAFE), else 'disabled'. See docs/fork-safety.md.
+ */
+export function forkSafety(): 'disabled' | 'enabled' | 'unneeded' {
+  return native().forkStatus();
+}
+
 /** RDMA devices present (ibv_get_device_list); [] on a host without any. */
 export function listDevices(): DeviceInfo[] {
   return native().getDevices();

@@ -1,6 +1,6 @@
 /** The verbs layer: one class per verbs object. */
 export * from './constants';
-export { Device, DeviceAttributes, DeviceInfo, GidEntry, AsyncEvent, PortAttributes, listDevices, openDevice } from './device';
+export { Device, DeviceAttributes, DeviceInfo, GidEntry, AsyncEvent, PortAttributes, forkSafety, listDevices, openDevice } from './device';
 export { ProtectionDomain, DmabufRange } from './pd';
 export { MemoryRegion, MemoryRegionKind, MemoryWindow, Udmabuf, Sge, allocate, pageSize } from './memory';
 export { CompletionQueue, CompletionQueueOptions, WorkCompletion } from './cq';

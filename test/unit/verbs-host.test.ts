@@ -3,7 +3,7 @@
  * works and is empty, opening fails with an RdmaError, and arguments are
  * checked before anything reaches the kernel.
  */
-import { allocate, CmId, listDevices, openDevice, pageSize, RdmaError, Udmabuf } from '../../lib';
+import { allocate, CmId, forkSafety, listDevices, openDevice, pageSize, RdmaError, Udmabuf } from '../../lib';
 
 test('no devices: listDevices() is [], openDevice() is ENODEV', () => {
   expect(listDevices()).toEqual([]);
@@ -36,4 +36,8 @@ test('allocate(): page-aligned zeroed memory; bad sizes are RangeError/TypeError
 test('Udmabuf checks its size before opening /dev/udmabuf', () => {
   expect(() => new Udmabuf(123)).toThrow(expect.objectContaining({ name: 'RangeError', message: expect.stringMatching(/page size/) }));
   expect(() => new Udmabuf(-4096)).toThrow(expect.objectContaining({ name: 'RangeError' }));
+});
+
+test("forkSafety() reports rdma-core's fork mode as one of three words", () => {
+  expect(['disabled', 'enabled', 'unneeded']).toContain(forkSafety());
 });
