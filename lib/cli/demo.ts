@@ -366,9 +366,9 @@ export function scenarioSummary(r: ScenarioResult): string {
         String(k.downsAfterRecovery.length),
       ]);
     });
-    const again = r.cuts.flatMap((k, i) => k.downsAfterRecovery.map((d) => `cut ${i + 1}: ${d}`));
-    if (again.length) s += `  paths that went down again after a recovery: ${[...new Set(again)].map((d) => `${d} (x${again.filter((x) => x === d).length})`).join('; ')}\n`;
     s += `\n  path${r.cutPath} (${ep.device} ${ep.host}) cuts\n` + table(rows2);
+    const again = r.cuts.flatMap((k, i) => k.downsAfterRecovery.map((d) => `cut ${i + 1}: ${d}`));
+    if (again.length) s += `  went down again after a recovery: ${[...new Set(again)].map((d) => `${d} (x${again.filter((x) => x === d).length})`).join('; ')}\n`;
     if (r.cuts.some((k) => k.mode === 'link' && k.recoveredAtMs === undefined) && ep.device.startsWith('rxe')) s += `  note: ${RXE_LINK_NOTE}\n`;
   }
   const rows3 = [['path', 'device', 'address', 'state', 'writes', 'reads', 'bytes', 'failovers', 'reconnects ok/fail']];
