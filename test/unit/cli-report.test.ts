@@ -4,6 +4,7 @@
  * store handler of `serve`, and the live display in both of its forms.
  */
 import { BenchResults, esc, failoverTimelineSvg, iopsVsDepthSvg, latencyHistogramSvg, renderReport } from '../../bench/report';
+import { scenarioProblems, scenarioSummary } from '../../lib/cli/demo';
 import { fmtCount, fmtUs, intervalLine, LiveDisplay, table } from '../../lib/cli/display';
 import { fillPattern, Histogram, IntervalStats, memoryStore } from '../../lib/cli/workload';
 import type { TransportRequest } from '../../lib/transport';
@@ -243,5 +244,57 @@ describe('display', () => {
     out = '';
     d.event('path1 down');
     expect(out.startsWith('\x1b[4F\x1b[J>> path1 down\n')).toBe(true);
+  });
+});
+
+describe('demo summary and verdict', () => {
+  type R = Parameters<typeof scenarioSummary>[0];
+  const h = new Histogram();
+  [100, 200, 300].forEach((us) => h.record(us));
+  const base = (): R => ({
+    endpoints: [{ device: 'rxe0', host: '10.99.1.1', netdev: 'eth0' }, { device: 'rxe1', host: '10.99.2.1', netdev: 'eth1' }],
+    cutPath: 1, strict: true, size: 4096, depth: 16, readRatio: 0.5, downsBeforeCut: [], events: [],
+    cuts: [
+      { mode: 'server', path: 1, atMs: 15_000, detectedAtMs: 15_100, restoredAtMs: undefined, recoveredAtMs: 16_500, timeToDetectMs: 100, timeToRecoverMs: 1400, failovers: 8, downsAfterRecovery: [] },
+      { mode: 'link', path: 1, atMs: 30_000, detectedAtMs: 30_250, restoredAtMs: 41_000, recoveredAtMs: undefined, timeToDetectMs: 250, timeToRecoverMs: undefined, failovers: 8, downsAfterRecovery: [] },
+    ],
+    phases: [{ phase: 'before cut', startMs: 0, endMs: 15_000, ios: 3, iops: 0.2, errors: 0, latency: h.summary(), perPath: [2, 1] }],
+    workload: {
+      durationMs: 60_000, ios: 3, reads: 1, writes: 2, errors: 0, errorCodes: {}, verified: 1, mismatches: 0, badStatus: 0, iops: 0.05, mbps: 0,
+      latency: h.summary(), histogram: h, intervals: [],
+      paths: [0, 1].map((index) => ({
+        index, host: `10.99.${index + 1}.1`, port: 1, state: index ? 'reconnecting' : 'connected', device: `rxe${index}`, reads: 1, readBytes: 4096, writes: 1, writeBytes: 4096,
+        inflight: 0, failovers: 0, reconnects: { ok: 1, fail: 0 }, latencyNs: undefined,
+      })) as R['workload']['paths'],
+    },
+  });
+
+  test('the summary: phases, one row per cut with detection/recovery, the rxe note for a link cut that did not reconnect', () => {
+    const s = scenarioSummary(base());
+    expect(s).toMatch(/^ {2}phase +from +to +IOs +IOPS +p50 +p99 +errors +path0 IOs +path1 IOs$/m);
+    expect(s).toMatch(/^ {4}1 +server disconnect +15\.00 s +100 ms +8 +- +1400 ms +0$/m);
+    expect(s).toMatch(/^ {4}2 +ip link set eth1 down +30\.00 s +250 ms +8 +41\.00 s +did not reconnect +0$/m);
+    expect(s).toContain('note: rxe (Linux 6.12) moves its GSI QP to the error state');
+  });
+
+  test('verdict: an rxe link cut that does not reconnect is not a failure; errors, mismatches, flapping and missed detection are', () => {
+    expect(scenarioProblems(base())).toEqual([]);
+    const r = base();
+    r.workload.errors = 3;
+    r.workload.errorCodes = { ECONNABORTED: 3 };
+    r.workload.mismatches = 1;
+    r.cuts[0].downsAfterRecovery = ['path1: MemoryWindow is closed', 'path1: MemoryWindow is closed'];
+    r.cuts[1].detectedAtMs = undefined;
+    expect(scenarioProblems(r)).toEqual([
+      '1 reads returned wrong data',
+      '3 IOs failed (ECONNABORTED 3)',
+      'after cut 1, paths went down 2 more time(s): path1: MemoryWindow is closed',
+      'cut 2 was not detected',
+    ]);
+    expect(scenarioSummary(r)).toContain('went down again after a recovery: cut 1: path1: MemoryWindow is closed (x2)');
+    // on another device (mlx5) a link cut must reconnect
+    const m = base();
+    m.endpoints = m.endpoints.map((e, i) => ({ ...e, device: `mlx5_${i}` }));
+    expect(scenarioProblems(m)).toEqual(['path1 did not reconnect after cut 2']);
   });
 });
