@@ -114,10 +114,15 @@ async function latency(a: Args): Promise<object> {
         if (!w.ok) return reject(new Error(`completion ${w.opcodeName}: ${w.statusName}`));
         if (w.opcodeName !== 'RECV_RDMA_WITH_IMM') continue;
         qp.postRecv([{ wrId: 0 }]);
-        if (!a.server) rtts.push(Number(process.hrtime.bigint() - t0) / 1000);
-        done++;
-        if (done === a.iters) return resolve();
-        if (!a.server) t0 = process.hrtime.bigint();
+        if (a.server) {
+          // answer every ping, the last one too, then stop
+          write(done);
+          if (++done === a.iters) return resolve();
+          continue;
+        }
+        rtts.push(Number(process.hrtime.bigint() - t0) / 1000);
+        if (++done === a.iters) return resolve();
+        t0 = process.hrtime.bigint();
         write(done);
       }
     });

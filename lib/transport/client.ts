@@ -59,6 +59,12 @@ export interface ClientOptions {
    * 'new-server-session'. IOs in flight at that time fail with ESTALE either way.
    */
   rejoinOnServerRestart?: boolean;
+  /**
+   * A connect that gets no answer within this time (ms) fails with ETIMEDOUT
+   * and is retried with backoff; default 10000. (A connect request sent over
+   * a link that is down would otherwise wait for the CM's own retries.)
+   */
+  connectTimeoutMs?: number;
   /** declare a path down at once when its device reports PORT_ERR for its port (default true) */
   watchPortEvents?: boolean;
 }
@@ -177,6 +183,8 @@ class ClientPath implements PathLike {
   everUp = false;
   /** the reconnect count of its first connect (a reused slot starts above the last one's) */
   firstReconnect = 0;
+  /** closes the CM id of a connect under way */
+  abortConnect: (() => void) | undefined;
   /** a connect attempt is under way */
   connecting = false;
   /** removePath() was called: never reconnects */
@@ -381,6 +389,7 @@ export class TransportClient extends EventEmitter {
     if (this.#paths.filter((p) => !p.removed).length <= 1) throw new TransportError('EBUSY', 'the last path of a session cannot be removed: close the client');
     path.removed = true;
     path.timer.cancel();
+    path.abortConnect?.();
     if (path.state === 'connected') {
       path.state = 'draining';
       this.#log(`${path.name}: draining for removal`);
@@ -462,6 +471,7 @@ export class TransportClient extends EventEmitter {
     path.state = path.reconnectCount === 0 && !this.#established ? 'connecting' : 'reconnecting';
     const id = CmId.create();
     let conn: Conn | undefined;
+    path.abortConnect = () => (conn ? conn.close() : id.close());
     try {
       const tmo = this.#opts.resolveTimeoutMs ?? 5000;
       await id.resolveAddr(path.opts.host, path.opts.port, { source: path.opts.source, timeoutMs: tmo });
@@ -476,11 +486,19 @@ export class TransportClient extends EventEmitter {
         newSession: !this.#established, pathIndex: path.id, pathCount: this.#pathSlots, reconnectCount: path.reconnectCount, sessionId: this.#sessionId,
       });
       let acc: P.AcceptData;
+      const cto = this.#opts.connectTimeoutMs ?? 10000;
+      let timer: NodeJS.Timeout | undefined;
       try {
-        const { privateData } = await id.connect({ privateData: req, retryCount: 7, rnrRetryCount: 7 });
+        const pending = id.connect({ privateData: req, retryCount: 7, rnrRetryCount: 7 });
+        pending.catch(() => undefined); // settles after a timeout too, when the id is closed
+        const { privateData } = await Promise.race([pending, new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new TransportError('ETIMEDOUT', `no answer to the connect within ${cto} ms`)), cto);
+        })]);
         acc = P.decodeAccept(privateData);
       } catch (err) {
         throw this.#connectError(err);
+      } finally {
+        clearTimeout(timer);
       }
       if (!this.#params) this.#adopt(acc);
       else this.#checkSame(acc);
@@ -497,6 +515,8 @@ export class TransportClient extends EventEmitter {
       if (conn) conn.close();
       else id.close();
       throw err;
+    } finally {
+      path.abortConnect = undefined;
     }
   }
 
@@ -919,7 +939,10 @@ export class TransportClient extends EventEmitter {
     if (io.len > 0) {
       let mw: MemoryWindow;
       try {
-        mw = dev.freeMws.pop() ?? dev.pd.allocMemoryWindow(2);
+        // a pooled window may have been closed with a dead connection's QP
+        let free = dev.freeMws.pop();
+        while (free && free.closed) free = dev.freeMws.pop();
+        mw = free ?? dev.pd.allocMemoryWindow(2);
       } catch (err) {
         this.#fail(io, err as Error);
         return;
@@ -1200,6 +1223,7 @@ export class TransportClient extends EventEmitter {
     for (const p of this.#paths) {
       p.timer.cancel();
       p.unwatch?.();
+      p.abortConnect?.();
       p.state = 'closed';
       p.conn?.close();
       p.conn = undefined;
