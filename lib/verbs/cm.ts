@@ -78,7 +78,7 @@ function checkPrivateData(param: ConnParam, max: number): void {
   if (d.length > max) throw new RangeError(`privateData must be at most ${max} bytes here, got ${d.length}`);
 }
 
-type Pending = { resolve: (v: any) => void; reject: (e: Error) => void; verb: string };
+type Pending = { resolve: (v: any) => void; reject: (e: Error) => void; verb: string; held: boolean };
 
 class Channel {
   readonly handle: any;
@@ -223,7 +223,9 @@ export class CmId extends Resource {
   accept(param: ConnParam = {}): Promise<void> {
     this.assertOpen();
     checkPrivateData(param, ACCEPT_PRIVATE_DATA_MAX);
-    return this.#wait('connect', 'rdma_accept', () => this.handle.accept(param));
+    // passive: the listener (or its owner) keeps the process alive, a
+    // peer that vanishes mid-handshake must not
+    return this.#wait('connect', 'rdma_accept', () => this.handle.accept(param), false);
   }
 
   /** rdma_reject with optional private data for the peer. */
@@ -303,14 +305,14 @@ export class CmId extends Resource {
     }
   }
 
-  #wait<T>(key: string, verb: string, start: () => void): Promise<T> {
+  #wait<T>(key: string, verb: string, start: () => void, holdLoop = true): Promise<T> {
     if (this.#pending.has(key)) throw new RdmaError(`${verb} failed: EALREADY: already in progress`, 'EALREADY', osConstants.errno.EALREADY, verb);
     // a bad argument or a failing verb throws here, synchronously; the
     // event that settles the promise can only arrive from a later loop turn
     start();
     return new Promise<T>((resolve, reject) => {
-      this.#pending.set(key, { resolve, reject, verb });
-      sharedChannel().hold(1);
+      this.#pending.set(key, { resolve, reject, verb, held: holdLoop });
+      if (holdLoop) sharedChannel().hold(1);
     });
   }
 
@@ -318,7 +320,7 @@ export class CmId extends Resource {
     const p = this.#pending.get(key);
     if (!p) return;
     this.#pending.delete(key);
-    sharedChannel().hold(-1);
+    if (p.held) sharedChannel().hold(-1);
     p.resolve(value);
   }
 
@@ -326,7 +328,7 @@ export class CmId extends Resource {
     const p = this.#pending.get(key);
     if (!p) return;
     this.#pending.delete(key);
-    sharedChannel().hold(-1);
+    if (p.held) sharedChannel().hold(-1);
     p.reject(err);
   }
 

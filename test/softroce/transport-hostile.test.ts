@@ -176,10 +176,12 @@ test('the server closed under load: every pending client IO settles with a clear
   ));
   await new Promise((r) => setTimeout(r, 30));
   await srv.s.close();
+  let timer: NodeJS.Timeout | undefined;
   const settled = await Promise.race([
     Promise.all(ios),
-    new Promise<'hung'>((r) => setTimeout(() => r('hung'), 60_000)),
+    new Promise<'hung'>((r) => { timer = setTimeout(() => r('hung'), 60_000); }),
   ]);
+  clearTimeout(timer);
   try {
     expect(settled).not.toBe('hung');
     const results = settled as Array<{ ok: boolean; code?: string; message?: string }>;
