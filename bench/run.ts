@@ -59,8 +59,17 @@ async function perftest(tool: string, args: string[], host: string): Promise<str
   server.stderr.on('data', (d) => (serverOut += d));
   await new Promise((r) => setTimeout(r, 1500));
   try {
-    const { stdout } = await exec(tool, [...args, host], { timeout: 120_000 });
-    return stdout;
+    // the server may not listen yet on a loaded (emulated) machine: a client
+    // that cannot connect fails at once and the server keeps waiting, so retry
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const { stdout } = await exec(tool, [...args, host], { timeout: 120_000 });
+        return stdout;
+      } catch (err) {
+        if (attempt >= 4 || server.exitCode !== null) throw err;
+        await new Promise((r) => setTimeout(r, 1500));
+      }
+    }
   } catch (err) {
     throw new Error(`${tool} failed: ${(err as Error).message}\nserver said: ${serverOut}`);
   } finally {
