@@ -61,10 +61,12 @@ export interface ClientOptions {
   rejoinOnServerRestart?: boolean;
   /**
    * A connect that gets no answer within this time (ms) fails with ETIMEDOUT
-   * and is retried with backoff; default 10000. (A connect request sent over
+   * and is retried with backoff; default 15000. (A connect request sent over
    * a link that is down would otherwise wait for the CM's own retries.)
    */
   connectTimeoutMs?: number;
+  /** after PORT_ERR, reconnect only once the port has been active this long (ms); default 2000 */
+  portSettleMs?: number;
   /** declare a path down at once when its device reports PORT_ERR for its port (default true) */
   watchPortEvents?: boolean;
 }
@@ -183,6 +185,8 @@ class ClientPath implements PathLike {
   everUp = false;
   /** the reconnect count of its first connect (a reused slot starts above the last one's) */
   firstReconnect = 0;
+  /** the device port whose PORT_ERR took the path down, until it is active again */
+  portDown: { dev: string; port: number; activeSince?: number } | undefined;
   /** closes the CM id of a connect under way */
   abortConnect: (() => void) | undefined;
   /** a connect attempt is under way */
@@ -486,7 +490,7 @@ export class TransportClient extends EventEmitter {
         newSession: !this.#established, pathIndex: path.id, pathCount: this.#pathSlots, reconnectCount: path.reconnectCount, sessionId: this.#sessionId,
       });
       let acc: P.AcceptData;
-      const cto = this.#opts.connectTimeoutMs ?? 10000;
+      const cto = this.#opts.connectTimeoutMs ?? 15000;
       let timer: NodeJS.Timeout | undefined;
       try {
         const pending = id.connect({ privateData: req, retryCount: 7, rnrRetryCount: 7 });
@@ -531,6 +535,14 @@ export class TransportClient extends EventEmitter {
     const dev = this.#devices.get(devName);
     const onErr = (ev: { port?: number }): void => {
       if (path.conn !== conn || (ev.port !== undefined && ev.port !== portNum)) return;
+      // async events queue on the device until someone listens: a PORT_ERR
+      // from before this connection is stale when the port is active now
+      try {
+        if (dev.queryPort(portNum).state === 'ACTIVE') return;
+      } catch {
+        // the device went away: the path is down
+      }
+      path.portDown = { dev: devName, port: portNum };
       this.#pathFailed(path, new TransportError('ENETDOWN', `${devName} port ${portNum} reported PORT_ERR`));
     };
     dev.on('PORT_ERR', onErr);
@@ -538,6 +550,26 @@ export class TransportClient extends EventEmitter {
       path.unwatch = undefined;
       if (!dev.closed) dev.off('PORT_ERR', onErr);
     };
+  }
+
+  /** After PORT_ERR took the path down: true while that port is not active again. */
+  #portStillDown(path: ClientPath): boolean {
+    const pd = path.portDown;
+    if (!pd) return false;
+    try {
+      if (this.#devices.get(pd.dev).queryPort(pd.port).state !== 'ACTIVE') {
+        pd.activeSince = undefined;
+        return true;
+      }
+    } catch {
+      return false; // cannot tell: try to connect
+    }
+    // a connect in the first moments after the port came back (addresses and
+    // GIDs still being restored) can leave the route unusable for many seconds
+    pd.activeSince ??= Date.now();
+    if (Date.now() - pd.activeSince < (this.#opts.portSettleMs ?? 2000)) return true;
+    path.portDown = undefined;
+    return false;
   }
 
   /** Maps a failed connect to a TransportError with the server's reject reason. */
@@ -657,6 +689,7 @@ export class TransportClient extends EventEmitter {
       path.timer.disconnected();
     } else {
       path.counters.reconnectsFail += path.reconnectCount > path.firstReconnect ? 1 : 0;
+      if (!this.#closing && !path.removed) this.#log(`${path.name}: connect failed: ${err.message}`);
     }
     // hand its IOs to other paths
     for (const io of this.#inflight) {
@@ -692,6 +725,11 @@ export class TransportClient extends EventEmitter {
       return;
     }
     const delay = path.timer.schedule(() => {
+      if (this.#portStillDown(path)) {
+        // a connect over a port that is down cannot work: count the attempt, wait again
+        this.#pathFailed(path, new TransportError('ENETDOWN', `${path.portDown!.dev} port ${path.portDown!.port} is still down`));
+        return;
+      }
       path.reconnectCount++;
       this.#connectPath(path).catch((e) => this.#pathFailed(path, e as Error));
     });
