@@ -185,6 +185,8 @@ class ClientPath implements PathLike {
   everUp = false;
   /** the reconnect count of its first connect (a reused slot starts above the last one's) */
   firstReconnect = 0;
+  /** the device port of the last connection */
+  portNum = 0;
   /** the device port whose PORT_ERR took the path down, until it is active again */
   portDown: { dev: string; port: number; activeSince?: number } | undefined;
   /** closes the CM id of a connect under way */
@@ -512,7 +514,8 @@ export class TransportClient extends EventEmitter {
       path.conn = conn;
       path.device = devName;
       path.dev = dev;
-      this.#watchPort(path, conn, devName, id.info().portNum);
+      path.portNum = id.info().portNum;
+      this.#watchPort(path, conn, devName, path.portNum);
       await this.#info(path, conn, acc);
     } catch (err) {
       if (path.conn === conn) path.conn = undefined;
@@ -534,14 +537,19 @@ export class TransportClient extends EventEmitter {
     if (this.#opts.watchPortEvents === false) return;
     const dev = this.#devices.get(devName);
     const onErr = (ev: { port?: number }): void => {
-      if (path.conn !== conn || (ev.port !== undefined && ev.port !== portNum)) return;
+      if (ev.port !== undefined && ev.port !== portNum) return;
+      if (path.conn !== conn) {
+        // the path already went down (flush errors came first): hold its
+        // reconnects until the port is back, and drop a connect under way
+        if (path.state === 'reconnecting' && !path.portDown && this.#portState(dev, portNum) !== 'ACTIVE') {
+          path.portDown = { dev: devName, port: portNum };
+          path.abortConnect?.();
+        }
+        return;
+      }
       // async events queue on the device until someone listens: a PORT_ERR
       // from before this connection is stale when the port is active now
-      try {
-        if (dev.queryPort(portNum).state === 'ACTIVE') return;
-      } catch {
-        // the device went away: the path is down
-      }
+      if (this.#portState(dev, portNum) === 'ACTIVE') return;
       path.portDown = { dev: devName, port: portNum };
       this.#pathFailed(path, new TransportError('ENETDOWN', `${devName} port ${portNum} reported PORT_ERR`));
     };
@@ -550,6 +558,14 @@ export class TransportClient extends EventEmitter {
       path.unwatch = undefined;
       if (!dev.closed) dev.off('PORT_ERR', onErr);
     };
+  }
+
+  #portState(dev: { queryPort(p: number): { state: string } }, port: number): string {
+    try {
+      return dev.queryPort(port).state;
+    } catch {
+      return 'UNKNOWN'; // the device went away
+    }
   }
 
   /** After PORT_ERR took the path down: true while that port is not active again. */
@@ -671,7 +687,12 @@ export class TransportClient extends EventEmitter {
     if (path.state === 'closed' || path.state === 'dead') return;
     const wasConnected = path.state === 'connected' || path.state === 'draining';
     path.state = this.#closing || path.removed ? 'closed' : 'reconnecting';
-    path.unwatch?.();
+    // port events stay watched until the next connect: a PORT_ERR after the
+    // flush errors still holds the reconnects back
+    if (this.#closing || path.removed) path.unwatch?.();
+    else if (path.device && path.portNum && !path.portDown && this.#portState(this.#devices.get(path.device), path.portNum) === 'DOWN') {
+      path.portDown = { dev: path.device, port: path.portNum };
+    }
     if (path.infoFail) {
       path.infoFail(err);
       path.infoFail = path.infoDone = undefined;

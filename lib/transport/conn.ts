@@ -273,23 +273,67 @@ export class Conn {
     }
   }
 
-  /** Disconnects (best effort) and frees the QP, CQ and receive buffers. */
+  /**
+   * Disconnects (best effort) and frees the QP, CQ and receive buffers. When
+   * the connection's port is down, the disconnect and the CM id's destruction
+   * wait until the port has been active again for a moment (at most 2 min):
+   * on rxe, a DREQ sent while the port is down leaves the device's CM
+   * unusable, so every later connect over it would go unanswered.
+   */
   close(): void {
     if (this.#closed) return;
     this.stopHeartbeat();
     this.#closed = true;
     this.#rejectWaiters(new TransportError('ECLOSED', 'the connection was closed'));
-    try {
-      this.id.disconnect();
-    } catch {
-      // not connected (yet), or already disconnected
-    }
     if (this.#refs > 0) {
       this.#refs = 0;
       this.cq.unref();
     }
-    this.id.close();
-    this.cq.close();
-    this.recv?.mr.close();
+    const finish = (): void => {
+      try {
+        this.id.disconnect();
+      } catch {
+        // not connected (yet), or already disconnected
+      }
+      this.id.close();
+      this.cq.close();
+      this.recv?.mr.close();
+    };
+    let port = 0;
+    try {
+      port = this.id.info().portNum;
+    } catch {
+      // the id is closed already
+    }
+    if (port > 0 && portState(this.pd.device, port) === 'DOWN') deferUntilActive(this.pd.device, port, finish);
+    else finish();
   }
 }
+
+function portState(dev: Device, port: number): string {
+  try {
+    return dev.closed ? 'UNKNOWN' : dev.queryPort(port).state;
+  } catch {
+    return 'UNKNOWN';
+  }
+}
+
+/** Runs `fn` once `port` of `dev` has been ACTIVE for PORT_SETTLE_MS (or the device closed, or DEFER_MAX_MS passed). */
+function deferUntilActive(dev: Device, port: number, fn: () => void): void {
+  const start = Date.now();
+  let activeSince: number | undefined;
+  const timer = setInterval(() => {
+    const st = portState(dev, port);
+    if (st === 'ACTIVE') activeSince ??= Date.now();
+    else activeSince = undefined;
+    const settled = activeSince !== undefined && Date.now() - activeSince >= PORT_SETTLE_MS;
+    if (settled || st === 'UNKNOWN' || Date.now() - start > DEFER_MAX_MS) {
+      clearInterval(timer);
+      fn();
+    }
+  }, 200);
+  timer.unref();
+}
+
+const PORT_SETTLE_MS = 1000;
+const DEFER_MAX_MS = 120000;
