@@ -12,6 +12,7 @@
  *   node dist/bench/verbs.js latency --server --device rxe0 --host 10.99.1.1 --port 18515 --iters 1000 --size 2
  *   node dist/bench/verbs.js latency --client ...same...
  *   node dist/bench/verbs.js rate --device rxe0 --size 4096 --iters 20000 --depth 64
+ *   (--no-busy-poll: wait on the completion channel; --spin-us N: busy-poll spin budget)
  * Each prints one JSON line with its figures on stdout.
  */
 import { Access, CmId, openDevice } from '../lib';
@@ -26,10 +27,11 @@ interface Args {
   size: number;
   depth: number;
   busyPoll: boolean;
+  spinUs: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true };
+  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true, spinUs: 0 };
   for (let i = 1; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[i + 1];
@@ -43,6 +45,7 @@ function parseArgs(argv: string[]): Args {
       case '--size': a.size = Number(v); i++; break;
       case '--depth': a.depth = Number(v); i++; break;
       case '--no-busy-poll': a.busyPoll = false; break;
+      case '--spin-us': a.spinUs = Number(v); i++; break;
       default: throw new Error(`unknown argument ${k}`);
     }
   }
@@ -57,7 +60,7 @@ function percentile(sorted: number[], p: number): number {
 async function latency(a: Args): Promise<object> {
   const dev = openDevice(a.device);
   const pd = dev.allocPd();
-  const cq = dev.createCompletionQueue({ cqe: 64, busyPoll: a.busyPoll });
+  const cq = dev.createCompletionQueue({ cqe: 64, busyPoll: a.busyPoll, spinUs: a.spinUs });
   const buf = pd.registerMemory(pd.allocate(Math.max(a.size, 64)), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
   cq.ref();
   const desc = Buffer.alloc(12);
