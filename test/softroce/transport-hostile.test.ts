@@ -3,7 +3,8 @@
  * IOs: a flood of connects with garbage, wrong versions and unknown
  * sessions; a raw client naming a chunk id beyond the queue depth; and the
  * server closed under load, after which every pending client IO settles
- * with a clear error (none hangs). Complements transport.test.ts's S1-S3.
+ * with a clear error (none hangs); and a server replaying a read key after
+ * the IO (S1: it fails). Complements transport.test.ts.s S1-S3.
  */
 import { CmId, CompletionQueue, Device, MemoryRegion, openDevice, QueuePair, RdmaError, WorkCompletion, transport } from '../../lib';
 
@@ -194,5 +195,83 @@ test('the server closed under load: every pending client IO settles with a clear
     }
   } finally {
     await client.close({ drain: false });
+  }
+});
+
+test("S1: a client's read buffer is writable only during its IO: the server's replay of the read key afterwards fails", async () => {
+  // a hand-made relaxed server: answers one read properly (data written
+  // through the client's window, then SEND_WITH_INV carrying the IO_RSP),
+  // then replays the same key, as a malicious or buggy server might
+  const p = port++;
+  const params = { queueDepth: 4, chunkSize: 8192, maxHeaderSize: 128, strict: false };
+  const accept = P.encodeAccept({ ...params, sessionCreated: true, hbIntervalMs: P.MAX_HB_INTERVAL_MS, hbMissedMax: 1 });
+  const listener = CmId.create();
+  const opened: Array<() => void> = [];
+  const replay = new Promise<string>((resolve, reject) => {
+    listener.on('connection', (id) => {
+      void (async () => {
+        const dev = openDevice(id.info().device!);
+        opened.push(() => { id.close(); dev.close(); });
+        const pd = dev.allocPd();
+        const cq = dev.createCompletionQueue({ cqe: 64 });
+        const qp = id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16 });
+        const mem = pd.allocate(65536);
+        const mr = pd.registerMemory(mem, 1 | 2); // LOCAL_WRITE | REMOTE_WRITE: chunks + scratch
+        const buf = Buffer.from(mem);
+        const got: WorkCompletion[] = [];
+        let wake: (() => void) | undefined;
+        cq.ref();
+        opened.push(() => cq.unref());
+        cq.on('completions', (wcs) => { got.push(...wcs); wake?.(); });
+        const next = async (pred: (w: WorkCompletion) => boolean) => {
+          for (const until = Date.now() + 30_000; Date.now() < until;) {
+            const i = got.findIndex(pred);
+            if (i >= 0) return got.splice(i, 1)[0];
+            await new Promise<void>((r) => { wake = r; setTimeout(r, 50); });
+          }
+          throw new Error('raw server: no matching completion');
+        };
+        qp.postRecv(Array.from({ length: 8 }, (_, i) => ({ wrId: i, sge: [mr.sge(40960 + i * 2048, 2048)] })));
+        await id.accept({ privateData: accept });
+        await next((w) => w.opcodeName === 'RECV'); // INFO_REQ
+        const [info] = P.encodeInfoRsp([{ addr: BigInt(mr.addr), rkey: mr.rkey, len: params.queueDepth * params.chunkSize }]);
+        info.copy(buf, 36864);
+        qp.postSend([{ wrId: 1, opcode: 'SEND', sge: [mr.sge(36864, info.length)] }]);
+        // the client's READ_REQ (heartbeats are not expected: interval at its maximum)
+        const req = await next((w) => w.opcodeName === 'RECV_RDMA_WITH_IMM');
+        const imm = P.decodeImm(req.imm!, req.byteLen, 'server', params);
+        if (imm.type !== 'read-req') throw new Error(`raw server: expected a read request, got ${imm.type}`);
+        const at = imm.chunk * params.chunkSize + imm.trailerOffset;
+        const t = P.decodeReadTrailer(buf.subarray(at, at + 32), imm.trailerOffset, req.byteLen, params);
+        buf.fill(0x5c, 32768, 32768 + t.len);
+        const rsp = P.encodeIoRsp({ chunk: imm.chunk, status: 0, seq: t.seq, read: true, dataLen: t.len });
+        rsp.copy(buf, 34816);
+        qp.postSend([
+          { wrId: 2, opcode: 'RDMA_WRITE', sge: [mr.sge(32768, t.len)], remoteAddr: Number(t.addr), rkey: t.rkey, signaled: false },
+          { wrId: 3, opcode: 'SEND_WITH_INV', invalidateRkey: t.rkey, sge: [mr.sge(34816, rsp.length)] },
+        ]);
+        const sent = await next((w) => w.wrId === 3);
+        if (!sent.ok) throw new Error(`raw server: response ${sent.statusName}`);
+        await new Promise((r) => setTimeout(r, 100)); // the client has its data
+        // the replay: same address, same key
+        buf.fill(0xee, 32768, 32768 + t.len);
+        qp.postSend([{ wrId: 4, opcode: 'RDMA_WRITE', sge: [mr.sge(32768, t.len)], remoteAddr: Number(t.addr), rkey: t.rkey }]);
+        resolve((await next((w) => w.wrId === 4)).statusName);
+      })().catch(reject);
+    });
+  });
+  listener.listen(HOST, p);
+  const client = await connect({ paths: [{ host: HOST, port: p }] });
+  try {
+    const into = Buffer.alloc(1000);
+    const r = await client.read(Buffer.from('k'), into);
+    expect(r).toMatchObject({ status: 0, length: 1000 });
+    expect(into.every((b) => b === 0x5c)).toBe(true);
+    expect(await replay).toBe('REM_ACCESS_ERR');
+    expect(into.every((b) => b === 0x5c)).toBe(true); // untouched by the replay
+  } finally {
+    await client.close({ drain: false });
+    for (const c of opened.reverse()) c();
+    listener.close();
   }
 });
