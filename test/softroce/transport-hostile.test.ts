@@ -4,7 +4,7 @@
  * sessions; a raw client naming a chunk id beyond the queue depth; and the
  * server closed under load, after which every pending client IO settles
  * with a clear error (none hangs); and a server replaying a read key after
- * the IO (S1: it fails). Complements transport.test.ts.s S1-S3.
+ * the IO (S1: it fails). Complements transport.test.ts's S1-S3.
  */
 import { CmId, CompletionQueue, Device, MemoryRegion, openDevice, QueuePair, RdmaError, WorkCompletion, transport } from '../../lib';
 
