@@ -445,6 +445,14 @@ bool IsU(double d, double max) { return d >= 0 && d <= max && d == double(uint64
   ThrowRange(env, std::string(field) + " of work request " + std::to_string(i) + " is out of range");
 }
 
+// addr, length, lkey at s[0..2]
+ibv_sge PackedSge(Napi::Env env, size_t i, const double* s) {
+  if (!IsU(s[0], 9007199254740991.0)) BadField(env, i, "sge.addr");
+  if (!IsU(s[1], 0xffffffff)) BadField(env, i, "sge.length");
+  if (!IsU(s[2], 0xffffffff)) BadField(env, i, "sge.lkey");
+  return {uint64_t(s[0]), uint32_t(s[1]), uint32_t(s[2])};
+}
+
 Napi::Float64Array PackedArg(const Napi::CallbackInfo& info, size_t stride, uint32_t* count) {
   Napi::Env env = info.Env();
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
@@ -476,10 +484,7 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
     if (!IsU(r[2], 0xffffffff)) BadField(env, i, "flags");
     wr.send_flags = uint32_t(r[2]);
     if (r[3] == 1) {
-      if (!IsU(r[9], kSafe)) BadField(env, i, "sge.addr");
-      if (!IsU(r[10], 0xffffffff)) BadField(env, i, "sge.length");
-      if (!IsU(r[11], 0xffffffff)) BadField(env, i, "sge.lkey");
-      sges[i] = {uint64_t(r[9]), uint32_t(r[10]), uint32_t(r[11])};
+      sges[i] = PackedSge(env, i, r + 9);
       wr.sg_list = &sges[i];
       wr.num_sge = 1;
     }
@@ -548,10 +553,7 @@ Napi::Value QueuePair::PostRecvPacked(const Napi::CallbackInfo& info) {
     wrs[i] = {};
     wrs[i].wr_id = uint64_t(r[0]);
     if (r[1] == 1) {
-      if (!IsU(r[2], 9007199254740991.0)) BadField(env, i, "sge.addr");
-      if (!IsU(r[3], 0xffffffff)) BadField(env, i, "sge.length");
-      if (!IsU(r[4], 0xffffffff)) BadField(env, i, "sge.lkey");
-      sges[i] = {uint64_t(r[2]), uint32_t(r[3]), uint32_t(r[4])};
+      sges[i] = PackedSge(env, i, r + 2);
       wrs[i].sg_list = &sges[i];
       wrs[i].num_sge = 1;
     }
