@@ -206,6 +206,8 @@ async function main(): Promise<number> {
     console.log(`  transport ${m}, IOPS by queue depth: ${t.iops.map((x: any) => `${x.depth}:${Math.round(x.iops)}`).join('  ')}` +
       (ratios[K.iops(m)] !== undefined ? `  (peak ${r(ratios[K.iops(m)] * 100)}% of ib_write_bw's msg/s)` : ''));
   }
+  const mp = transport?.paths;
+  if (mp) console.log(`  transport relaxed, 4 KiB, QD 32: one path ${Math.round(mp.onePathIops)} IOPS, two paths ${Math.round(mp.twoPathIops)} IOPS -> ${r(mp.ratio)}x (IOs per path ${mp.perPath.join(', ')})`);
   const f = transport?.failover;
   if (f) {
     const ms = (x: number | null | undefined) => (typeof x === 'number' ? `${Math.round(x)} ms` : '-');

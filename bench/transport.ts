@@ -6,6 +6,8 @@
  *             is two RDMA messages: request + response), with histograms
  *   iops      mixed 50/50 4 KiB IOs at queue depths 1..64
  *   both in strict and in relaxed mode, over one path (host0)
+ *   paths     throughput of one path against two (host0 + host1, or two
+ *             QPs to host0 when there is no host1): relaxed, 4 KiB, QD 32
  *   failover  a two-path session (host0 + host1) under load: IOPS per
  *             100 ms before, during and after one path is cut (default: the
  *             server disconnects it; --cut link takes its link down, which
@@ -117,11 +119,40 @@ async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: 
   }
 }
 
+/** IOPS of a one-path session against a two-path session, same server and load. */
+async function onePathVsTwo(a: Args, port: number): Promise<{ onePathIops: number; twoPathIops: number; ratio: number; perPath: number[] }> {
+  const store = memoryStore();
+  const hosts = [a.host0, a.host1 ?? a.host0];
+  const server = new TransportServer({ handler: store.handler, queueDepth: 64, chunkSize: 16384, maxHeaderSize: 512, strict: false });
+  server.listen([...new Set(hosts)].map((host) => ({ host, port })));
+  const run = async (paths: string[]) => {
+    const client = await connect({ paths: paths.map((host) => ({ host, port })), name: `bench-${paths.length}p` });
+    try {
+      await runWorkload(client, { size: a.size, depth: 8, durationMs: 1000, maxIos: 100, readRatio: 0.5, keys: 16 });
+      const r = await runWorkload(client, { size: a.size, depth: 32, durationMs: a.pointMs * 2, readRatio: 0.5, keys: 256 });
+      if (r.errors || r.mismatches) throw new Error(`${paths.length}-path run: ${r.errors} errors, ${r.mismatches} mismatches`);
+      const st = client.stats().paths.map((p) => p.reads + p.writes);
+      say(`paths: ${paths.length} path(s): ${r.iops.toFixed(0)} IOPS (IOs per path ${st.join(', ')})`);
+      return { iops: r.iops, perPath: st };
+    } finally {
+      await client.close({ drainTimeoutMs: 5000 });
+    }
+  };
+  try {
+    const one = await run([hosts[0]]);
+    const two = await run(hosts);
+    return { onePathIops: one.iops, twoPathIops: two.iops, ratio: two.iops / one.iops, perPath: two.perPath };
+  } finally {
+    await server.close();
+  }
+}
+
 async function main(): Promise<void> {
   const a = parse(process.argv.slice(2));
   const out: Record<string, unknown> = { size: a.size, iters: a.iters, pointMs: a.pointMs, host0: a.host0, host1: a.host1 ?? null };
   let port = a.port;
   for (const m of a.modes) out[m] = await mode(a, m === 'strict', port++);
+  out.paths = await onePathVsTwo(a, port++);
   if (a.failoverMs > 0) {
     // endpoints: the devices behind host0/host1 (two paths to host0 when there is no host1)
     const eps = localEndpoints();
