@@ -6,10 +6,30 @@ import { RdmaError, unsupported } from '../errors';
 import { native } from '../native';
 import { checkBytes, checkObject, checkOptions, checkUint } from './args';
 import { Access } from './constants';
-import { allocate, MemoryRegion, MemoryWindow } from './memory';
+import { allocate, MemoryRegion, MemoryWindow, pageSize } from './memory';
+import { forkSafety } from './device';
 import { QueuePair, QueuePairInit, SharedReceiveQueue, SharedReceiveQueueInit } from './qp';
 import { Resource } from './resource';
 import type { Device } from './device';
+
+/**
+ * In rdma-core's madvise(DONTFORK) mode (RDMAV_FORK_SAFE / IBV_FORK_SAFE in the
+ * environment, or forkSafety() 'enabled' after ibv_fork_init), a
+ * registration hides its whole pages from forked children: JS memory that
+ * shares a page with other heap data would make a child crash between fork()
+ * and exec() (child_process.spawn). Such registrations are refused there.
+ */
+function checkForkMode(mr: MemoryRegion): void {
+  // rdma-core 44 turns the madvise mode on for RDMAV_FORK_SAFE/IBV_FORK_SAFE
+  // even where the kernel copies pinned pages (and then reports 'unneeded')
+  const dontfork = forkSafety() === 'enabled' || !!(process.env.RDMAV_FORK_SAFE || process.env.IBV_FORK_SAFE);
+  if (!dontfork) return;
+  const page = pageSize();
+  if (mr.addr % page === 0 && mr.length % page === 0) return;
+  mr.close();
+  throw new RangeError('buffer must cover whole pages while fork safety is in madvise(DONTFORK) mode ' +
+    '(RDMAV_FORK_SAFE / ibv_fork_init): other data on its pages would vanish from forked children; use pd.allocate()');
+}
 
 const ALL_ACCESS = Object.values(Access).reduce((a, b) => a | b, 0);
 
@@ -52,7 +72,9 @@ export class ProtectionDomain extends Resource {
     checkBytes(buffer, 'buffer');
     const a = checkAccess(access);
     if (a & Access.ON_DEMAND) return this.registerOnDemand(buffer, a);
-    return new MemoryRegion(this, 'buffer', new (native().MemoryRegion)(this.handle, 'buffer', buffer, a), buffer);
+    const mr = new MemoryRegion(this, 'buffer', new (native().MemoryRegion)(this.handle, 'buffer', buffer, a), buffer);
+    checkForkMode(mr);
+    return mr;
   }
 
   /**

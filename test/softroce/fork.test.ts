@@ -128,7 +128,7 @@ test('spawn, execFile and spawnSync while memory is registered and RDMA writes r
   if (cof.includes('copy-on-fork')) expect(cof).toMatch(/copy-on-fork on/);
 });
 
-test('RDMAV_FORK_SAFE=1 (madvise DONTFORK mode): a child node registers memory, spawns, and still gets its RDMA writes', () => {
+test('RDMAV_FORK_SAFE=1 (madvise DONTFORK mode): JS memory sharing pages with the heap is refused; whole-page memory registers, spawn works, RDMA writes still land', () => {
   const script = `
     const { openDevice, Access } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib'))});
     const { spawnSync } = require('child_process');
@@ -140,7 +140,12 @@ test('RDMAV_FORK_SAFE=1 (madvise DONTFORK mode): a child node registers memory, 
     const g = dev.gids().find((e) => e.port === 1 && e.type === 'RoCEv2' && e.gid.startsWith('::ffff:'));
     a.connectTo({ qpNum: b.qpNum, gid: g.gid, psn: 1 }, { sgidIndex: g.index, psn: 2 });
     b.connectTo({ qpNum: a.qpNum, gid: g.gid, psn: 2 }, { sgidIndex: g.index, psn: 1 });
-    const dstMem = new Uint8Array(65536 + 100).subarray(100);  // not page aligned: shares pages with the heap
+    // not page aligned: its pages hold other heap data, which DONTFORK would
+    // hide from the child between fork() and exec()
+    let refused = '';
+    try { pd.registerMemory(new Uint8Array(65536 + 100).subarray(100), Access.LOCAL_WRITE); } catch (e) { refused = e.name + ': ' + e.message; }
+    if (!/^RangeError: .*whole pages/.test(refused)) throw new Error('misaligned JS memory was not refused: ' + refused);
+    const dstMem = new Uint8Array(pd.allocate(65536));
     const dst = pd.registerMemory(dstMem, Access.LOCAL_WRITE | Access.REMOTE_WRITE);
     const src = pd.registerMemory(pd.allocate(65536));
     const wait = () => { for (let t = 0; t < 2e6; t++) { const w = cq.poll(); if (w.length) return w[0]; } throw new Error('no completion'); };
