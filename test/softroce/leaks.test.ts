@@ -77,7 +77,7 @@ async function snapshot(): Promise<Snapshot> {
 const results: string[] = [];
 
 /** Runs `cycle` WARMUP times, takes the baseline, runs it `n` times, compares. */
-async function expectNoLeak(what: string, n: number, cycle: (i: number) => void | Promise<void>, warmup = WARMUP): Promise<void> {
+async function expectNoLeak(what: string, n: number, cycle: (i: number) => void | Promise<void>, warmup = WARMUP, rssBound = RSS_BOUND): Promise<void> {
   for (let i = 0; i < warmup; i++) await cycle(i);
   const before = await snapshot();
   const t0 = process.hrtime.bigint();
@@ -91,7 +91,7 @@ async function expectNoLeak(what: string, n: number, cycle: (i: number) => void 
   expect(after.fds).toEqual(before.fds);
   expect(after.maps).toBe(before.maps);
   expect(after.pinned).toBe(before.pinned);
-  if (!UNDER_ASAN) expect(grew).toBeLessThan(RSS_BOUND);
+  if (!UNDER_ASAN) expect(grew).toBeLessThan(rssBound);
 }
 
 let dev: Device;
@@ -134,7 +134,12 @@ test(`memory regions: register + deregister fresh memory, ${CYCLES} times (${MR_
     const mr = pd.registerMemory(mem, Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ);
     mr.close();
     if (i % 100 === 99) await settle();
-  });
+    // 160 MiB of registrations churn through glibc's heap (its mmap
+    // threshold rises after the first 256 KiB frees) and V8's: RSS wanders
+    // by ~8 MiB without a leak (seen +7.1 and +8.6 MiB in CI runs); one
+    // region per cycle kept would be >= 32 MiB, and fds/mappings/VmPin are
+    // checked exactly
+  }, WARMUP, 2 * RSS_BOUND);
 });
 
 test(`completion queues (1024 entries, with a completion channel): create + close, ${CYCLES} times`, async () => {
