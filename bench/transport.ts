@@ -22,6 +22,7 @@
 import { connect, TransportServer } from '../lib/transport';
 import { failoverScenario, localEndpoints, PathEndpoint, CutMode } from '../lib/cli/demo';
 import { Histogram, memoryStore, runWorkload } from '../lib/cli/workload';
+import type { TransportIops as IopsPoint, TransportLatency as LatencyFigures } from './report';
 
 interface Args {
   host0: string;
@@ -61,28 +62,6 @@ function parse(argv: string[]): Args {
 }
 
 const say = (s: string): void => void process.stderr.write(`bench/transport: ${s}\n`);
-
-export interface LatencyFigures {
-  kind: 'write' | 'read';
-  size: number;
-  iters: number;
-  minUs: number;
-  p50Us: number;
-  meanUs: number;
-  p99Us: number;
-  maxUs: number;
-  /** [lowerUs, upperUs, count] */
-  histogram: Array<[number, number, number]>;
-}
-
-export interface IopsPoint {
-  depth: number;
-  iops: number;
-  mbps: number;
-  p50Us: number;
-  p99Us: number;
-  errors: number;
-}
 
 async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: LatencyFigures[]; iops: IopsPoint[] }> {
   const maxDepth = Math.max(...a.depths);
