@@ -35,12 +35,13 @@ interface Args {
   cut: CutMode;
   failoverMs: number;
   modes: Array<'strict' | 'relaxed'>;
+  busyPoll: boolean;
 }
 
 function parse(argv: string[]): Args {
   const a: Args = {
     host0: '10.99.1.1', host1: undefined, port: 18700, iters: 1000, pointMs: 1500, depths: [1, 2, 4, 8, 16, 32, 64], size: 4096,
-    cut: 'server', failoverMs: 10_000, modes: ['strict', 'relaxed'],
+    cut: 'server', failoverMs: 10_000, modes: ['strict', 'relaxed'], busyPoll: true,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
@@ -55,6 +56,7 @@ function parse(argv: string[]): Args {
     else if (k === '--cut') a.cut = v as CutMode;
     else if (k === '--failover-ms') a.failoverMs = Number(v);
     else if (k === '--modes') a.modes = v.split(',') as Args['modes'];
+    else if (k === '--busy-poll') a.busyPoll = v !== 'false';
     else throw new Error(`unknown argument ${k}`);
   }
   if (!['link', 'server', 'none'].includes(a.cut)) throw new Error('--cut must be link, server or none');
@@ -66,9 +68,9 @@ const say = (s: string): void => void process.stderr.write(`bench/transport: ${s
 async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: LatencyFigures[]; iops: IopsPoint[] }> {
   const maxDepth = Math.max(...a.depths);
   const store = memoryStore();
-  const server = new TransportServer({ handler: store.handler, queueDepth: maxDepth, chunkSize: 16384, maxHeaderSize: 512, strict });
+  const server = new TransportServer({ handler: store.handler, queueDepth: maxDepth, chunkSize: 16384, maxHeaderSize: 512, strict, busyPoll: a.busyPoll });
   server.listen([{ host: a.host0, port }]);
-  const client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench' });
+  const client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench', busyPoll: a.busyPoll });
   try {
     // warm up (JIT, first keys, window pools)
     await runWorkload(client, { size: a.size, depth: 4, durationMs: 2000, maxIos: 200, readRatio: 0.5, keys: 16 });

@@ -28,10 +28,12 @@ interface Args {
   depth: number;
   busyPoll: boolean;
   spinUs: number;
+  loop: 'event' | 'sync';
+  warmup: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true, spinUs: 0 };
+  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true, spinUs: 0, loop: 'event', warmup: 1000 };
   for (let i = 1; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[i + 1];
@@ -46,6 +48,10 @@ function parseArgs(argv: string[]): Args {
       case '--depth': a.depth = Number(v); i++; break;
       case '--no-busy-poll': a.busyPoll = false; break;
       case '--spin-us': a.spinUs = Number(v); i++; break;
+      case '--warmup': a.warmup = Number(v); i++; break;
+      case '--loop':
+        if (v !== 'event' && v !== 'sync') throw new Error('--loop is event or sync');
+        a.loop = v; i++; break;
       default: throw new Error(`unknown argument ${k}`);
     }
   }
@@ -77,7 +83,7 @@ async function latency(a: Args): Promise<object> {
       resolve(req);
     }));
     id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 });
-    id.queuePair!.postRecv([{ wrId: 0 }]);
+    id.queuePair!.postRecv([{ wrId: 0 }, { wrId: 0 }]);
     await id.accept({ privateData: desc });
   } else {
     // the server process may still be starting (slow under TCG): retry a
@@ -88,7 +94,7 @@ async function latency(a: Args): Promise<object> {
       await id.resolveAddr(a.host, a.port);
       await id.resolveRoute();
       id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 });
-      id.queuePair!.postRecv([{ wrId: 0 }]);
+      id.queuePair!.postRecv([{ wrId: 0 }, { wrId: 0 }]);
       try {
         peer = (await id.connect({ privateData: desc })).privateData;
         break;
@@ -103,37 +109,64 @@ async function latency(a: Args): Promise<object> {
   const remoteAddr = peer!.readDoubleLE(0);
   const rkey = peer!.readUInt32LE(8);
   const inline = a.size <= 64;
+  const sge = [buf.sge(0, a.size)];
   const write = (n: number) => qp.postSend([{
-    wrId: n, opcode: 'RDMA_WRITE_WITH_IMM', imm: n, sge: [buf.sge(0, a.size)], remoteAddr, rkey, inline,
+    wrId: n, opcode: 'RDMA_WRITE_WITH_IMM', imm: n, sge, remoteAddr, rkey, inline,
   }]);
+  const recvWr = [{ wrId: 0 }];
   // callback-driven, as a latency-minded user would write it: the reply is
   // posted from inside the completion batch, with no promise hop between
+  // Like a latency-minded user: the reply is posted before the receive is
+  // replaced (a spare receive is always posted, so the repost is off the
+  // critical path) and one clock read per round trip. The first `warmup`
+  // round trips let the JIT settle and are not measured.
+  const total = a.warmup + a.iters;
   const rtts: number[] = [];
   let t0 = 0n;
   let done = 0;
-  await new Promise<void>((resolve, reject) => {
-    cq.on('completions', (wcs) => {
-      for (const w of wcs) {
-        if (!w.ok) return reject(new Error(`completion ${w.opcodeName}: ${w.statusName}`));
-        if (w.opcodeName !== 'RECV_RDMA_WITH_IMM') continue;
-        qp.postRecv([{ wrId: 0 }]);
-        if (a.server) {
-          // answer every ping, the last one too, then stop
-          write(done);
-          if (++done === a.iters) return resolve();
-          continue;
-        }
-        rtts.push(Number(process.hrtime.bigint() - t0) / 1000);
-        if (++done === a.iters) return resolve();
-        t0 = process.hrtime.bigint();
-        write(done);
-      }
-    });
-    if (!a.server) {
-      t0 = process.hrtime.bigint();
-      write(0);
+  const onRecv = (): boolean => {
+    if (a.server) {
+      write(done);
+      qp.postRecv(recvWr);
+      return ++done === total;
     }
-  });
+    const now = process.hrtime.bigint();
+    if (done >= a.warmup) rtts.push(Number(now - t0) / 1000);
+    if (++done === total) return true;
+    t0 = now;
+    write(done);
+    qp.postRecv(recvWr);
+    return false;
+  };
+  const start = () => {
+    if (a.server) return;
+    t0 = process.hrtime.bigint();
+    write(0);
+  };
+  if (a.loop === 'sync') {
+    // the whole ping-pong in one synchronous loop over cq.poll(), like
+    // perftest's: no event-loop turn between a completion and the reply
+    start();
+    let finished = false;
+    while (!finished) {
+      for (const w of cq.poll()) {
+        if (!w.ok) throw new Error(`completion ${w.opcodeName}: ${w.statusName}`);
+        if (w.opcodeName === 'RECV_RDMA_WITH_IMM' && onRecv()) finished = true;
+      }
+    }
+  } else {
+    // callback-driven, as a Node user would write it: the reply is posted
+    // from inside the completion batch, with no promise hop between
+    await new Promise<void>((resolve, reject) => {
+      cq.on('completions', (wcs) => {
+        for (const w of wcs) {
+          if (!w.ok) return reject(new Error(`completion ${w.opcodeName}: ${w.statusName}`));
+          if (w.opcodeName === 'RECV_RDMA_WITH_IMM' && onRecv()) return resolve();
+        }
+      });
+      start();
+    });
+  }
   // the server's last send completion
   await new Promise((r) => setTimeout(r, 50));
   id.disconnect();
@@ -145,7 +178,8 @@ async function latency(a: Args): Promise<object> {
   if (a.server) return { role: 'server', iters: a.iters };
   const oneWay = rtts.map((x) => x / 2).sort((x, y) => x - y);
   return {
-    bench: 'js_write_imm_lat', device: a.device, size: a.size, iters: a.iters, busyPoll: a.busyPoll,
+    bench: 'js_write_imm_lat', device: a.device, size: a.size, iters: a.iters, warmup: a.warmup, loop: a.loop,
+    busyPoll: a.busyPoll, spinUs: a.spinUs,
     t_min_usec: oneWay[0], t_typical_usec: percentile(oneWay, 50), t_avg_usec: oneWay.reduce((x, y) => x + y, 0) / oneWay.length,
     t_p99_usec: percentile(oneWay, 99), t_max_usec: oneWay[oneWay.length - 1],
     histogram_usec: oneWay.filter((_, i) => i % Math.max(1, Math.floor(oneWay.length / 200)) === 0),

@@ -120,6 +120,7 @@ void QueuePair::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&QueuePair::PostRecv>("postRecv"),
       InstanceMethod<&QueuePair::PostSendPacked>("postSendPacked"),
       InstanceMethod<&QueuePair::PostRecvPacked>("postRecvPacked"),
+      InstanceMethod<&QueuePair::SetPackBuffers>("setPackBuffers"),
       InstanceAccessor<&QueuePair::GetQpNum>("qpNum"),
       InstanceAccessor<&QueuePair::GetClosed>("closed"),
   }));
@@ -206,6 +207,10 @@ Napi::Value QueuePair::Close(const Napi::CallbackInfo& info) {
   if (rc) Throw(info.Env(), "ibv_destroy_qp", rc);
   pd_.Reset();
   send_cq_.Reset();
+  send_pack_.Reset();
+  recv_pack_.Reset();
+  send_pack_data_ = recv_pack_data_ = nullptr;
+  send_pack_len_ = recv_pack_len_ = 0;
   recv_cq_.Reset();
   srq_.Reset();
   cm_.Reset();
@@ -453,26 +458,56 @@ ibv_sge PackedSge(Napi::Env env, size_t i, const double* s) {
   return {uint64_t(s[0]), uint32_t(s[1]), uint32_t(s[2])};
 }
 
-Napi::Float64Array PackedArg(const Napi::CallbackInfo& info, size_t stride, uint32_t* count) {
+// the count argument of postSendPacked(n) / postRecvPacked(n)
+uint32_t PackedCount(const Napi::CallbackInfo& info, size_t stride, size_t len) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-    ThrowType(env, "packed work requests must be a Float64Array");
-  Napi::Float64Array f = info[0].As<Napi::Float64Array>();
-  *count = ArgU32(info[1], "count");
-  if (size_t(*count) * stride > f.ElementLength()) ThrowRange(env, "count exceeds the packed array");
-  return f;
+  if (len == 0) ThrowType(env, "setPackBuffers() was not called");
+  uint32_t n = ArgU32(info[0], "count");
+  if (size_t(n) * stride > len) ThrowRange(env, "count exceeds the packed array");
+  return n;
 }
+
+// Most posts carry one or a few WRs: keep those on the stack.
+template <typename T, size_t N>
+struct SmallArray {
+  explicit SmallArray(size_t n) : heap(n > N ? n : 0) {}
+  T* data() { return heap.empty() ? stack : heap.data(); }
+  T& operator[](size_t i) { return data()[i]; }
+  T stack[N];
+  std::vector<T> heap;
+};
 }  // namespace
 
+// setPackBuffers(send: Float64Array, recv: Float64Array)
+Napi::Value QueuePair::SetPackBuffers(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Get(env);
+  for (size_t i = 0; i < 2; i++) {
+    if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+      ThrowType(env, std::string(i ? "recv" : "send") + " pack must be a Float64Array");
+  }
+  Napi::Float64Array send = info[0].As<Napi::Float64Array>();
+  Napi::Float64Array recv = info[1].As<Napi::Float64Array>();
+  // the references keep both arrays (and so the data pointers) alive; they
+  // are private to the JS QueuePair, which never transfers or detaches them
+  send_pack_ = Napi::Persistent(send);
+  recv_pack_ = Napi::Persistent(recv);
+  send_pack_data_ = send.Data();
+  send_pack_len_ = send.ElementLength();
+  recv_pack_data_ = recv.Data();
+  recv_pack_len_ = recv.ElementLength();
+  return env.Undefined();
+}
+
+// postSendPacked(n): the first n WRs of the bound send pack
 Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_qp* qp = Get(env);
-  uint32_t n = 0;
-  Napi::Float64Array f = PackedArg(info, kSendStride, &n);
+  uint32_t n = PackedCount(info, kSendStride, send_pack_len_);
   if (n == 0) return env.Undefined();
-  const double* d = f.Data();
-  std::vector<ibv_send_wr> wrs(n);
-  std::vector<ibv_sge> sges(n);
+  const double* d = send_pack_data_;
+  SmallArray<ibv_send_wr, 8> wrs(n);
+  SmallArray<ibv_sge, 8> sges(n);
   constexpr double kSafe = 9007199254740991.0;
   for (uint32_t i = 0; i < n; i++) {
     const double* r = d + size_t(i) * kSendStride;
@@ -538,15 +573,15 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// postRecvPacked(n): the first n WRs of the bound recv pack
 Napi::Value QueuePair::PostRecvPacked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_qp* qp = Get(env);
-  uint32_t n = 0;
-  Napi::Float64Array f = PackedArg(info, kRecvStride, &n);
+  uint32_t n = PackedCount(info, kRecvStride, recv_pack_len_);
   if (n == 0) return env.Undefined();
-  const double* d = f.Data();
-  std::vector<ibv_recv_wr> wrs(n);
-  std::vector<ibv_sge> sges(n);
+  const double* d = recv_pack_data_;
+  SmallArray<ibv_recv_wr, 8> wrs(n);
+  SmallArray<ibv_sge, 8> sges(n);
   for (uint32_t i = 0; i < n; i++) {
     const double* r = d + size_t(i) * kRecvStride;
     if (!IsU(r[0], 9007199254740991.0)) BadField(env, i, "wrId");

@@ -27,6 +27,7 @@ class QueuePair : public Napi::ObjectWrap<QueuePair> {
   Napi::Value PostRecv(const Napi::CallbackInfo& info);
   Napi::Value PostSendPacked(const Napi::CallbackInfo& info);
   Napi::Value PostRecvPacked(const Napi::CallbackInfo& info);
+  Napi::Value SetPackBuffers(const Napi::CallbackInfo& info);
   Napi::Value GetQpNum(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   int Destroy();
@@ -34,6 +35,13 @@ class QueuePair : public Napi::ObjectWrap<QueuePair> {
   ibv_qp* qp_ = nullptr;
   rdma_cm_id* cm_id_ = nullptr;  // set when created by rdma_create_qp
   Napi::ObjectReference pd_, send_cq_, recv_cq_, srq_, cm_;
+  // the packed fast path's Float64Arrays, bound once (setPackBuffers) so a
+  // post is one call with a count: looking a typed array up per call costs
+  // more than the rest of the call
+  Napi::Reference<Napi::Float64Array> send_pack_, recv_pack_;
+  const double* send_pack_data_ = nullptr;
+  const double* recv_pack_data_ = nullptr;
+  size_t send_pack_len_ = 0, recv_pack_len_ = 0;
 };
 
 // Shared with SharedReceiveQueue: parses [{wrId, sge: [{addr, length, lkey}]}]

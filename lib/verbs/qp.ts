@@ -226,6 +226,7 @@ export class QueuePair extends Resource {
       sigAll: this.sigAll,
     };
     this.handle = new (native().QueuePair)(pd.handle, attrs, cmIdHandle);
+    this.#growPacks(SEND_STRIDE * 16, RECV_STRIDE * 16);
     this.dependOn(pd, init.sendCq, init.recvCq, init.srq);
   }
 
@@ -323,8 +324,15 @@ export class QueuePair extends Resource {
     }
   }
 
-  #sendPack = new Float64Array(SEND_STRIDE * 16);
-  #recvPack = new Float64Array(RECV_STRIDE * 16);
+  #sendPack = new Float64Array(0);
+  #recvPack = new Float64Array(0);
+
+  /** The native side holds the packs (bound once, posts pass a count). */
+  #growPacks(send: number, recv: number): void {
+    if (send > this.#sendPack.length) this.#sendPack = new Float64Array(send);
+    if (recv > this.#recvPack.length) this.#recvPack = new Float64Array(recv);
+    this.handle.setPackBuffers(this.#sendPack, this.#recvPack);
+  }
 
   /**
    * The fast path: common WRs (at most one SGE, no window bind, number
@@ -334,7 +342,7 @@ export class QueuePair extends Resource {
    */
   #postSendPacked(wrs: SendWorkRequest[]): number {
     const n = wrs.length;
-    if (this.#sendPack.length < n * SEND_STRIDE) this.#sendPack = new Float64Array(n * SEND_STRIDE * 2);
+    if (this.#sendPack.length < n * SEND_STRIDE) this.#growPacks(n * SEND_STRIDE * 2, this.#recvPack.length);
     const f = this.#sendPack;
     let signaled = 0;
     for (let i = 0; i < n; i++) {
@@ -394,13 +402,13 @@ export class QueuePair extends Resource {
         }
       }
     }
-    this.handle.postSendPacked(f, n);
+    this.handle.postSendPacked(n);
     return signaled;
   }
 
   #postRecvPacked(wrs: RecvWorkRequest[]): boolean {
     const n = wrs.length;
-    if (this.#recvPack.length < n * RECV_STRIDE) this.#recvPack = new Float64Array(n * RECV_STRIDE * 2);
+    if (this.#recvPack.length < n * RECV_STRIDE) this.#growPacks(this.#sendPack.length, n * RECV_STRIDE * 2);
     const f = this.#recvPack;
     for (let i = 0; i < n; i++) {
       const wr = wrs[i];
@@ -420,7 +428,7 @@ export class QueuePair extends Resource {
         f[o + 4] = sge[0].lkey;
       } else return false;
     }
-    this.handle.postRecvPacked(f, n);
+    this.handle.postRecvPacked(n);
     return true;
   }
 
