@@ -41,7 +41,7 @@ interface Args {
 function parse(argv: string[]): Args {
   const a: Args = {
     host0: '10.99.1.1', host1: undefined, port: 18700, iters: 1000, pointMs: 1500, depths: [1, 2, 4, 8, 16, 32, 64], size: 4096,
-    cut: 'server', failoverMs: 10_000, modes: ['strict', 'relaxed'], busyPoll: true,
+    cut: 'server', failoverMs: 10_000, modes: ['strict', 'relaxed'], busyPoll: false,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
@@ -56,7 +56,7 @@ function parse(argv: string[]): Args {
     else if (k === '--cut') a.cut = v as CutMode;
     else if (k === '--failover-ms') a.failoverMs = Number(v);
     else if (k === '--modes') a.modes = v.split(',') as Args['modes'];
-    else if (k === '--busy-poll') a.busyPoll = v !== 'false';
+    else if (k === '--busy-poll') a.busyPoll = v === 'true';
     else throw new Error(`unknown argument ${k}`);
   }
   if (!['link', 'server', 'none'].includes(a.cut)) throw new Error('--cut must be link, server or none');

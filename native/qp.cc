@@ -435,13 +435,15 @@ Napi::Value QueuePair::PostRecv(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// The fast path for the common work requests (at most one SGE, no window
-// bind, 53-bit values): the TS layer packs them into a Float64Array, so one
-// Node-API call carries the whole list instead of ~20 property reads per WR.
-// Send record (kSendStride doubles): wrId, opcode, flags, nsge,
-// imm-or-invalidateRkey, remoteAddr, rkey, compareAdd, swap, addr, length, lkey
+// The fast path for the common work requests (at most kPackedSges SGEs, no
+// window bind, 53-bit values): the TS layer packs them into a Float64Array,
+// so one Node-API call carries the whole list instead of ~20 property reads
+// per WR. Send record (kSendStride doubles): wrId, opcode, flags, nsge,
+// imm-or-invalidateRkey, remoteAddr, rkey, compareAdd, swap, then nsge
+// times (addr, length, lkey)
 namespace {
-constexpr size_t kSendStride = 12;
+constexpr size_t kPackedSges = 4;
+constexpr size_t kSendStride = 9 + 3 * kPackedSges;
 constexpr size_t kRecvStride = 5;  // wrId, nsge, addr, length, lkey
 
 bool IsU(double d, double max) { return d >= 0 && d <= max && d == double(uint64_t(d)); }
@@ -507,7 +509,7 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
   if (n == 0) return env.Undefined();
   const double* d = send_pack_data_;
   SmallArray<ibv_send_wr, 8> wrs(n);
-  SmallArray<ibv_sge, 8> sges(n);
+  SmallArray<ibv_sge, 8 * kPackedSges> sges(size_t(n) * kPackedSges);
   constexpr double kSafe = 9007199254740991.0;
   for (uint32_t i = 0; i < n; i++) {
     const double* r = d + size_t(i) * kSendStride;
@@ -518,10 +520,12 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
     wr.opcode = ibv_wr_opcode(uint32_t(r[1]));
     if (!IsU(r[2], 0xffffffff)) BadField(env, i, "flags");
     wr.send_flags = uint32_t(r[2]);
-    if (r[3] == 1) {
-      sges[i] = PackedSge(env, i, r + 9);
-      wr.sg_list = &sges[i];
-      wr.num_sge = 1;
+    if (!IsU(r[3], kPackedSges)) BadField(env, i, "nsge");
+    if (r[3] > 0) {
+      ibv_sge* sg = &sges[size_t(i) * kPackedSges];
+      for (int j = 0; j < int(r[3]); j++) sg[j] = PackedSge(env, i, r + 9 + 3 * j);
+      wr.sg_list = sg;
+      wr.num_sge = int(r[3]);
     }
     switch (wr.opcode) {
       case IBV_WR_SEND_WITH_IMM:

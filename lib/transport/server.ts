@@ -441,6 +441,9 @@ class ServerPath {
   established(): void {
     if (this.state === 'closed') return;
     this.session.server.log(`${this.name}: established on ${this.device} (reconnect ${this.reconnectCount})`);
+    // busy polling: a server waits for requests all the time, so poll all
+    // the time (until the path closes); the channel would add a wakeup
+    if (this.session.server.busyPoll) this.conn.ref();
   }
 
   violation(err: unknown): void {

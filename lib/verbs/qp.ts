@@ -103,7 +103,8 @@ export interface RecvWorkRequest {
 const STATE_NAMES = Object.keys(QpState) as QpStateName[];
 
 /** Layout of the packed fast path (native/qp.cc PostSendPacked). */
-const SEND_STRIDE = 12;
+const PACKED_SGES = 4;
+const SEND_STRIDE = 9 + 3 * PACKED_SGES;
 const RECV_STRIDE = 5;
 const PACKED_OPCODES: Partial<Record<string, number>> = Object.fromEntries(
   Object.entries(WrOpcode).filter(([name]) => name !== 'BIND_MW'),
@@ -335,7 +336,7 @@ export class QueuePair extends Resource {
   }
 
   /**
-   * The fast path: common WRs (at most one SGE, no window bind, number
+   * The fast path: common WRs (at most PACKED_SGES SGEs, no window bind, number
    * values) packed into a Float64Array for one native call. Returns the
    * number of signaled WRs posted, or -1 when a WR needs the general path
    * (which also produces the precise argument errors).
@@ -365,14 +366,19 @@ export class QueuePair extends Resource {
       f[o + 1] = op;
       f[o + 2] = flags;
       const sge = wr.sge;
-      if (sge === undefined || sge.length === 0) {
+      if (sge === undefined) {
         f[o + 3] = 0;
-      } else if (Array.isArray(sge) && sge.length === 1 && typeof sge[0] === 'object' && sge[0] !== null &&
-                 typeof sge[0].addr === 'number' && typeof sge[0].length === 'number' && typeof sge[0].lkey === 'number') {
-        f[o + 3] = 1;
-        f[o + 9] = sge[0].addr;
-        f[o + 10] = sge[0].length;
-        f[o + 11] = sge[0].lkey;
+      } else if (Array.isArray(sge) && sge.length <= PACKED_SGES) {
+        f[o + 3] = sge.length;
+        for (let j = 0; j < sge.length; j++) {
+          const s = sge[j];
+          if (typeof s !== 'object' || s === null || typeof s.addr !== 'number' || typeof s.length !== 'number' ||
+              typeof s.lkey !== 'number') return -1;
+          const so = o + 9 + 3 * j;
+          f[so] = s.addr;
+          f[so + 1] = s.length;
+          f[so + 2] = s.lkey;
+        }
       } else return -1;
       switch (op) {
         case WrOpcode.SEND_WITH_IMM:

@@ -25,12 +25,13 @@ export interface Loopback {
 }
 
 /** Two RC QPs on `name`, connected to each other (each with its own CQ). */
-export function loopback(name = 'rxe0', qp: { maxSendWr?: number; maxRecvWr?: number; maxInlineData?: number } = {}): Loopback {
+export function loopback(name = 'rxe0', qp: { maxSendWr?: number; maxRecvWr?: number; maxInlineData?: number; maxSge?: number } = {}): Loopback {
   const dev = openDevice(name);
   const pd = dev.allocPd();
   const cqA = dev.createCompletionQueue({ cqe: 1024 });
   const cqB = dev.createCompletionQueue({ cqe: 1024 });
-  const init = { maxSendWr: qp.maxSendWr ?? 256, maxRecvWr: qp.maxRecvWr ?? 256, maxInlineData: qp.maxInlineData ?? 64 };
+  const init = { maxSendWr: qp.maxSendWr ?? 256, maxRecvWr: qp.maxRecvWr ?? 256, maxInlineData: qp.maxInlineData ?? 64,
+    maxSendSge: qp.maxSge ?? 1, maxRecvSge: qp.maxSge ?? 1 };
   const a = pd.createQueuePair({ sendCq: cqA, recvCq: cqA, ...init });
   const b = pd.createQueuePair({ sendCq: cqB, recvCq: cqB, ...init });
   const { index, gid } = ipv4GidIndex(dev);

@@ -47,6 +47,39 @@ test('inline SEND from a plain, unregistered Buffer', async () => {
   expect(bytes(dst).subarray(0, payload.length).equals(payload)).toBe(true);
 });
 
+test('gather and scatter: 2 to 6 SGEs per WR (packed path up to 4, general path beyond)', async () => {
+  const g = loopback('rxe0', { maxSge: 6 });
+  try {
+    const src = region(g.pd, 4096);
+    const dst = region(g.pd, 4096);
+    bytes(src).set(Buffer.from('0123456789abcdefghijklmnopqrstuvwxyz'));
+    for (const n of [2, 4, 6]) {
+      bytes(dst).fill(0);
+      // pieces of 3 bytes from every 6th byte, gathered into one message
+      const sge = Array.from({ length: n }, (_, i) => src.sge(i * 6, 3));
+      const want = Buffer.concat(sge.map((s) => bytes(src).subarray(s.addr - src.addr, s.addr - src.addr + 3)));
+      const done = completions(g.cqA, 1);
+      g.a.postSend([{ wrId: n, opcode: 'RDMA_WRITE', sge, remoteAddr: dst.addr + 100, rkey: dst.rkey }]);
+      expect((await done)[0]).toMatchObject({ wrId: n, ok: true });
+      expect(bytes(dst).subarray(100, 100 + 3 * n).equals(want)).toBe(true);
+      expect(bytes(dst)[99]).toBe(0);
+      expect(bytes(dst)[100 + 3 * n]).toBe(0);
+    }
+    // a SEND gathered from 3 SGEs, scattered into 2 receive SGEs (general recv path)
+    bytes(dst).fill(0);
+    const [ca, cb] = [completions(g.cqA, 1), completions(g.cqB, 1)];
+    g.b.postRecv([{ wrId: 7, sge: [dst.sge(0, 4), dst.sge(1000, 100)] }]);
+    g.a.postSend([{ wrId: 8, opcode: 'SEND', sge: [src.sge(0, 3), src.sge(10, 3), src.sge(20, 3)] }]);
+    const [[s], [r]] = await Promise.all([ca, cb]);
+    expect(s.ok).toBe(true);
+    expect(r).toMatchObject({ wrId: 7, ok: true, byteLen: 9 });
+    expect(bytes(dst).subarray(0, 4).toString()).toBe('012a');
+    expect(bytes(dst).subarray(1000, 1005).toString()).toBe('bcklm');
+  } finally {
+    g.close();
+  }
+});
+
 test('SEND_WITH_IMM delivers the immediate', async () => {
   const dst = region(l.pd, 64);
   const [ca, cb] = [completions(l.cqA, 1), completions(l.cqB, 1)];
