@@ -293,6 +293,42 @@ Napi::Value QueuePair::Query(const Napi::CallbackInfo& info) {
   return o;
 }
 
+namespace {
+using Binds = std::vector<std::pair<ibv_mw*, uint32_t>>;  // rkeys to commit once posted
+
+// A BIND_MW work request. The new rkey keeps the window's index (upper 24
+// bits) and changes the key byte: the caller's (e.g. random, keyByte >= 0)
+// or the next one.
+void SetBind(Napi::Env env, ibv_send_wr& wr, ibv_mw* mw, ibv_mr* mr, uint64_t addr, uint64_t length, uint32_t access,
+             int key_byte, Binds& binds) {
+  wr.bind_mw.mw = mw;
+  if (key_byte >= 0) {
+    if (uint32_t(key_byte) == (mw->rkey & 0xff)) ThrowRange(env, "keyByte must differ from the current key byte");
+    wr.bind_mw.rkey = (mw->rkey & 0xffffff00) | uint32_t(key_byte);
+  } else {
+    wr.bind_mw.rkey = ibv_inc_rkey(mw->rkey);
+  }
+  binds.emplace_back(mw, wr.bind_mw.rkey);
+  wr.bind_mw.bind_info.mr = mr;
+  wr.bind_mw.bind_info.addr = addr;
+  wr.bind_mw.bind_info.length = length;
+  wr.bind_mw.bind_info.mw_access_flags = access;
+}
+
+// A bound window's new rkey is valid from the post on (the bind executes in
+// order before any later WR); on failure only WRs before `bad` were posted.
+void CommitBinds(const Binds& binds, int rc, ibv_send_wr* bad) {
+  for (auto& b : binds) {
+    bool posted = true;
+    if (rc) {
+      for (ibv_send_wr* w = bad; w; w = w->next)
+        if (w->opcode == IBV_WR_BIND_MW && w->bind_mw.mw == b.first && w->bind_mw.rkey == b.second) posted = false;
+    }
+    if (posted) b.first->rkey = b.second;
+  }
+}
+}  // namespace
+
 // postSend([{wrId, opcode, flags, sge, imm, invalidateRkey, remoteAddr, rkey,
 //   compareAdd, swap, mw, bindMr, bindAddr, bindLength, bindAccess}])
 Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
@@ -305,7 +341,7 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
   std::vector<ibv_send_wr> wrs(n);
   std::vector<ibv_sge> sges;
   std::vector<size_t> sge_counts(n);
-  std::vector<std::pair<ibv_mw*, uint32_t>> binds;  // rkeys to commit once posted
+  Binds binds;
   sges.reserve(n * 2);
   for (uint32_t i = 0; i < n; i++) {
     Napi::Value e = list.Get(i);
@@ -344,28 +380,19 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
         if (wr.opcode == IBV_WR_ATOMIC_CMP_AND_SWP) wr.wr.atomic.swap = ArgU64(o.Get("swap"), "swap");
         break;
       case IBV_WR_BIND_MW: {
-        MemoryWindow* mww = MemoryWindow::From(o.Get("mw"), "mw");
-        ibv_mw* mw = mww->Get(env);
-        wr.bind_mw.mw = mw;
-        // the new rkey keeps the window's index (upper 24 bits) and changes
-        // the key byte: the caller's (e.g. random) or the next one
-        if (Has(o, "keyByte")) {
-          uint32_t kb = ArgU32(o.Get("keyByte"), "keyByte");
-          if (kb > 255) ThrowRange(env, "keyByte must be from 0 to 255");
-          if (kb == (mw->rkey & 0xff)) ThrowRange(env, "keyByte must differ from the current key byte");
-          wr.bind_mw.rkey = (mw->rkey & 0xffffff00) | kb;
-        } else {
-          wr.bind_mw.rkey = ibv_inc_rkey(mw->rkey);
-        }
-        binds.emplace_back(mw, wr.bind_mw.rkey);
         // a type 2 window is invalidated (LOCAL_INV / SEND_WITH_INV), never
         // unbound by a null bind: providers dereference bind_info.mr
         if (!Has(o, "bindMr") || o.Get("bindMr").IsNull())
           ThrowType(env, "bind.mr is required: invalidate a type 2 window with LOCAL_INV instead of unbinding");
-        wr.bind_mw.bind_info.mr = MemoryRegion::From(o.Get("bindMr"), "bindMr")->Get(env);
-        wr.bind_mw.bind_info.addr = ArgU64(o.Get("bindAddr"), "bindAddr");
-        wr.bind_mw.bind_info.length = ArgU64(o.Get("bindLength"), "bindLength");
-        wr.bind_mw.bind_info.mw_access_flags = ArgU32(o.Get("bindAccess"), "bindAccess");
+        int key_byte = -1;
+        if (Has(o, "keyByte")) {
+          uint32_t kb = ArgU32(o.Get("keyByte"), "keyByte");
+          if (kb > 255) ThrowRange(env, "keyByte must be from 0 to 255");
+          key_byte = int(kb);
+        }
+        SetBind(env, wr, MemoryWindow::From(o.Get("mw"), "mw")->Get(env), MemoryRegion::From(o.Get("bindMr"), "bindMr")->Get(env),
+                ArgU64(o.Get("bindAddr"), "bindAddr"), ArgU64(o.Get("bindLength"), "bindLength"),
+                ArgU32(o.Get("bindAccess"), "bindAccess"), key_byte, binds);
         break;
       }
       case IBV_WR_SEND:
@@ -386,16 +413,7 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
   }
   ibv_send_wr* bad = nullptr;
   int rc = ibv_post_send(qp, wrs.data(), &bad);
-  // a bound window's new rkey is valid from the post on (the bind executes in
-  // order before any later WR); on failure only WRs before `bad` were posted
-  for (auto& b : binds) {
-    bool posted = true;
-    if (rc) {
-      for (ibv_send_wr* w = bad; w; w = w->next)
-        if (w->opcode == IBV_WR_BIND_MW && w->bind_mw.mw == b.first && w->bind_mw.rkey == b.second) posted = false;
-    }
-    if (posted) b.first->rkey = b.second;
-  }
+  CommitBinds(binds, rc, bad);
   if (rc) ThrowPost(env, "ibv_post_send", rc, bad, wrs.data(), n);
   return env.Undefined();
 }
@@ -501,12 +519,16 @@ Napi::Value QueuePair::SetPackBuffers(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// postSendPacked(n): the first n WRs of the bound send pack
+// postSendPacked(n, handles?): the first n WRs of the bound send pack. A
+// BIND_MW record names its window and region by index into `handles`
+// (native MemoryWindow / MemoryRegion objects): mw index, mr index, addr,
+// length, access, key byte (-1: the next one) in fields 4..9.
 Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_qp* qp = Get(env);
   uint32_t n = PackedCount(info, kSendStride, send_pack_len_);
   if (n == 0) return env.Undefined();
+  Binds binds;
   const double* d = send_pack_data_;
   SmallArray<ibv_send_wr, 8> wrs(n);
   SmallArray<ibv_sge, 8 * kPackedSges> sges(size_t(n) * kPackedSges);
@@ -561,6 +583,20 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
         wr.wr.atomic.compare_add = uint64_t(r[7]);
         wr.wr.atomic.swap = uint64_t(r[8]);
         break;
+      case IBV_WR_BIND_MW: {
+        if (!info[1].IsArray()) ThrowType(env, "handles must be an array");
+        Napi::Array h = info[1].As<Napi::Array>();
+        if (!IsU(r[4], 0xffffffff) || !IsU(r[5], 0xffffffff)) BadField(env, i, "bind handle index");
+        if (!IsU(r[6], kSafe)) BadField(env, i, "bind.addr");
+        if (!IsU(r[7], kSafe)) BadField(env, i, "bind.length");
+        if (!IsU(r[8], 0xffffffff)) BadField(env, i, "bind.access");
+        if (!(r[9] == -1 || IsU(r[9], 255))) BadField(env, i, "bind.keyByte");
+        if (wr.num_sge) BadField(env, i, "nsge");
+        SetBind(env, wr, MemoryWindow::From(h.Get(uint32_t(r[4])), "bind.mw")->Get(env),
+                MemoryRegion::From(h.Get(uint32_t(r[5])), "bind.mr")->Get(env), uint64_t(r[6]), uint64_t(r[7]),
+                uint32_t(r[8]), int(r[9]), binds);
+        break;
+      }
       case IBV_WR_SEND:
       case IBV_WR_SEND_WITH_IMM:
       case IBV_WR_SEND_WITH_INV:
@@ -573,6 +609,7 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
   }
   ibv_send_wr* bad = nullptr;
   int rc = ibv_post_send(qp, wrs.data(), &bad);
+  CommitBinds(binds, rc, bad);
   if (rc) ThrowPost(env, "ibv_post_send", rc, bad, wrs.data(), n);
   return env.Undefined();
 }

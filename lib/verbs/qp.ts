@@ -106,9 +106,7 @@ const STATE_NAMES = Object.keys(QpState) as QpStateName[];
 const PACKED_SGES = 4;
 const SEND_STRIDE = 9 + 3 * PACKED_SGES;
 const RECV_STRIDE = 5;
-const PACKED_OPCODES: Partial<Record<string, number>> = Object.fromEntries(
-  Object.entries(WrOpcode).filter(([name]) => name !== 'BIND_MW'),
-);
+const PACKED_OPCODES: Partial<Record<string, number>> = { ...WrOpcode };
 
 /** Every QpAttr key and the largest value its verbs field holds. */
 const ATTR_MAX: Record<string, number | 'state' | 'mtu' | 'ah'> = {
@@ -284,6 +282,10 @@ export class QueuePair extends Resource {
     this.#checkInline(wrs);
     const signaled = this.#postSendPacked(wrs);
     if (signaled >= 0) {
+      if (this.#handles.length) {
+        for (const wr of wrs) if (wr.opcode === 'BIND_MW') wr.bind!.mw.boundThrough(this, wr.bind!.mr);
+        this.#handles.length = 0;
+      }
       if (signaled) this.sendCq.expect(signaled);
       return;
     }
@@ -345,6 +347,7 @@ export class QueuePair extends Resource {
     const n = wrs.length;
     if (this.#sendPack.length < n * SEND_STRIDE) this.#growPacks(n * SEND_STRIDE * 2, this.#recvPack.length);
     const f = this.#sendPack;
+    this.#handles.length = 0;
     let signaled = 0;
     for (let i = 0; i < n; i++) {
       const wr = wrs[i];
@@ -380,6 +383,11 @@ export class QueuePair extends Resource {
           f[so + 2] = s.lkey;
         }
       } else return -1;
+      if (op === WrOpcode.BIND_MW) {
+        if (f[o + 3] !== 0) return -1;
+        this.#packBind(wr, o);
+        continue;
+      }
       switch (op) {
         case WrOpcode.SEND_WITH_IMM:
         case WrOpcode.RDMA_WRITE_WITH_IMM:
@@ -408,8 +416,29 @@ export class QueuePair extends Resource {
         }
       }
     }
-    this.handle.postSendPacked(n);
+    this.handle.postSendPacked(n, this.#handles);
     return signaled;
+  }
+
+  /** Native window and region handles of the packed BIND_MWs being posted. */
+  #handles: unknown[] = [];
+
+  /** A BIND_MW record: the same checks as the general path, handles by index. */
+  #packBind(wr: SendWorkRequest, o: number): void {
+    const b = checkObject<NonNullable<SendWorkRequest['bind']>>(wr.bind, 'bind');
+    if (!(b.mw instanceof MemoryWindow)) throw new TypeError('bind.mw must be a MemoryWindow');
+    if (b.mw.type !== 2) throw new TypeError('BIND_MW work requests bind type 2 windows; use MemoryWindow.bind() for type 1');
+    if (!(b.mr instanceof MemoryRegion)) {
+      throw new TypeError('bind.mr must be a MemoryRegion (invalidate a type 2 window with LOCAL_INV instead of unbinding)');
+    }
+    const f = this.#sendPack;
+    const h = this.#handles;
+    f[o + 4] = h.push(b.mw.handle) - 1;
+    f[o + 5] = h.push(b.mr.handle) - 1;
+    f[o + 6] = checkUint(b.addr ?? b.mr.addr, 'bind.addr', Number.MAX_SAFE_INTEGER);
+    f[o + 7] = checkUint(b.length ?? b.mr.length, 'bind.length', Number.MAX_SAFE_INTEGER);
+    f[o + 8] = checkUint(b.access, 'bind.access');
+    f[o + 9] = b.keyByte === undefined ? -1 : checkUint(b.keyByte, 'bind.keyByte', 255);
   }
 
   #postRecvPacked(wrs: RecvWorkRequest[]): boolean {

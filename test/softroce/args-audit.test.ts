@@ -62,7 +62,7 @@ describe('covered today', () => {
       expect(() => l.a.postSend([{ opcode: 'BIND_MW' }])).toThrow(typeErr(/bind/));
       expect(() => l.a.postSend([{ opcode: 'BIND_MW', bind: { mw: {} as never, mr, access: 0 } }])).toThrow(typeErr(/bind.mw/));
       expect(() => l.a.postSend([{ opcode: 'BIND_MW', bind: { mw, mr, access: -1 } }])).toThrow(rangeErr(/bind.access/));
-      expect(() => l.a.postSend([{ opcode: 'BIND_MW', bind: { mw, mr, addr: -1, access: 0 } }])).toThrow(rangeErr(/bindAddr/));
+      expect(() => l.a.postSend([{ opcode: 'BIND_MW', bind: { mw, mr, addr: -1, access: 0 } }])).toThrow(rangeErr(/bind\.addr/));
       expect(() => l.a.postRecv([{ wrId: 'x' as never }])).toThrow(typeErr(/wrId/));
     } finally {
       mw.close();
