@@ -1011,8 +1011,11 @@ export class TransportClient extends EventEmitter {
       const mr = io.zeroCopy ? this.#userMr(io.data, path.device!, dev)! : this.#staged(dev);
       const at = io.zeroCopy ? mr.addr + io.data.byteOffset : this.#staged(dev).addr + base;
       io.sendsPending++;
-      if (!conn.post([{ opcode: 'BIND_MW', wrId: wrId(WrKind.SEND, c), bind: { mw, mr, addr: at, length: io.len, access: Access.REMOTE_WRITE } }])) return;
-      rkey = mw.rkey;
+      // the bind's new key is chosen here (the next key byte), so the request
+      // can carry it and both go out in one post (one doorbell)
+      const keyByte = (mw.rkey + 1) & 0xff;
+      wrs.push({ opcode: 'BIND_MW', wrId: wrId(WrKind.SEND, c), bind: { mw, mr, addr: at, length: io.len, access: Access.REMOTE_WRITE, keyByte } });
+      rkey = ((mw.rkey & 0xffffff00) | keyByte) >>> 0;
       addr = BigInt(at);
     }
     P.writeReadTrailer(this.#stagingBuf, base + reqAt + hdrLen, { hdrLen, len: io.len, seq: io.seq, addr, rkey });

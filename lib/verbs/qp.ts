@@ -118,6 +118,17 @@ const ATTR_MAX: Record<string, number | 'state' | 'mtu' | 'ah'> = {
 const AH_MAX: Record<string, number | 'grh'> = { dlid: 0xffff, sl: 15, srcPathBits: 127, staticRate: 255, portNum: 255, grh: 'grh' };
 const GRH_MAX: Record<string, number | 'gid'> = { dgid: 'gid', sgidIndex: 255, hopLimit: 255, flowLabel: 0xfffff, trafficClass: 255 };
 
+/**
+ * A 64-bit WR field as a packed double: numbers as they are (the native side
+ * checks them), bigints when exact in a double; -1 sends the WR down the
+ * general path (which takes every bigint and produces the precise errors).
+ */
+function packable(v: number | bigint | undefined): number {
+  if (typeof v === 'number') return v;
+  if (typeof v === 'bigint' && v >= 0n && v <= 9007199254740991n) return Number(v);
+  return -1;
+}
+
 /** Refuses unknown keys (a typo would be silently ignored) and values wider than their field. */
 function checkFields(obj: Record<string, unknown>, table: Record<string, unknown>, where: string): void {
   for (const [key, value] of Object.entries(obj)) {
@@ -402,17 +413,20 @@ export class QueuePair extends Resource {
       }
       if (op === WrOpcode.RDMA_WRITE || op === WrOpcode.RDMA_WRITE_WITH_IMM || op === WrOpcode.RDMA_READ ||
           op === WrOpcode.ATOMIC_CMP_AND_SWP || op === WrOpcode.ATOMIC_FETCH_AND_ADD) {
-        if (typeof wr.remoteAddr !== 'number' || typeof wr.rkey !== 'number') return -1;
-        f[o + 5] = wr.remoteAddr;
+        const remote = packable(wr.remoteAddr);
+        if (remote < 0 || typeof wr.rkey !== 'number') return -1;
+        f[o + 5] = remote;
         f[o + 6] = wr.rkey;
       }
       if (op === WrOpcode.ATOMIC_CMP_AND_SWP || op === WrOpcode.ATOMIC_FETCH_AND_ADD) {
-        if (typeof wr.compareAdd !== 'number') return -1;
-        f[o + 7] = wr.compareAdd;
+        const compareAdd = packable(wr.compareAdd);
+        if (compareAdd < 0) return -1;
+        f[o + 7] = compareAdd;
         f[o + 8] = 0;
         if (op === WrOpcode.ATOMIC_CMP_AND_SWP) {
-          if (typeof wr.swap !== 'number') return -1;
-          f[o + 8] = wr.swap;
+          const swap = packable(wr.swap);
+          if (swap < 0) return -1;
+          f[o + 8] = swap;
         }
       }
     }
