@@ -59,7 +59,7 @@ export interface BenchResults {
   device: string;
   iters?: number;
   environment?: string;
-  latency?: { perftest_ib_write_lat: PerftestLat; js: PerftestLat; ratio_typical: number };
+  latency?: { perftest_ib_write_lat: PerftestLat; js: PerftestLat; js_sync?: PerftestLat; ratio_typical: number };
   rate?: {
     perftest_ib_write_bw: { bw_avg_mb_sec: number; msg_rate_mpps: number };
     perftest_ib_send_bw: { bw_avg_mb_sec: number; msg_rate_mpps: number };
@@ -294,6 +294,11 @@ export function renderReport(r: BenchResults): string {
     if (r.latency) {
       rows.push(['ib_write_lat 2 B (one-way)', `${num(r.latency.perftest_ib_write_lat.t_typical_usec, 2)} us`, `${num(r.latency.perftest_ib_write_lat.t_p99_usec, 2)} us`, '']);
       rows.push(['JS WRITE_WITH_IMM ping-pong 2 B (one-way)', `${num(r.latency.js.t_typical_usec, 2)} us`, `${num(r.latency.js.t_p99_usec, 2)} us`, `${num(r.latency.ratio_typical, 2)}x ib_write_lat`]);
+      const sync = r.latency.js_sync;
+      if (sync) {
+        rows.push(['JS ping-pong, synchronous poll loop (one-way)', `${num(sync.t_typical_usec, 2)} us`, `${num(sync.t_p99_usec, 2)} us`,
+          `${num(sync.t_typical_usec / r.latency.perftest_ib_write_lat.t_typical_usec, 2)}x ib_write_lat`]);
+      }
     }
     if (r.perftest4k) {
       rows.push(['ib_write_lat 4 KiB (one-way)', `${num(r.perftest4k.ib_write_lat.t_typical_usec, 2)} us`, `${num(r.perftest4k.ib_write_lat.t_p99_usec, 2)} us`, '']);

@@ -25,13 +25,13 @@ const exec = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..', '..');
 
 interface Opts {
-  device: string; host: string; gidIndex: string; iters: number; out: string;
+  device: string; host: string; gidIndex: string; iters: number; out: string; rounds: number;
   host2: string | undefined; cut: string; pointMs: number; failoverMs: number; environment: string | undefined;
 }
 
 function parse(argv: string[]): Opts {
   const o: Opts = {
-    device: 'rxe0', host: '10.99.1.1', gidIndex: '1', iters: 1000, out: path.join(ROOT, 'bench', 'results'),
+    device: 'rxe0', host: '10.99.1.1', gidIndex: '1', iters: 1000, rounds: 3, out: path.join(ROOT, 'bench', 'results'),
     host2: undefined, cut: 'server', pointMs: 1500, failoverMs: 10_000, environment: undefined,
   };
   for (let i = 0; i < argv.length; i += 2) {
@@ -40,6 +40,7 @@ function parse(argv: string[]): Opts {
     else if (k === '--host') o.host = v;
     else if (k === '--gid-index') o.gidIndex = v;
     else if (k === '--iters') o.iters = Number(v);
+    else if (k === '--rounds') o.rounds = Number(v);
     else if (k === '--out') o.out = v;
     else if (k === '--host2') o.host2 = v;
     else if (k === '--cut') o.cut = v;
@@ -98,8 +99,9 @@ async function js(args: string[], script = 'verbs.js', timeout = 180_000): Promi
   return JSON.parse(stdout.trim().split('\n').pop()!);
 }
 
-async function jsLatency(o: Opts, port: number): Promise<any> {
-  const common = ['latency', '--device', o.device, '--host', o.host, '--port', String(port), '--iters', String(o.iters), '--size', '2'];
+async function jsLatency(o: Opts, port: number, loop: 'event' | 'sync' = 'event'): Promise<any> {
+  const common = ['latency', '--device', o.device, '--host', o.host, '--port', String(port), '--iters', String(o.iters), '--size', '2',
+    '--loop', loop, '--warmup', String(Math.max(1000, o.iters))];
   const server = js([...common, '--server']);
   await new Promise((r) => setTimeout(r, 1500));
   const [client] = await Promise.all([js([...common, '--client']), server]);
@@ -125,11 +127,31 @@ async function main(): Promise<number> {
   const failures: Array<{ step: string; error: string }> = [];
   const results: Record<string, unknown> = { date: new Date().toISOString(), device: o.device, iters: o.iters, environment: o.environment };
   const lat = (row: number[]) => ({ t_min_usec: row[2], t_max_usec: row[3], t_typical_usec: row[4], t_avg_usec: row[5], t_p99_usec: row[7] });
-  const perfLat = await step(failures, `perftest ib_write_lat 2 B on ${o.device}`, async () =>
-    lat(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '2'], o.host), '#bytes')));
-  const sendLat = await step(failures, `perftest ib_send_lat 2 B on ${o.device}`, async () =>
-    lat(resultRow(await perftest('ib_send_lat', [...dev, '-n', String(o.iters), '-s', '2'], o.host), '#bytes')));
-  const jsLat = await step(failures, 'JS WRITE_WITH_IMM ping-pong 2 B', () => jsLatency(o, 18515));
+  // Latency: an emulated machine is noisy (a run's typical figure moves by
+  // 30% and more), so perftest and the JS ping-pong alternate for `rounds`
+  // rounds and the medians are compared; every round is kept
+  type Lat = ReturnType<typeof lat>;
+  const rounds: Array<{ ib_write_lat?: Lat; ib_send_lat?: Lat; js?: any; js_sync?: any }> = [];
+  for (let i = 0; i < o.rounds; i++) {
+    const tag = `(round ${i + 1}/${o.rounds})`;
+    rounds.push({
+      ib_write_lat: await step(failures, `perftest ib_write_lat 2 B on ${o.device} ${tag}`, async () =>
+        lat(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '2'], o.host), '#bytes'))),
+      js: await step(failures, `JS WRITE_WITH_IMM ping-pong 2 B, completions from the event loop ${tag}`, () => jsLatency(o, 18515 + 2 * i)),
+      ib_send_lat: await step(failures, `perftest ib_send_lat 2 B on ${o.device} ${tag}`, async () =>
+        lat(resultRow(await perftest('ib_send_lat', [...dev, '-n', String(o.iters), '-s', '2'], o.host), '#bytes'))),
+      js_sync: await step(failures, `JS WRITE_WITH_IMM ping-pong 2 B, synchronous poll loop ${tag}`, () => jsLatency(o, 18516 + 2 * i, 'sync')),
+    });
+  }
+  // the round whose typical figure is the median of the rounds
+  const medianOf = <T extends { t_typical_usec: number }>(xs: Array<T | undefined>): T | undefined => {
+    const got = xs.filter((x): x is T => x !== undefined).sort((a, b) => a.t_typical_usec - b.t_typical_usec);
+    return got.length ? got[Math.floor((got.length - 1) / 2)] : undefined;
+  };
+  const perfLat = medianOf(rounds.map((x) => x.ib_write_lat));
+  const sendLat = medianOf(rounds.map((x) => x.ib_send_lat));
+  const jsLat = medianOf(rounds.map((x) => x.js));
+  const jsSync = medianOf(rounds.map((x) => x.js_sync));
   const wbw = await step(failures, 'perftest ib_write_bw 4096 B', async () =>
     resultRow(await perftest('ib_write_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes'));
   const sbw = await step(failures, 'perftest ib_send_bw 4096 B', async () =>
@@ -144,7 +166,13 @@ async function main(): Promise<number> {
   if (o.host2) targs.push('--host1', o.host2);
   const transport = await step(failures, 'transport (bench/transport.js)', () => js(targs, 'transport.js', 900_000));
 
-  if (perfLat && jsLat) results.latency = { perftest_ib_write_lat: perfLat, perftest_ib_send_lat: sendLat, js: jsLat, ratio_typical: jsLat.t_typical_usec / perfLat.t_typical_usec };
+  if (perfLat && jsLat) {
+    results.latency = {
+      perftest_ib_write_lat: perfLat, perftest_ib_send_lat: sendLat, js: jsLat, js_sync: jsSync,
+      ratio_typical: jsLat.t_typical_usec / perfLat.t_typical_usec, rounds,
+      note: 'median of the rounds (by typical); perftest and JS alternate in each round',
+    };
+  }
   if (wbw && sbw && jsRate) {
     results.rate = {
       perftest_ib_write_bw: { bw_avg_mb_sec: wbw[3], msg_rate_mpps: wbw[4] },
@@ -166,6 +194,7 @@ async function main(): Promise<number> {
   };
   if (perfLat && jsLat) ratios['JS verbs ping-pong 2 B vs ib_write_lat 2 B (typical)'] = jsLat.t_typical_usec / perfLat.t_typical_usec;
   if (sendLat && jsLat) ratios['JS verbs ping-pong 2 B vs ib_send_lat 2 B (typical)'] = jsLat.t_typical_usec / sendLat.t_typical_usec;
+  if (perfLat && jsSync) ratios['JS verbs ping-pong 2 B, synchronous poll loop, vs ib_write_lat 2 B (typical)'] = jsSync.t_typical_usec / perfLat.t_typical_usec;
   if (wbw && jsRate) ratios['JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB'] = jsRate.msg_rate_mpps / wbw[4];
   for (const m of ['strict', 'relaxed']) {
     const t = transport?.[m];
@@ -192,6 +221,9 @@ async function main(): Promise<number> {
     console.log(`  verbs latency, 2 B, one-way (RTT/2), typical: JS ${r(jsLat.t_typical_usec)} us  vs ib_write_lat ${r(perfLat.t_typical_usec)} us  -> ratio ${r(ratios['JS verbs ping-pong 2 B vs ib_write_lat 2 B (typical)'])}x (target <= 1.15x)`);
     // ib_write_lat polls memory; our ping-pong (and ib_send_lat) take a completion per message
     if (sendLat) console.log(`    (vs ib_send_lat ${r(sendLat.t_typical_usec)} us, which like the JS ping-pong waits for a receive completion: ${r(ratios['JS verbs ping-pong 2 B vs ib_send_lat 2 B (typical)'])}x)`);
+    if (jsSync) console.log(`    (JS with a synchronous poll loop instead of the event loop: ${r(jsSync.t_typical_usec)} us -> ${r(ratios['JS verbs ping-pong 2 B, synchronous poll loop, vs ib_write_lat 2 B (typical)'])}x)`);
+    console.log(`    medians of ${o.rounds} alternating rounds; typical per round: ib_write_lat ${rounds.map((x) => r(x.ib_write_lat?.t_typical_usec)).join('/')}, ` +
+      `JS ${rounds.map((x) => r(x.js?.t_typical_usec)).join('/')}, JS sync ${rounds.map((x) => r(x.js_sync?.t_typical_usec)).join('/')} us`);
   }
   if (wbw && sbw && jsRate) {
     console.log(`  verbs message rate, RDMA WRITE 4 KiB: JS ${jsRate.msg_rate_mpps.toFixed(4)} Mpps  vs ib_write_bw ${wbw[4]} Mpps (ib_send_bw ${sbw[4]})  -> ratio ${r(ratios['JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB'])}x`);

@@ -72,8 +72,9 @@ async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: 
   server.listen([{ host: a.host0, port }]);
   const client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench', busyPoll: a.busyPoll });
   try {
-    // warm up (JIT, first keys, window pools)
-    await runWorkload(client, { size: a.size, depth: 4, durationMs: 2000, maxIos: 200, readRatio: 0.5, keys: 16 });
+    // warm up (JIT: under emulation V8 needs thousands of IOs before the hot
+    // paths run optimized code; first keys, window pools)
+    await runWorkload(client, { size: a.size, depth: 8, durationMs: 6000, maxIos: 3000, readRatio: 0.5, keys: 16 });
     const latency: LatencyFigures[] = [];
     for (const kind of ['write', 'read'] as const) {
       say(`${strict ? 'strict' : 'relaxed'}: ${kind} latency, ${a.size} B, QD1, ${a.iters} IOs`);
@@ -109,7 +110,7 @@ async function onePathVsTwo(a: Args, port: number): Promise<{ onePathIops: numbe
   const run = async (paths: string[]) => {
     const client = await connect({ paths: paths.map((host) => ({ host, port })), name: `bench-${paths.length}p` });
     try {
-      await runWorkload(client, { size: a.size, depth: 8, durationMs: 1000, maxIos: 100, readRatio: 0.5, keys: 16 });
+      await runWorkload(client, { size: a.size, depth: 8, durationMs: 3000, maxIos: 1500, readRatio: 0.5, keys: 16 });
       const r = await runWorkload(client, { size: a.size, depth: 32, durationMs: a.pointMs * 2, readRatio: 0.5, keys: 256 });
       if (r.errors || r.mismatches) throw new Error(`${paths.length}-path run: ${r.errors} errors, ${r.mismatches} mismatches`);
       const st = client.stats().paths.map((p) => p.reads + p.writes);

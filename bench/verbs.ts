@@ -15,7 +15,7 @@
  *   (--no-busy-poll: wait on the completion channel; --spin-us N: busy-poll spin budget)
  * Each prints one JSON line with its figures on stdout.
  */
-import { Access, CmId, openDevice } from '../lib';
+import { Access, CmId, openDevice, WorkCompletion } from '../lib';
 
 interface Args {
   mode: string;
@@ -201,36 +201,43 @@ async function rate(a: Args): Promise<object> {
   const src = pd.registerMemory(pd.allocate(a.size), Access.LOCAL_WRITE);
   const dst = pd.registerMemory(pd.allocate(a.size), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
   const sge = [src.sge()];
-  let posted = 0;
-  let completed = 0;
-  const t0 = process.hrtime.bigint();
-  await new Promise<void>((resolve, reject) => {
+  // `count` WRITEs with a window of `depth` outstanding, one signaled per `signal`
+  const run = (count: number) => new Promise<void>((resolve, reject) => {
+    let posted = 0;
+    let completed = 0;
     const post = () => {
       // keep `depth` WRs outstanding, in batches (one ibv_post_send each)
       const batch: Parameters<typeof qpa.postSend>[0] = [];
-      while (posted - completed + batch.length < depth && posted + batch.length < a.iters) {
+      while (posted - completed + batch.length < depth && posted + batch.length < count) {
         const n = posted + batch.length;
-        batch.push({ wrId: n, opcode: 'RDMA_WRITE', sge, remoteAddr: dst.addr, rkey: dst.rkey, signaled: (n + 1) % signal === 0 || n + 1 === a.iters });
+        batch.push({ wrId: n, opcode: 'RDMA_WRITE', sge, remoteAddr: dst.addr, rkey: dst.rkey, signaled: (n + 1) % signal === 0 || n + 1 === count });
       }
       if (batch.length) {
         qpa.postSend(batch);
         posted += batch.length;
       }
     };
-    cq.on('completions', (wcs) => {
+    const onWcs = (wcs: WorkCompletion[]) => {
       for (const w of wcs) {
         if (!w.ok) return reject(new Error(`RDMA_WRITE: ${w.statusName}`));
         completed = w.wrId + 1;
       }
-      if (completed >= a.iters) resolve();
-      else post();
-    });
+      if (completed >= count) {
+        cq.off('completions', onWcs);
+        resolve();
+      } else post();
+    };
+    cq.on('completions', onWcs);
     post();
   });
+  // the first `warmup` WRITEs let the JIT settle and are not measured
+  if (a.warmup > 0) await run(a.warmup);
+  const t0 = process.hrtime.bigint();
+  await run(a.iters);
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   dev.close();
   return {
-    bench: 'js_write_rate', device: a.device, size: a.size, iters: a.iters, depth, busyPoll: a.busyPoll,
+    bench: 'js_write_rate', device: a.device, size: a.size, iters: a.iters, warmup: a.warmup, depth, busyPoll: a.busyPoll,
     msg_rate_mpps: a.iters / secs / 1e6, bw_mb_sec: (a.iters * a.size) / secs / 1e6, seconds: secs,
   };
 }
