@@ -101,7 +101,7 @@ async function js(args: string[], script = 'verbs.js', timeout = 180_000): Promi
 
 async function jsLatency(o: Opts, port: number, loop: 'event' | 'sync' = 'event'): Promise<any> {
   const common = ['latency', '--device', o.device, '--host', o.host, '--port', String(port), '--iters', String(o.iters), '--size', '2',
-    '--loop', loop, '--warmup', String(Math.max(1000, o.iters))];
+    '--loop', loop, '--warmup', String(Math.max(5000, o.iters))];
   const server = js([...common, '--server']);
   await new Promise((r) => setTimeout(r, 1500));
   const [client] = await Promise.all([js([...common, '--client']), server]);
@@ -157,7 +157,7 @@ async function main(): Promise<number> {
   const sbw = await step(failures, 'perftest ib_send_bw 4096 B', async () =>
     resultRow(await perftest('ib_send_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes'));
   const jsRate = await step(failures, 'JS RDMA WRITE message rate 4096 B', () =>
-    js(['rate', '--device', o.device, '--size', '4096', '--iters', String(o.iters * 5), '--depth', '64']));
+    js(['rate', '--device', o.device, '--size', '4096', '--iters', String(o.iters * 5), '--depth', '64', '--warmup', String(o.iters * 3)]));
   const wlat4 = await step(failures, 'perftest ib_write_lat 4096 B', async () =>
     lat(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes')));
   const rlat4 = await step(failures, 'perftest ib_read_lat 4096 B', async () =>
