@@ -23,6 +23,8 @@ export interface TransportLatency {
   p99Us: number;
   maxUs: number;
   histogram: Array<[number, number, number]>;
+  /** where the server ran */
+  setup?: string;
 }
 
 export interface TransportIops {

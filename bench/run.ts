@@ -190,6 +190,7 @@ async function main(): Promise<number> {
   const K = {
     wlat: (m: string) => `transport ${m} 4 KiB write p50 (QD1) vs 2x ib_write_lat 4 KiB`,
     rlat: (m: string) => `transport ${m} 4 KiB read p50 (QD1) vs ib_read_lat 4 KiB`,
+    rlat2: (m: string) => `transport ${m} 4 KiB read p50 (QD1) vs 2x ib_write_lat 4 KiB`,
     iops: (m: string) => `transport ${m} peak IOPS (4 KiB, 50% reads) vs ib_write_bw 4 KiB msg/s`,
   };
   if (perfLat && jsLat) ratios['JS verbs ping-pong 2 B vs ib_write_lat 2 B (typical)'] = jsLat.t_typical_usec / perfLat.t_typical_usec;
@@ -203,6 +204,7 @@ async function main(): Promise<number> {
     const rd = t.latency.find((x: any) => x.kind === 'read');
     if (w && wlat4) ratios[K.wlat(m)] = w.p50Us / (2 * wlat4.t_typical_usec);
     if (rd && rlat4) ratios[K.rlat(m)] = rd.p50Us / rlat4.t_typical_usec;
+    if (rd && wlat4) ratios[K.rlat2(m)] = rd.p50Us / (2 * wlat4.t_typical_usec);
     if (wbw) ratios[K.iops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / (wbw[4] * 1e6);
   }
   results.ratios = ratios;
@@ -234,7 +236,8 @@ async function main(): Promise<number> {
     const w = t.latency.find((x: any) => x.kind === 'write');
     const rd = t.latency.find((x: any) => x.kind === 'read');
     console.log(`  transport ${m}, 4 KiB, QD1: write p50 ${us(w?.p50Us)} p99 ${us(w?.p99Us)} (vs 2x ib_write_lat 4K ${us(wlat4 && 2 * wlat4.t_typical_usec)}: ${r(ratios[K.wlat(m)])}x);` +
-      ` read p50 ${us(rd?.p50Us)} p99 ${us(rd?.p99Us)} (vs ib_read_lat 4K ${us(rlat4?.t_typical_usec)}: ${r(ratios[K.rlat(m)])}x)`);
+      ` read p50 ${us(rd?.p50Us)} p99 ${us(rd?.p99Us)} (${r(ratios[K.rlat2(m)])}x; vs ib_read_lat 4K ${us(rlat4?.t_typical_usec)}: ${r(ratios[K.rlat(m)])}x)` +
+      (w?.setup ? ` [${w.setup}]` : ''));
     console.log(`  transport ${m}, IOPS by queue depth: ${t.iops.map((x: any) => `${x.depth}:${Math.round(x.iops)}`).join('  ')}` +
       (ratios[K.iops(m)] !== undefined ? `  (peak ${r(ratios[K.iops(m)] * 100)}% of ib_write_bw's msg/s)` : ''));
   }

@@ -16,9 +16,14 @@
  *
  *   node dist/bench/transport.js --host0 10.99.1.1 [--host1 10.99.2.1] [--iters 1000]
  *        [--point-ms 1500] [--depths 1,2,4,8,16,32,64] [--cut link|server|none]
- *        [--failover-ms 10000] [--port 18700]
+ *        [--failover-ms 10000] [--port 18700] [--busy-poll true|false]
+ *        [--latency-setup separate|same]
+ * Latency runs, like perftest, against a server in its own process, both
+ * sides busy-polling (--latency-setup same: in this process, --busy-poll);
+ * everything else runs in one process.
  * Prints one JSON line with every figure on stdout; progress on stderr.
  */
+import { spawn } from 'child_process';
 import { connect, TransportServer } from '../lib/transport';
 import { failoverScenario, localEndpoints, PathEndpoint, CutMode } from '../lib/cli/demo';
 import { Histogram, memoryStore, runWorkload } from '../lib/cli/workload';
@@ -36,12 +41,16 @@ interface Args {
   failoverMs: number;
   modes: Array<'strict' | 'relaxed'>;
   busyPoll: boolean;
+  latencySetup: 'separate' | 'same';
+  /** internal: run only a server (the latency runs' peer process) */
+  serve: 'strict' | 'relaxed' | undefined;
 }
 
 function parse(argv: string[]): Args {
   const a: Args = {
     host0: '10.99.1.1', host1: undefined, port: 18700, iters: 1000, pointMs: 1500, depths: [1, 2, 4, 8, 16, 32, 64], size: 4096,
     cut: 'server', failoverMs: 10_000, modes: ['strict', 'relaxed'], busyPoll: false,
+    latencySetup: 'separate', serve: undefined,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
@@ -57,37 +66,104 @@ function parse(argv: string[]): Args {
     else if (k === '--failover-ms') a.failoverMs = Number(v);
     else if (k === '--modes') a.modes = v.split(',') as Args['modes'];
     else if (k === '--busy-poll') a.busyPoll = v === 'true';
+    else if (k === '--latency-setup') a.latencySetup = v as Args['latencySetup'];
+    else if (k === '--serve') a.serve = v as Args['serve'];
     else throw new Error(`unknown argument ${k}`);
   }
   if (!['link', 'server', 'none'].includes(a.cut)) throw new Error('--cut must be link, server or none');
+  if (!['separate', 'same'].includes(a.latencySetup)) throw new Error('--latency-setup must be separate or same');
   return a;
 }
 
 const say = (s: string): void => void process.stderr.write(`bench/transport: ${s}\n`);
 
+/** The latency runs' server: in this process, or in a child process (busy-polling). */
+async function latencyServer(a: Args, strict: boolean, port: number): Promise<{ close: () => Promise<void> }> {
+  const maxDepth = Math.max(...a.depths);
+  if (a.latencySetup === 'same') {
+    const server = new TransportServer({ handler: memoryStore().handler, queueDepth: maxDepth, chunkSize: 16384, maxHeaderSize: 512, strict, busyPoll: a.busyPoll });
+    server.listen([{ host: a.host0, port }]);
+    return { close: () => server.close() };
+  }
+  const child = spawn(process.execPath, [__filename, '--serve', strict ? 'strict' : 'relaxed', '--host0', a.host0, '--port', String(port),
+    '--depths', String(maxDepth)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`latency server exited (${code})`)));
+    child.stdout!.once('data', () => resolve());
+  });
+  return {
+    close: () => new Promise<void>((resolve) => {
+      child.removeAllListeners('exit');
+      if (child.exitCode !== null) return resolve();
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      child.once('exit', () => { clearTimeout(t); resolve(); });
+      child.kill('SIGTERM');
+    }),
+  };
+}
+
+/** --serve: a busy-polling server until SIGTERM; prints one line when it listens. */
+async function serve(a: Args): Promise<void> {
+  const server = new TransportServer({
+    handler: memoryStore().handler, queueDepth: Math.max(...a.depths), chunkSize: 16384, maxHeaderSize: 512, strict: a.serve === 'strict', busyPoll: true,
+  });
+  server.listen([{ host: a.host0, port: a.port }]);
+  process.stdout.write('listening\n');
+  await new Promise((r) => process.once('SIGTERM', r));
+  await server.close();
+}
+
+async function latencyRuns(a: Args, strict: boolean, port: number): Promise<LatencyFigures[]> {
+  const maxDepth = Math.max(...a.depths);
+  const server = await latencyServer(a, strict, port);
+  const separate = a.latencySetup === 'separate';
+  try {
+    // the server process may still be setting up: retry a refused connect
+    let client: Awaited<ReturnType<typeof connect>> | undefined;
+    for (let i = 0; !client; i++) {
+      try {
+        client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench-latency', busyPoll: separate || a.busyPoll, reconnect: { maxAttempts: 0 } });
+      } catch (err) {
+        if (i >= 40) throw err;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+    try {
+      // warm up (JIT: under emulation V8 needs thousands of IOs before the
+      // hot paths run optimized code; first keys, window pools)
+      await runWorkload(client, { size: a.size, depth: 8, durationMs: 6000, maxIos: 3000, readRatio: 0.5, keys: 16 });
+      const latency: LatencyFigures[] = [];
+      for (const kind of ['write', 'read'] as const) {
+        say(`${strict ? 'strict' : 'relaxed'}: ${kind} latency, ${a.size} B, QD1, ${a.iters} IOs (${separate ? 'server in its own process, both busy-polling' : 'server in this process'})`);
+        const h = new Histogram();
+        const r = await runWorkload(client, {
+          size: a.size, depth: 1, durationMs: 120_000, maxIos: a.iters, readRatio: kind === 'read' ? 1 : 0, keys: 1,
+          // the write run stored key k0: every read IO reads it
+          assumeWritten: kind === 'read', histogram: h,
+        });
+        if (r.errors || r.mismatches) throw new Error(`${kind} latency run: ${r.errors} errors, ${r.mismatches} mismatches`);
+        const s = h.summary();
+        latency.push({ kind, size: a.size, iters: s.count, minUs: s.minUs, p50Us: s.p50Us, meanUs: s.meanUs, p99Us: s.p99Us, maxUs: s.maxUs, histogram: h.buckets(),
+          setup: separate ? 'server in its own process, both busy-polling' : `server in this process${a.busyPoll ? ', busy-polling' : ''}` });
+      }
+      return latency;
+    } finally {
+      await client.close({ drainTimeoutMs: 5000 });
+    }
+  } finally {
+    await server.close();
+  }
+}
+
 async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: LatencyFigures[]; iops: IopsPoint[] }> {
+  const latency = await latencyRuns(a, strict, port + 100);
   const maxDepth = Math.max(...a.depths);
   const store = memoryStore();
   const server = new TransportServer({ handler: store.handler, queueDepth: maxDepth, chunkSize: 16384, maxHeaderSize: 512, strict, busyPoll: a.busyPoll });
   server.listen([{ host: a.host0, port }]);
   const client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench', busyPoll: a.busyPoll });
   try {
-    // warm up (JIT: under emulation V8 needs thousands of IOs before the hot
-    // paths run optimized code; first keys, window pools)
     await runWorkload(client, { size: a.size, depth: 8, durationMs: 6000, maxIos: 3000, readRatio: 0.5, keys: 16 });
-    const latency: LatencyFigures[] = [];
-    for (const kind of ['write', 'read'] as const) {
-      say(`${strict ? 'strict' : 'relaxed'}: ${kind} latency, ${a.size} B, QD1, ${a.iters} IOs`);
-      const h = new Histogram();
-      const r = await runWorkload(client, {
-        size: a.size, depth: 1, durationMs: 120_000, maxIos: a.iters, readRatio: kind === 'read' ? 1 : 0, keys: 1,
-        // the write run stored key k0: every read IO reads it
-        assumeWritten: kind === 'read', histogram: h,
-      });
-      if (r.errors || r.mismatches) throw new Error(`${kind} latency run: ${r.errors} errors, ${r.mismatches} mismatches`);
-      const s = h.summary();
-      latency.push({ kind, size: a.size, iters: s.count, minUs: s.minUs, p50Us: s.p50Us, meanUs: s.meanUs, p99Us: s.p99Us, maxUs: s.maxUs, histogram: h.buckets() });
-    }
     const iops: IopsPoint[] = [];
     for (const depth of a.depths) {
       const r = await runWorkload(client, { size: a.size, depth, durationMs: a.pointMs, readRatio: 0.5, keys: 256 });
@@ -131,6 +207,7 @@ async function onePathVsTwo(a: Args, port: number): Promise<{ onePathIops: numbe
 
 async function main(): Promise<void> {
   const a = parse(process.argv.slice(2));
+  if (a.serve) return serve(a);
   const out: Record<string, unknown> = { size: a.size, iters: a.iters, pointMs: a.pointMs, host0: a.host0, host1: a.host1 ?? null };
   let port = a.port;
   for (const m of a.modes) out[m] = await mode(a, m === 'strict', port++);
