@@ -30,10 +30,11 @@ interface Args {
   spinUs: number;
   loop: 'event' | 'sync';
   warmup: number;
+  signalEvery: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true, spinUs: 0, loop: 'event', warmup: 1000 };
+  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true, spinUs: 0, loop: 'event', warmup: 1000, signalEvery: 1 };
   for (let i = 1; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[i + 1];
@@ -49,6 +50,7 @@ function parseArgs(argv: string[]): Args {
       case '--no-busy-poll': a.busyPoll = false; break;
       case '--spin-us': a.spinUs = Number(v); i++; break;
       case '--warmup': a.warmup = Number(v); i++; break;
+      case '--signal-every': a.signalEvery = Number(v); i++; break;
       case '--loop':
         if (v !== 'event' && v !== 'sync') throw new Error('--loop is event or sync');
         a.loop = v; i++; break;
@@ -56,6 +58,7 @@ function parseArgs(argv: string[]): Args {
     }
   }
   if (a.mode !== 'latency' && a.mode !== 'rate') throw new Error('usage: verbs.js latency|rate [options]');
+  if (!Number.isInteger(a.signalEvery) || a.signalEvery < 1 || a.signalEvery > 8) throw new Error('--signal-every is 1 to 8');
   return a;
 }
 
@@ -110,8 +113,11 @@ async function latency(a: Args): Promise<object> {
   const rkey = peer!.readUInt32LE(8);
   const inline = a.size <= 64;
   const sge = [buf.sge(0, a.size)];
+  // selective signaling (--signal-every N): one send in N asks for a
+  // completion, which also frees the send queue slots of those before it
+  const every = a.signalEvery;
   const write = (n: number) => qp.postSend([{
-    wrId: n, opcode: 'RDMA_WRITE_WITH_IMM', imm: n, sge, remoteAddr, rkey, inline,
+    wrId: n, opcode: 'RDMA_WRITE_WITH_IMM', imm: n, sge, remoteAddr, rkey, inline, signaled: n % every === every - 1,
   }]);
   const recvWr = [{ wrId: 0 }];
   // callback-driven, as a latency-minded user would write it: the reply is
@@ -178,7 +184,7 @@ async function latency(a: Args): Promise<object> {
   if (a.server) return { role: 'server', iters: a.iters };
   const oneWay = rtts.map((x) => x / 2).sort((x, y) => x - y);
   return {
-    bench: 'js_write_imm_lat', device: a.device, size: a.size, iters: a.iters, warmup: a.warmup, loop: a.loop,
+    bench: 'js_write_imm_lat', device: a.device, size: a.size, iters: a.iters, warmup: a.warmup, loop: a.loop, signalEvery: a.signalEvery,
     busyPoll: a.busyPoll, spinUs: a.spinUs,
     t_min_usec: oneWay[0], t_typical_usec: percentile(oneWay, 50), t_avg_usec: oneWay.reduce((x, y) => x + y, 0) / oneWay.length,
     t_p99_usec: percentile(oneWay, 99), t_max_usec: oneWay[oneWay.length - 1],
