@@ -321,8 +321,9 @@ export function renderReport(r: BenchResults): string {
     const series: HistSeries[] = [];
     for (const m of modes) {
       for (const l of t[m]!.latency) {
-        rows.push([m, l.kind, String(l.iters), `${num(l.minUs)} us`, `${num(l.p50Us)} us`, `${num(l.meanUs)} us`, `${num(l.p99Us)} us`, `${num(l.maxUs)} us`]);
-        series.push({ label: `${m} ${l.kind}`, buckets: l.histogram });
+        const what = l.setup ? `${l.kind} (${l.setup})` : l.kind;
+        rows.push([m, what, String(l.iters), `${num(l.minUs)} us`, `${num(l.p50Us)} us`, `${num(l.meanUs)} us`, `${num(l.p99Us)} us`, `${num(l.maxUs)} us`]);
+        series.push({ label: `${m} ${what}`, buckets: l.histogram });
       }
     }
     parts.push(tableHtml(rows));

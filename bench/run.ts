@@ -108,6 +108,11 @@ async function jsLatency(o: Opts, port: number, loop: 'event' | 'sync' = 'event'
   return client;
 }
 
+/** The QD1 latency entry of `kind` with the lowest p50 (the runs differ in setup: busy polling or not). */
+function best(latency: any[], kind: string): any {
+  return latency.filter((x) => x.kind === kind).sort((x, y) => x.p50Us - y.p50Us)[0];
+}
+
 /** Runs one step; a failure is recorded (and printed) and the run goes on with the other steps. */
 async function step<T>(failures: Array<{ step: string; error: string }>, name: string, fn: () => Promise<T>): Promise<T | undefined> {
   process.stderr.write(`bench: ${name}\n`);
@@ -200,8 +205,8 @@ async function main(): Promise<number> {
   for (const m of ['strict', 'relaxed']) {
     const t = transport?.[m];
     if (!t) continue;
-    const w = t.latency.find((x: any) => x.kind === 'write');
-    const rd = t.latency.find((x: any) => x.kind === 'read');
+    const w = best(t.latency, 'write');
+    const rd = best(t.latency, 'read');
     if (w && wlat4) ratios[K.wlat(m)] = w.p50Us / (2 * wlat4.t_typical_usec);
     if (rd && rlat4) ratios[K.rlat(m)] = rd.p50Us / rlat4.t_typical_usec;
     if (rd && wlat4) ratios[K.rlat2(m)] = rd.p50Us / (2 * wlat4.t_typical_usec);
@@ -233,11 +238,13 @@ async function main(): Promise<number> {
   for (const m of ['strict', 'relaxed']) {
     const t = transport?.[m];
     if (!t) continue;
-    const w = t.latency.find((x: any) => x.kind === 'write');
-    const rd = t.latency.find((x: any) => x.kind === 'read');
+    const w = best(t.latency, 'write');
+    const rd = best(t.latency, 'read');
+    const others = t.latency.filter((x: any) => x !== w && x !== rd);
     console.log(`  transport ${m}, 4 KiB, QD1: write p50 ${us(w?.p50Us)} p99 ${us(w?.p99Us)} (vs 2x ib_write_lat 4K ${us(wlat4 && 2 * wlat4.t_typical_usec)}: ${r(ratios[K.wlat(m)])}x);` +
       ` read p50 ${us(rd?.p50Us)} p99 ${us(rd?.p99Us)} (${r(ratios[K.rlat2(m)])}x; vs ib_read_lat 4K ${us(rlat4?.t_typical_usec)}: ${r(ratios[K.rlat(m)])}x)` +
-      (w?.setup ? ` [${w.setup}]` : ''));
+      (w?.setup ? ` [write: ${w.setup}; read: ${rd?.setup}]` : ''));
+    if (others.length) console.log(`    also: ${others.map((x: any) => `${x.kind} p50 ${us(x.p50Us)} [${x.setup}]`).join('; ')}`);
     console.log(`  transport ${m}, IOPS by queue depth: ${t.iops.map((x: any) => `${x.depth}:${Math.round(x.iops)}`).join('  ')}` +
       (ratios[K.iops(m)] !== undefined ? `  (peak ${r(ratios[K.iops(m)] * 100)}% of ib_write_bw's msg/s)` : ''));
   }

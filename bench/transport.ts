@@ -18,9 +18,10 @@
  *        [--point-ms 1500] [--depths 1,2,4,8,16,32,64] [--cut link|server|none]
  *        [--failover-ms 10000] [--port 18700] [--busy-poll true|false]
  *        [--latency-setup separate|same]
- * Latency runs, like perftest, against a server in its own process, both
- * sides busy-polling (--latency-setup same: in this process, --busy-poll);
- * everything else runs in one process.
+ * Latency runs, like perftest, against a server in its own process, once
+ * with both sides busy-polling and once on completion channels
+ * (--latency-setup same: in this process, --busy-poll); everything else
+ * runs in one process.
  * Prints one JSON line with every figure on stdout; progress on stderr.
  */
 import { spawn } from 'child_process';
@@ -78,7 +79,7 @@ function parse(argv: string[]): Args {
 const say = (s: string): void => void process.stderr.write(`bench/transport: ${s}\n`);
 
 /** The latency runs' server: in this process, or in a child process (busy-polling). */
-async function latencyServer(a: Args, strict: boolean, port: number): Promise<{ close: () => Promise<void> }> {
+async function latencyServer(a: Args, strict: boolean, port: number, busy: boolean): Promise<{ close: () => Promise<void> }> {
   const maxDepth = Math.max(...a.depths);
   if (a.latencySetup === 'same') {
     const server = new TransportServer({ handler: memoryStore().handler, queueDepth: maxDepth, chunkSize: 16384, maxHeaderSize: 512, strict, busyPoll: a.busyPoll });
@@ -86,7 +87,7 @@ async function latencyServer(a: Args, strict: boolean, port: number): Promise<{ 
     return { close: () => server.close() };
   }
   const child = spawn(process.execPath, [__filename, '--serve', strict ? 'strict' : 'relaxed', '--host0', a.host0, '--port', String(port),
-    '--depths', String(maxDepth)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    '--depths', String(maxDepth), '--busy-poll', String(busy)], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`latency server exited (${code})`)));
     child.stdout!.once('data', () => resolve());
@@ -102,10 +103,10 @@ async function latencyServer(a: Args, strict: boolean, port: number): Promise<{ 
   };
 }
 
-/** --serve: a busy-polling server until SIGTERM; prints one line when it listens. */
+/** --serve: a server until SIGTERM; prints one line when it listens. */
 async function serve(a: Args): Promise<void> {
   const server = new TransportServer({
-    handler: memoryStore().handler, queueDepth: Math.max(...a.depths), chunkSize: 16384, maxHeaderSize: 512, strict: a.serve === 'strict', busyPoll: true,
+    handler: memoryStore().handler, queueDepth: Math.max(...a.depths), chunkSize: 16384, maxHeaderSize: 512, strict: a.serve === 'strict', busyPoll: a.busyPoll,
   });
   server.listen([{ host: a.host0, port: a.port }]);
   process.stdout.write('listening\n');
@@ -113,16 +114,31 @@ async function serve(a: Args): Promise<void> {
   await server.close();
 }
 
+/**
+ * QD1 latency. With a separate server process it runs twice: both sides
+ * busy-polling (perftest's way) and both sleeping on the completion channel;
+ * on SoftRoCE either can win (busy polling competes with rxe's kernel
+ * threads for the CPU: strict mode's window work suffers most).
+ */
 async function latencyRuns(a: Args, strict: boolean, port: number): Promise<LatencyFigures[]> {
-  const maxDepth = Math.max(...a.depths);
-  const server = await latencyServer(a, strict, port);
   const separate = a.latencySetup === 'separate';
+  const latency: LatencyFigures[] = [];
+  for (const busy of separate ? [true, false] : [a.busyPoll]) {
+    const setup = `server in ${separate ? 'its own' : 'this'} process, ${busy ? 'both busy-polling' : 'completion channels'}`;
+    latency.push(...await latencyRun(a, strict, port++, busy, setup));
+  }
+  return latency;
+}
+
+async function latencyRun(a: Args, strict: boolean, port: number, busy: boolean, setup: string): Promise<LatencyFigures[]> {
+  const maxDepth = Math.max(...a.depths);
+  const server = await latencyServer(a, strict, port, busy);
   try {
     // the server process may still be setting up: retry a refused connect
     let client: Awaited<ReturnType<typeof connect>> | undefined;
     for (let i = 0; !client; i++) {
       try {
-        client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench-latency', busyPoll: separate || a.busyPoll, reconnect: { maxAttempts: 0 } });
+        client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench-latency', busyPoll: busy, reconnect: { maxAttempts: 0 } });
       } catch (err) {
         if (i >= 40) throw err;
         await new Promise((r) => setTimeout(r, 250));
@@ -134,7 +150,7 @@ async function latencyRuns(a: Args, strict: boolean, port: number): Promise<Late
       await runWorkload(client, { size: a.size, depth: 8, durationMs: 6000, maxIos: 3000, readRatio: 0.5, keys: 16 });
       const latency: LatencyFigures[] = [];
       for (const kind of ['write', 'read'] as const) {
-        say(`${strict ? 'strict' : 'relaxed'}: ${kind} latency, ${a.size} B, QD1, ${a.iters} IOs (${separate ? 'server in its own process, both busy-polling' : 'server in this process'})`);
+        say(`${strict ? 'strict' : 'relaxed'}: ${kind} latency, ${a.size} B, QD1, ${a.iters} IOs (${setup})`);
         const h = new Histogram();
         const r = await runWorkload(client, {
           size: a.size, depth: 1, durationMs: 120_000, maxIos: a.iters, readRatio: kind === 'read' ? 1 : 0, keys: 1,
@@ -143,8 +159,8 @@ async function latencyRuns(a: Args, strict: boolean, port: number): Promise<Late
         });
         if (r.errors || r.mismatches) throw new Error(`${kind} latency run: ${r.errors} errors, ${r.mismatches} mismatches`);
         const s = h.summary();
-        latency.push({ kind, size: a.size, iters: s.count, minUs: s.minUs, p50Us: s.p50Us, meanUs: s.meanUs, p99Us: s.p99Us, maxUs: s.maxUs, histogram: h.buckets(),
-          setup: separate ? 'server in its own process, both busy-polling' : `server in this process${a.busyPoll ? ', busy-polling' : ''}` });
+        say(`${strict ? 'strict' : 'relaxed'}: ${kind} p50 ${s.p50Us.toFixed(0)} us`);
+        latency.push({ kind, size: a.size, iters: s.count, minUs: s.minUs, p50Us: s.p50Us, meanUs: s.meanUs, p99Us: s.p99Us, maxUs: s.maxUs, histogram: h.buckets(), setup });
       }
       return latency;
     } finally {
@@ -156,7 +172,7 @@ async function latencyRuns(a: Args, strict: boolean, port: number): Promise<Late
 }
 
 async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: LatencyFigures[]; iops: IopsPoint[] }> {
-  const latency = await latencyRuns(a, strict, port + 100);
+  const latency = await latencyRuns(a, strict, port + 100 + (strict ? 0 : 10));
   const maxDepth = Math.max(...a.depths);
   const store = memoryStore();
   const server = new TransportServer({ handler: store.handler, queueDepth: maxDepth, chunkSize: 16384, maxHeaderSize: 512, strict, busyPoll: a.busyPoll });
