@@ -12,6 +12,7 @@
         "native/memory.cc",
         "native/mr.cc",
         "native/mw.cc",
+        "native/ah.cc",
         "native/cq.cc",
         "native/qp.cc",
         "native/srq.cc",

@@ -2,6 +2,7 @@
 // JS file that loads it.
 #include <napi.h>
 
+#include "ah.h"
 #include "cm.h"
 #include "context.h"
 #include "cq.h"
@@ -32,6 +33,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMemory(env, exports);
   MemoryRegion::Init(env, exports);
   MemoryWindow::Init(env, exports);
+  AddressHandle::Init(env, exports);
   CompletionQueue::Init(env, exports);
   QueuePair::Init(env, exports);
   SharedReceiveQueue::Init(env, exports);

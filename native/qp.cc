@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ah.h"
 #include "cm.h"
 #include "cq.h"
 #include "mr.h"
@@ -50,27 +51,6 @@ uint8_t U8(const Napi::Object& o, const char* key) {
   return uint8_t(v);
 }
 
-void ParseAh(const Napi::Object& o, ibv_ah_attr& ah) {
-  Napi::Env env = o.Env();
-  if (Has(o, "dlid")) ah.dlid = uint16_t(ArgU32(o.Get("dlid"), "dlid"));
-  if (Has(o, "sl")) ah.sl = U8(o, "sl");
-  if (Has(o, "srcPathBits")) ah.src_path_bits = U8(o, "srcPathBits");
-  if (Has(o, "staticRate")) ah.static_rate = U8(o, "staticRate");
-  if (Has(o, "portNum")) ah.port_num = U8(o, "portNum");
-  if (Has(o, "grh")) {
-    if (!o.Get("grh").IsObject()) ThrowType(env, "ahAttr.grh must be an object");
-    Napi::Object g = o.Get("grh").As<Napi::Object>();
-    ah.is_global = 1;
-    std::string dgid = ArgString(g.Get("dgid"), "grh.dgid");
-    if (inet_pton(AF_INET6, dgid.c_str(), ah.grh.dgid.raw) != 1)
-      ThrowType(env, "grh.dgid must be an IPv6-format GID string, got '" + dgid + "'");
-    if (Has(g, "flowLabel")) ah.grh.flow_label = ArgU32(g.Get("flowLabel"), "grh.flowLabel");
-    if (Has(g, "sgidIndex")) ah.grh.sgid_index = U8(g, "sgidIndex");
-    ah.grh.hop_limit = Has(g, "hopLimit") ? U8(g, "hopLimit") : 64;
-    if (Has(g, "trafficClass")) ah.grh.traffic_class = U8(g, "trafficClass");
-  }
-}
-
 Napi::Object AhToJs(Napi::Env env, const ibv_ah_attr& ah) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("dlid", ah.dlid);
@@ -110,6 +90,27 @@ void ParseSges(const Napi::Value& v, std::vector<ibv_sge>& out, size_t& count) {
 }
 
 }  // namespace
+
+void ParseAh(const Napi::Object& o, ibv_ah_attr& ah) {
+  Napi::Env env = o.Env();
+  if (Has(o, "dlid")) ah.dlid = uint16_t(ArgU32(o.Get("dlid"), "dlid"));
+  if (Has(o, "sl")) ah.sl = U8(o, "sl");
+  if (Has(o, "srcPathBits")) ah.src_path_bits = U8(o, "srcPathBits");
+  if (Has(o, "staticRate")) ah.static_rate = U8(o, "staticRate");
+  if (Has(o, "portNum")) ah.port_num = U8(o, "portNum");
+  if (Has(o, "grh")) {
+    if (!o.Get("grh").IsObject()) ThrowType(env, "ahAttr.grh must be an object");
+    Napi::Object g = o.Get("grh").As<Napi::Object>();
+    ah.is_global = 1;
+    std::string dgid = ArgString(g.Get("dgid"), "grh.dgid");
+    if (inet_pton(AF_INET6, dgid.c_str(), ah.grh.dgid.raw) != 1)
+      ThrowType(env, "grh.dgid must be an IPv6-format GID string, got '" + dgid + "'");
+    if (Has(g, "flowLabel")) ah.grh.flow_label = ArgU32(g.Get("flowLabel"), "grh.flowLabel");
+    if (Has(g, "sgidIndex")) ah.grh.sgid_index = U8(g, "sgidIndex");
+    ah.grh.hop_limit = Has(g, "hopLimit") ? U8(g, "hopLimit") : 64;
+    if (Has(g, "trafficClass")) ah.grh.traffic_class = U8(g, "trafficClass");
+  }
+}
 
 void QueuePair::Init(Napi::Env env, Napi::Object exports) {
   exports.Set("QueuePair", DefineClass(env, "QueuePair", {
@@ -353,6 +354,12 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
     wr.opcode = ibv_wr_opcode(ArgU32(o.Get("opcode"), "opcode"));
     wr.send_flags = Has(o, "flags") ? ArgU32(o.Get("flags"), "flags") : 0;
     ParseSges(o.Get("sge"), sges, sge_counts[i]);
+    if (Has(o, "ah")) {
+      // UD: the address handle is copied into the WQE at post time (rxe, mlx5)
+      wr.wr.ud.ah = AddressHandle::From(o.Get("ah"), "ud.ah")->Get(env);
+      wr.wr.ud.remote_qpn = ArgU32(o.Get("remoteQpn"), "ud.remoteQpn");
+      wr.wr.ud.remote_qkey = ArgU32(o.Get("remoteQkey"), "ud.remoteQkey");
+    }
     switch (wr.opcode) {
       case IBV_WR_SEND_WITH_IMM:
       case IBV_WR_RDMA_WRITE_WITH_IMM:

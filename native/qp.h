@@ -52,4 +52,8 @@ struct RecvStorage {
 };
 void ParseRecvList(const Napi::Value& v, RecvStorage& st);
 
+// {dlid, sl, srcPathBits, staticRate, portNum, grh: {dgid, ...}} into an
+// ibv_ah_attr (QP modify's ahAttr, AddressHandle)
+void ParseAh(const Napi::Object& o, ibv_ah_attr& ah);
+
 }  // namespace rdma

@@ -8,7 +8,7 @@ import { checkBytes, checkObject, checkOptions, checkUint } from './args';
 import { Access } from './constants';
 import { allocate, MemoryRegion, MemoryWindow, pageSize } from './memory';
 import { forkSafety } from './device';
-import { QueuePair, QueuePairInit, SharedReceiveQueue, SharedReceiveQueueInit } from './qp';
+import { AddressHandle, AhAttr, QueuePair, QueuePairInit, SharedReceiveQueue, SharedReceiveQueueInit } from './qp';
 import { Resource } from './resource';
 import type { Device } from './device';
 
@@ -123,6 +123,12 @@ export class ProtectionDomain extends Resource {
   }
 
   /** A memory window of type 1 or 2; checks the device's MEM_WINDOW caps first. */
+  /** An address handle for UD sends (ibv_create_ah): `{ portNum, grh: { dgid, sgidIndex } }` for RoCE. */
+  createAddressHandle(attr: AhAttr): AddressHandle {
+    this.assertOpen();
+    return new AddressHandle(this, attr);
+  }
+
   allocMemoryWindow(type: 1 | 2 = 2): MemoryWindow {
     this.assertOpen();
     if (type !== 1 && type !== 2) throw new RangeError(`type must be 1 or 2, got ${String(type)}`);

@@ -93,6 +93,8 @@ export interface SendWorkRequest {
     /** The new rkey's low byte (default: the current one plus 1, ibv_inc_rkey). */
     keyByte?: number;
   };
+  /** UD QPs: the destination (address handle, QP number, Q_Key). */
+  ud?: { ah: AddressHandle; remoteQpn: number; remoteQkey: number };
 }
 
 export interface RecvWorkRequest {
@@ -139,13 +141,15 @@ function checkFields(obj: Record<string, unknown>, table: Record<string, unknown
   }
 }
 
+function checkAhAttr(ah: AhAttr, where: string): void {
+  checkFields(checkObject(ah, where) as Record<string, unknown>, AH_MAX, where);
+  if (ah.grh !== undefined) checkFields(checkObject(ah.grh, 'grh') as Record<string, unknown>, GRH_MAX, 'grh');
+}
+
 function toNativeAttr(attr: QpAttr): Record<string, unknown> {
   checkObject(attr, 'attr');
   checkFields(attr as Record<string, unknown>, ATTR_MAX, 'attr');
-  if (attr.ahAttr !== undefined) {
-    checkFields(checkObject(attr.ahAttr, 'ahAttr') as Record<string, unknown>, AH_MAX, 'ahAttr');
-    if (attr.ahAttr.grh !== undefined) checkFields(checkObject(attr.ahAttr.grh, 'grh') as Record<string, unknown>, GRH_MAX, 'grh');
-  }
+  if (attr.ahAttr !== undefined) checkAhAttr(attr.ahAttr, 'ahAttr');
   const out: Record<string, unknown> = { ...attr };
   for (const key of ['qpState', 'curQpState'] as const) {
     if (attr[key] === undefined) continue;
@@ -177,6 +181,13 @@ function toNativeSend(wr: SendWorkRequest, sigAll: boolean): Record<string, unkn
     compareAdd: wr.compareAdd,
     swap: wr.swap,
   };
+  if (wr.ud !== undefined) {
+    const u = checkObject<NonNullable<SendWorkRequest['ud']>>(wr.ud, 'ud');
+    if (!(u.ah instanceof AddressHandle)) throw new TypeError('ud.ah must be an AddressHandle');
+    out.ah = u.ah.handle;
+    out.remoteQpn = checkUint(u.remoteQpn, 'ud.remoteQpn', 0xffffff);
+    out.remoteQkey = checkUint(u.remoteQkey, 'ud.remoteQkey');
+  }
   if (wr.opcode === 'BIND_MW') {
     const b = checkObject<NonNullable<SendWorkRequest['bind']>>(wr.bind, 'bind');
     if (!(b.mw instanceof MemoryWindow)) throw new TypeError('bind.mw must be a MemoryWindow');
@@ -364,7 +375,7 @@ export class QueuePair extends Resource {
       const wr = wrs[i];
       if (typeof wr !== 'object' || wr === null) return -1;
       const op = PACKED_OPCODES[wr.opcode];
-      if (typeof op !== 'number') return -1;
+      if (typeof op !== 'number' || wr.ud !== undefined) return -1;
       const o = i * SEND_STRIDE;
       const wrId = wr.wrId ?? 0;
       if (typeof wrId !== 'number') return -1;
@@ -525,6 +536,34 @@ export class SharedReceiveQueue extends Resource {
   query(): { maxWr: number; maxSge: number; limit: number } {
     this.assertOpen();
     return this.handle.query();
+  }
+
+  protected release(): void {
+    this.handle.close();
+  }
+}
+
+/**
+ * An address handle (ibv_ah): the destination of UD sends (`ud.ah` in a
+ * SendWorkRequest). From ProtectionDomain.createAddressHandle(). Providers
+ * copy it into the work request at post time, so closing it does not
+ * affect sends already posted.
+ */
+export class AddressHandle extends Resource {
+  readonly pd: ProtectionDomain;
+  readonly attr: AhAttr;
+  /** @internal */
+  readonly handle: any;
+
+  /** @internal use ProtectionDomain.createAddressHandle() */
+  constructor(pd: ProtectionDomain, attr: AhAttr) {
+    super();
+    checkAhAttr(attr, 'attr');
+    if (attr.grh !== undefined && typeof attr.grh.dgid !== 'string') throw new TypeError('grh.dgid must be a GID string');
+    this.pd = pd;
+    this.attr = { ...attr, grh: attr.grh && { ...attr.grh } };
+    this.handle = new (native().AddressHandle)(pd.handle, attr);
+    this.dependOn(pd);
   }
 
   protected release(): void {

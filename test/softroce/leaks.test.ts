@@ -23,7 +23,7 @@ import { readdirSync, readFileSync } from 'fs';
 import { setFlagsFromString } from 'v8';
 import { runInNewContext } from 'vm';
 import { Access, CmId, CompletionQueue, Device, openDevice, ProtectionDomain } from '../../lib';
-import { completions } from './helpers';
+import { completions, ipv4GidIndex } from './helpers';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -161,6 +161,14 @@ test(`queue pairs (RC, 256 send + 256 recv WRs): create + close, ${CYCLES} times
 test(`memory windows (type 1 and 2): alloc + close, ${CYCLES} times`, async () => {
   await expectNoLeak('mw', CYCLES, (i) => {
     pd.allocMemoryWindow(i % 2 ? 1 : 2).close();
+  });
+});
+
+test(`address handles and UD queue pairs: create + close, ${CYCLES} times`, async () => {
+  const { index, gid } = ipv4GidIndex(dev);
+  await expectNoLeak('ah', CYCLES, (i) => {
+    pd.createAddressHandle({ portNum: 1, grh: { dgid: gid, sgidIndex: index } }).close();
+    if (i % 4 === 0) pd.createQueuePair({ type: 'UD', sendCq: cq, recvCq: cq }).close();
   });
 });
 
