@@ -12,7 +12,10 @@
  *   node dist/bench/verbs.js latency --server --device rxe0 --host 10.99.1.1 --port 18515 --iters 1000 --size 2
  *   node dist/bench/verbs.js latency --client ...same...
  *   node dist/bench/verbs.js rate --device rxe0 --size 4096 --iters 20000 --depth 64
- *   (--no-busy-poll: wait on the completion channel; --spin-us N: busy-poll spin budget)
+ *   (--no-busy-poll: wait on the completion channel; --spin-us N: busy-poll spin budget;
+ *    --warmup N: unmeasured round trips / WRITEs first, default 1000; latency only:
+ *    --loop event|sync: reply from the 'completions' listener or from a synchronous
+ *    cq.poll() loop; --signal-every N: one signaled send in N, 1 to 8)
  * Each prints one JSON line with its figures on stdout.
  */
 import { Access, CmId, openDevice, WorkCompletion } from '../lib';
