@@ -108,7 +108,6 @@ const STATE_NAMES = Object.keys(QpState) as QpStateName[];
 const PACKED_SGES = 4;
 const SEND_STRIDE = 9 + 3 * PACKED_SGES;
 const RECV_STRIDE = 5;
-const PACKED_OPCODES: Partial<Record<string, number>> = { ...WrOpcode };
 
 /** Every QpAttr key and the largest value its verbs field holds. */
 const ATTR_MAX: Record<string, number | 'state' | 'mtu' | 'ah'> = {
@@ -189,20 +188,33 @@ function toNativeSend(wr: SendWorkRequest, sigAll: boolean): Record<string, unkn
     out.remoteQkey = checkUint(u.remoteQkey, 'ud.remoteQkey');
   }
   if (wr.opcode === 'BIND_MW') {
-    const b = checkObject<NonNullable<SendWorkRequest['bind']>>(wr.bind, 'bind');
-    if (!(b.mw instanceof MemoryWindow)) throw new TypeError('bind.mw must be a MemoryWindow');
-    if (b.mw.type !== 2) throw new TypeError('BIND_MW work requests bind type 2 windows; use MemoryWindow.bind() for type 1');
+    const b = checkBind(wr);
     out.mw = b.mw.handle;
-    if (!(b.mr instanceof MemoryRegion)) {
-      throw new TypeError('bind.mr must be a MemoryRegion (invalidate a type 2 window with LOCAL_INV instead of unbinding)');
-    }
     out.bindMr = b.mr.handle;
-    out.bindAddr = b.addr ?? b.mr.addr;
-    out.bindLength = b.length ?? b.mr.length;
-    out.bindAccess = checkUint(b.access, 'bind.access');
-    if (b.keyByte !== undefined) out.keyByte = checkUint(b.keyByte, 'bind.keyByte', 255);
+    out.bindAddr = b.addr;
+    out.bindLength = b.length;
+    out.bindAccess = b.access;
+    if (b.keyByte >= 0) out.keyByte = b.keyByte;
   }
   return out;
+}
+
+/** A BIND_MW's `bind`, checked the same way for both post paths; keyByte -1: the next one. */
+function checkBind(wr: SendWorkRequest): { mw: MemoryWindow; mr: MemoryRegion; addr: number; length: number; access: number; keyByte: number } {
+  const b = checkObject<NonNullable<SendWorkRequest['bind']>>(wr.bind, 'bind');
+  if (!(b.mw instanceof MemoryWindow)) throw new TypeError('bind.mw must be a MemoryWindow');
+  if (b.mw.type !== 2) throw new TypeError('BIND_MW work requests bind type 2 windows; use MemoryWindow.bind() for type 1');
+  if (!(b.mr instanceof MemoryRegion)) {
+    throw new TypeError('bind.mr must be a MemoryRegion (invalidate a type 2 window with LOCAL_INV instead of unbinding)');
+  }
+  return {
+    mw: b.mw,
+    mr: b.mr,
+    addr: checkUint(b.addr ?? b.mr.addr, 'bind.addr', Number.MAX_SAFE_INTEGER),
+    length: checkUint(b.length ?? b.mr.length, 'bind.length', Number.MAX_SAFE_INTEGER),
+    access: checkUint(b.access, 'bind.access'),
+    keyByte: b.keyByte === undefined ? -1 : checkUint(b.keyByte, 'bind.keyByte', 255),
+  };
 }
 
 /**
@@ -360,8 +372,9 @@ export class QueuePair extends Resource {
   }
 
   /**
-   * The fast path: common WRs (at most PACKED_SGES SGEs, no window bind, number
-   * values) packed into a Float64Array for one native call. Returns the
+   * The fast path: common WRs (at most PACKED_SGES SGEs, no UD address,
+   * 64-bit fields that fit a double; window binds by handle index) packed
+   * into a Float64Array for one native call. Returns the
    * number of signaled WRs posted, or -1 when a WR needs the general path
    * (which also produces the precise argument errors).
    */
@@ -374,7 +387,7 @@ export class QueuePair extends Resource {
     for (let i = 0; i < n; i++) {
       const wr = wrs[i];
       if (typeof wr !== 'object' || wr === null) return -1;
-      const op = PACKED_OPCODES[wr.opcode];
+      const op = (WrOpcode as Partial<Record<string, number>>)[wr.opcode];
       if (typeof op !== 'number' || wr.ud !== undefined) return -1;
       const o = i * SEND_STRIDE;
       const wrId = wr.wrId ?? 0;
@@ -450,20 +463,15 @@ export class QueuePair extends Resource {
 
   /** A BIND_MW record: the same checks as the general path, handles by index. */
   #packBind(wr: SendWorkRequest, o: number): void {
-    const b = checkObject<NonNullable<SendWorkRequest['bind']>>(wr.bind, 'bind');
-    if (!(b.mw instanceof MemoryWindow)) throw new TypeError('bind.mw must be a MemoryWindow');
-    if (b.mw.type !== 2) throw new TypeError('BIND_MW work requests bind type 2 windows; use MemoryWindow.bind() for type 1');
-    if (!(b.mr instanceof MemoryRegion)) {
-      throw new TypeError('bind.mr must be a MemoryRegion (invalidate a type 2 window with LOCAL_INV instead of unbinding)');
-    }
+    const b = checkBind(wr);
     const f = this.#sendPack;
     const h = this.#handles;
     f[o + 4] = h.push(b.mw.handle) - 1;
     f[o + 5] = h.push(b.mr.handle) - 1;
-    f[o + 6] = checkUint(b.addr ?? b.mr.addr, 'bind.addr', Number.MAX_SAFE_INTEGER);
-    f[o + 7] = checkUint(b.length ?? b.mr.length, 'bind.length', Number.MAX_SAFE_INTEGER);
-    f[o + 8] = checkUint(b.access, 'bind.access');
-    f[o + 9] = b.keyByte === undefined ? -1 : checkUint(b.keyByte, 'bind.keyByte', 255);
+    f[o + 6] = b.addr;
+    f[o + 7] = b.length;
+    f[o + 8] = b.access;
+    f[o + 9] = b.keyByte;
   }
 
   #postRecvPacked(wrs: RecvWorkRequest[]): boolean {
