@@ -25,7 +25,7 @@
  * Prints one JSON line with every figure on stdout; progress on stderr.
  */
 import { spawn } from 'child_process';
-import { connect, TransportServer } from '../lib/transport';
+import { connect, TransportClient, TransportServer } from '../lib/transport';
 import { failoverScenario, localEndpoints, PathEndpoint, CutMode } from '../lib/cli/demo';
 import { Histogram, memoryStore, runWorkload } from '../lib/cli/workload';
 import type { TransportIops as IopsPoint, TransportLatency as LatencyFigures } from './report';
@@ -78,12 +78,23 @@ function parse(argv: string[]): Args {
 
 const say = (s: string): void => void process.stderr.write(`bench/transport: ${s}\n`);
 
+/** The benchmarks' server: the in-memory store of `node-rdma serve`, 16 KiB chunks, listening on `addrs`. */
+function benchServer(addrs: Array<{ host: string; port: number }>, o: { queueDepth: number; strict: boolean; busyPoll: boolean }): TransportServer {
+  const server = new TransportServer({ handler: memoryStore().handler, chunkSize: 16384, maxHeaderSize: 512, ...o });
+  server.listen(addrs);
+  return server;
+}
+
+/** Warm-up before a measurement (JIT: under emulation V8 needs thousands of IOs before the hot paths run optimized code; first keys, window pools). */
+async function warmUp(client: TransportClient, a: Args): Promise<void> {
+  await runWorkload(client, { size: a.size, depth: 8, durationMs: 6000, maxIos: 3000, readRatio: 0.5, keys: 16 });
+}
+
 /** The latency runs' server: in this process, or in a child process (busy-polling). */
 async function latencyServer(a: Args, strict: boolean, port: number, busy: boolean): Promise<{ close: () => Promise<void> }> {
   const maxDepth = Math.max(...a.depths);
   if (a.latencySetup === 'same') {
-    const server = new TransportServer({ handler: memoryStore().handler, queueDepth: maxDepth, chunkSize: 16384, maxHeaderSize: 512, strict, busyPoll: a.busyPoll });
-    server.listen([{ host: a.host0, port }]);
+    const server = benchServer([{ host: a.host0, port }], { queueDepth: maxDepth, strict, busyPoll: busy });
     return { close: () => server.close() };
   }
   const child = spawn(process.execPath, [__filename, '--serve', strict ? 'strict' : 'relaxed', '--host0', a.host0, '--port', String(port),
@@ -105,10 +116,7 @@ async function latencyServer(a: Args, strict: boolean, port: number, busy: boole
 
 /** --serve: a server until SIGTERM; prints one line when it listens. */
 async function serve(a: Args): Promise<void> {
-  const server = new TransportServer({
-    handler: memoryStore().handler, queueDepth: Math.max(...a.depths), chunkSize: 16384, maxHeaderSize: 512, strict: a.serve === 'strict', busyPoll: a.busyPoll,
-  });
-  server.listen([{ host: a.host0, port: a.port }]);
+  const server = benchServer([{ host: a.host0, port: a.port }], { queueDepth: Math.max(...a.depths), strict: a.serve === 'strict', busyPoll: a.busyPoll });
   process.stdout.write('listening\n');
   await new Promise((r) => process.once('SIGTERM', r));
   await server.close();
@@ -145,9 +153,7 @@ async function latencyRun(a: Args, strict: boolean, port: number, busy: boolean,
       }
     }
     try {
-      // warm up (JIT: under emulation V8 needs thousands of IOs before the
-      // hot paths run optimized code; first keys, window pools)
-      await runWorkload(client, { size: a.size, depth: 8, durationMs: 6000, maxIos: 3000, readRatio: 0.5, keys: 16 });
+      await warmUp(client, a);
       const latency: LatencyFigures[] = [];
       for (const kind of ['write', 'read'] as const) {
         say(`${strict ? 'strict' : 'relaxed'}: ${kind} latency, ${a.size} B, QD1, ${a.iters} IOs (${setup})`);
@@ -174,12 +180,10 @@ async function latencyRun(a: Args, strict: boolean, port: number, busy: boolean,
 async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: LatencyFigures[]; iops: IopsPoint[] }> {
   const latency = await latencyRuns(a, strict, port + 100 + (strict ? 0 : 10));
   const maxDepth = Math.max(...a.depths);
-  const store = memoryStore();
-  const server = new TransportServer({ handler: store.handler, queueDepth: maxDepth, chunkSize: 16384, maxHeaderSize: 512, strict, busyPoll: a.busyPoll });
-  server.listen([{ host: a.host0, port }]);
+  const server = benchServer([{ host: a.host0, port }], { queueDepth: maxDepth, strict, busyPoll: a.busyPoll });
   const client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench', busyPoll: a.busyPoll });
   try {
-    await runWorkload(client, { size: a.size, depth: 8, durationMs: 6000, maxIos: 3000, readRatio: 0.5, keys: 16 });
+    await warmUp(client, a);
     const iops: IopsPoint[] = [];
     for (const depth of a.depths) {
       const r = await runWorkload(client, { size: a.size, depth, durationMs: a.pointMs, readRatio: 0.5, keys: 256 });
@@ -195,10 +199,8 @@ async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: 
 
 /** IOPS of a one-path session against a two-path session, same server and load. */
 async function onePathVsTwo(a: Args, port: number): Promise<{ onePathIops: number; twoPathIops: number; ratio: number; perPath: number[] }> {
-  const store = memoryStore();
   const hosts = [a.host0, a.host1 ?? a.host0];
-  const server = new TransportServer({ handler: store.handler, queueDepth: 64, chunkSize: 16384, maxHeaderSize: 512, strict: false });
-  server.listen([...new Set(hosts)].map((host) => ({ host, port })));
+  const server = benchServer([...new Set(hosts)].map((host) => ({ host, port })), { queueDepth: 64, strict: false, busyPoll: false });
   const run = async (paths: string[]) => {
     const client = await connect({ paths: paths.map((host) => ({ host, port })), name: `bench-${paths.length}p` });
     try {

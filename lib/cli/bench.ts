@@ -34,24 +34,14 @@ Exit status: 0 ok, 1 connection failed, IO errors or data mismatches,
 2 usage error.
 `;
 
-export interface BenchJson {
+export interface BenchJson extends Pick<WorkloadResult,
+  'durationMs' | 'ios' | 'reads' | 'writes' | 'errors' | 'errorCodes' | 'verified' | 'mismatches' | 'iops' | 'mbps' | 'latency'> {
   paths: Array<{ host: string; port: number }>;
   size: number;
   depth: number;
   readRatio: number;
-  durationMs: number;
   strict: boolean | undefined;
   queueDepth: number;
-  ios: number;
-  reads: number;
-  writes: number;
-  errors: number;
-  errorCodes: Record<string, number>;
-  verified: number;
-  mismatches: number;
-  iops: number;
-  mbps: number;
-  latency: WorkloadResult['latency'];
   perPath: WorkloadResult['paths'];
   intervals: Array<{ tMs: number; iops: number; p50Us: number; p99Us: number; errors: number }>;
 }
