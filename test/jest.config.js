@@ -2,6 +2,8 @@
 //   unit      host, no RDMA hardware needed    (dist/test/unit)
 //   softroce  inside the SoftRoCE guest        (dist/test/softroce; scripts/test
 //             boots it, see docs/testing.md)
+//   hardware  on the host, on the capable device RDMA_TEST_DEVICE names
+//             (dist/test/hardware; mlx5: ODP, dma-buf)
 // Tests are TypeScript compiled by `tsc -p tsconfig.json` into dist/, and jest
 // runs the compiled JS as is: no babel transform, which would cost seconds
 // per file under the guest's emulated CPU.
@@ -15,6 +17,7 @@ const TIERS = {
   // can hang: each test still gets a bound
   // verbose: per-test times in the CI log, to spot tests that sit in timeouts
   softroce: { testTimeout: 120_000, verbose: true },
+  hardware: { testTimeout: 60_000, verbose: true },
 };
 const tier = process.env.NODE_RDMA_TIER || 'unit';
 if (!TIERS[tier]) {
