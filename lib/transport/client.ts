@@ -1083,12 +1083,15 @@ export class TransportClient extends EventEmitter {
     const p = this.#params!;
     try {
       if (wc.opcodeName === 'RECV_RDMA_WITH_IMM') {
-        conn.repost(slot);
         const imm = P.decodeImm(wc.imm ?? 0, wc.byteLen, 'client', p);
         if (imm.type === 'hb') conn.answerHeartbeat(imm.id);
         else if (imm.type === 'hb-ack') conn.heartbeatAck(imm.id);
         else if (imm.type === 'io-rsp') this.#onResponse(path, imm.chunk, { status: imm.status, header: EMPTY, length: 0 }, undefined, 'write', undefined);
         else throw new ProtocolError('imm-direction', `${imm.type} imm received by the client`);
+        // replaced after the caller's continuation (queued by the resolve
+        // above) had its turn to post the next IO; RECV_SLACK spare receives
+        // cover the server's messages meanwhile
+        queueMicrotask(() => conn.repost(slot));
         return;
       }
       if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);

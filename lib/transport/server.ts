@@ -476,23 +476,27 @@ class ServerPath {
       // it with the kernel's flag value 1<<2, libibverbs' IP_CSUM_OK)
       if (wc.invalidatedRkey !== undefined || (wc.wcFlags & 4) !== 0) throw new ProtocolError('send-with-inv', 'the client sent SEND_WITH_INV');
       if (wc.opcodeName === 'RECV_RDMA_WITH_IMM') {
-        this.conn.repost(slot);
         const imm = P.decodeImm(wc.imm ?? 0, wc.byteLen, 'server', p);
         switch (imm.type) {
           case 'hb':
             this.conn.answerHeartbeat(imm.id);
-            return;
+            break;
           case 'hb-ack':
             this.conn.heartbeatAck(imm.id);
-            return;
+            break;
           case 'write-req':
           case 'read-req':
             if (!this.#infoDone) throw new ProtocolError('state', 'IO request before the info exchange');
             this.session.serialize(imm.chunk, () => this.#request(imm.type === 'write-req' ? 'write' : 'read', imm.chunk, imm.trailerOffset, wc.byteLen));
-            return;
+            break;
           default:
             throw new ProtocolError('imm-direction', `${imm.type} imm received by the server`);
         }
+        // replaced after the request ran (a synchronous handler's response is
+        // already posted): the post is off the IO's critical path, and the
+        // RECV_SLACK spare receives cover the client's next request meanwhile
+        this.conn.repost(slot);
+        return;
       }
       if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);
       const m = P.decodeServerMessage(this.conn.recvBytes(slot, wc.byteLen), {
