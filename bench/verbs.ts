@@ -15,7 +15,8 @@
  *   (--no-busy-poll: wait on the completion channel; --spin-us N: busy-poll spin budget;
  *    --warmup N: unmeasured round trips / WRITEs first, default 1000; latency only:
  *    --loop event|sync: reply from the 'completions' listener or from a synchronous
- *    cq.poll() loop; --signal-every N: one signaled send in N, 1 to 8)
+ *    cq.poll() loop; --signal-every N: one signaled send in N, 1 to 8; --recv-batch N:
+ *    replace receives N at a time, in one post, 1 to 32)
  * Each prints one JSON line with its figures on stdout.
  */
 import { Access, CmId, openDevice, WorkCompletion } from '../lib';
@@ -34,10 +35,11 @@ interface Args {
   loop: 'event' | 'sync';
   warmup: number;
   signalEvery: number;
+  recvBatch: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true, spinUs: 0, loop: 'event', warmup: 1000, signalEvery: 1 };
+  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true, spinUs: 0, loop: 'event', warmup: 1000, signalEvery: 1, recvBatch: 1 };
   for (let i = 1; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[i + 1];
@@ -54,6 +56,7 @@ function parseArgs(argv: string[]): Args {
       case '--spin-us': a.spinUs = Number(v); i++; break;
       case '--warmup': a.warmup = Number(v); i++; break;
       case '--signal-every': a.signalEvery = Number(v); i++; break;
+      case '--recv-batch': a.recvBatch = Number(v); i++; break;
       case '--loop':
         if (v !== 'event' && v !== 'sync') throw new Error('--loop is event or sync');
         a.loop = v; i++; break;
@@ -62,6 +65,7 @@ function parseArgs(argv: string[]): Args {
   }
   if (a.mode !== 'latency' && a.mode !== 'rate') throw new Error('usage: verbs.js latency|rate [options]');
   if (!Number.isInteger(a.signalEvery) || a.signalEvery < 1 || a.signalEvery > 8) throw new Error('--signal-every is 1 to 8');
+  if (!Number.isInteger(a.recvBatch) || a.recvBatch < 1 || a.recvBatch > 32) throw new Error('--recv-batch is 1 to 32');
   return a;
 }
 
@@ -78,6 +82,8 @@ async function latency(a: Args): Promise<object> {
   const desc = Buffer.alloc(12);
   desc.writeDoubleLE(buf.addr, 0);
   desc.writeUInt32LE(buf.rkey, 8);
+  // receives are replaced `recvBatch` at a time; twice that are posted up front
+  const spareRecvs = Array.from({ length: 2 * a.recvBatch }, () => ({ wrId: 0 }));
   let id: CmId;
   let listener: CmId | undefined;
   let peer: Buffer;
@@ -88,8 +94,8 @@ async function latency(a: Args): Promise<object> {
       peer = Buffer.from(pdata);
       resolve(req);
     }));
-    id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 });
-    id.queuePair!.postRecv([{ wrId: 0 }, { wrId: 0 }]);
+    id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 2 * a.recvBatch + 2, maxInlineData: 64 });
+    id.queuePair!.postRecv(spareRecvs);
     await id.accept({ privateData: desc });
   } else {
     // the server process may still be starting (slow under TCG): retry a
@@ -99,8 +105,8 @@ async function latency(a: Args): Promise<object> {
       id = CmId.create();
       await id.resolveAddr(a.host, a.port);
       await id.resolveRoute();
-      id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 });
-      id.queuePair!.postRecv([{ wrId: 0 }, { wrId: 0 }]);
+      id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 2 * a.recvBatch + 2, maxInlineData: 64 });
+      id.queuePair!.postRecv(spareRecvs);
       try {
         peer = (await id.connect({ privateData: desc })).privateData;
         break;
@@ -122,7 +128,13 @@ async function latency(a: Args): Promise<object> {
   const write = (n: number) => qp.postSend([{
     wrId: n, opcode: 'RDMA_WRITE_WITH_IMM', imm: n, sge, remoteAddr, rkey, inline, signaled: n % every === every - 1,
   }]);
-  const recvWr = [{ wrId: 0 }];
+  const recvWrs = Array.from({ length: a.recvBatch }, () => ({ wrId: 0 }));
+  let consumed = 0;
+  const replaceRecv = () => {
+    if (++consumed < a.recvBatch) return;
+    consumed = 0;
+    qp.postRecv(recvWrs);
+  };
   // callback-driven, as a latency-minded user would write it: the reply is
   // posted from inside the completion batch, with no promise hop between
   // Like a latency-minded user: the reply is posted before the receive is
@@ -136,7 +148,7 @@ async function latency(a: Args): Promise<object> {
   const onRecv = (): boolean => {
     if (a.server) {
       write(done);
-      qp.postRecv(recvWr);
+      replaceRecv();
       return ++done === total;
     }
     const now = process.hrtime.bigint();
@@ -144,7 +156,7 @@ async function latency(a: Args): Promise<object> {
     if (++done === total) return true;
     t0 = now;
     write(done);
-    qp.postRecv(recvWr);
+    replaceRecv();
     return false;
   };
   const start = () => {
@@ -187,7 +199,7 @@ async function latency(a: Args): Promise<object> {
   if (a.server) return { role: 'server', iters: a.iters };
   const oneWay = rtts.map((x) => x / 2).sort((x, y) => x - y);
   return {
-    bench: 'js_write_imm_lat', device: a.device, size: a.size, iters: a.iters, warmup: a.warmup, loop: a.loop, signalEvery: a.signalEvery,
+    bench: 'js_write_imm_lat', device: a.device, size: a.size, iters: a.iters, warmup: a.warmup, loop: a.loop, signalEvery: a.signalEvery, recvBatch: a.recvBatch,
     busyPoll: a.busyPoll, spinUs: a.spinUs,
     t_min_usec: oneWay[0], t_typical_usec: percentile(oneWay, 50), t_avg_usec: oneWay.reduce((x, y) => x + y, 0) / oneWay.length,
     t_p99_usec: percentile(oneWay, 99), t_max_usec: oneWay[oneWay.length - 1],

@@ -1097,8 +1097,8 @@ export class TransportClient extends EventEmitter {
       if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);
       const m = P.decodeClientMessage(conn.recvBytes(slot, wc.byteLen), { ...p, pathCount: this.#pathSlots, pathIndex: path.id });
       if (m.type === 'io-rsp') {
-        const header = Buffer.from(m.header); // copy before the buffer is reposted
-        conn.repost(slot);
+        const header = Buffer.from(m.header); // copy: the caller keeps it, the buffer is reposted
+        queueMicrotask(() => conn.repost(slot)); // after the caller's continuation, as above
         if (m.chunk >= this.#queueDepth) throw new ProtocolError('chunk', `IO_RSP for chunk ${m.chunk} beyond this client's ${this.#queueDepth} permits`);
         for (const k of m.keys) {
           const q = this.#paths.find((x) => x.id === k.pathIndex);

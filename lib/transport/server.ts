@@ -94,6 +94,29 @@ interface DevState {
   pool: MemoryRegion;
   /** strict mode invalidates by deallocating windows (see ServerOptions.invalidation) */
   deallocInvalidate: boolean;
+  /**
+   * windows allocated ahead (dealloc invalidation): an arriving request takes
+   * one instead of allocating on its critical path (ibv_alloc_mw is a
+   * syscall, ~100 us on rxe under emulation); refilled after the event-loop turn
+   */
+  spareMws: MemoryWindow[];
+  refill: NodeJS.Immediate | undefined;
+}
+
+/** Spare windows a device keeps for dealloc invalidation. */
+const SPARE_MWS = 8;
+
+/** Tops up dev's spare windows, once per event-loop turn. */
+function scheduleRefill(dev: DevState): void {
+  if (dev.refill) return;
+  dev.refill = setImmediate(() => {
+    dev.refill = undefined;
+    try {
+      while (dev.spareMws.length < SPARE_MWS && !dev.pd.closed) dev.spareMws.push(dev.pd.allocMemoryWindow(2));
+    } catch {
+      // the next invalidation allocates inline and reports the error there
+    }
+  });
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -333,7 +356,7 @@ class ServerSession {
       const pool = pd.registerMemory(this.#poolMem, Access.LOCAL_WRITE | Access.MW_BIND);
       const mode = this.server.invalidation;
       const rxe = name.startsWith('rxe') || dev.query().vendorId === 0xffffff;
-      d = { pd, pool, deallocInvalidate: mode === 'dealloc' || (mode === 'auto' && rxe) };
+      d = { pd, pool, deallocInvalidate: mode === 'dealloc' || (mode === 'auto' && rxe), spareMws: [], refill: undefined };
     } catch (err) {
       pd.close();
       throw err;
@@ -380,7 +403,10 @@ class ServerSession {
     if (this.#linger) clearTimeout(this.#linger);
     // running handlers finish on their own; their responses are dropped
     for (const p of this.paths) p?.close(why);
-    for (const d of this.#devs.values()) d.pd.close();
+    for (const d of this.#devs.values()) {
+      if (d.refill) clearImmediate(d.refill);
+      d.pd.close(); // closes its windows, the spare ones too
+    }
     this.#devs.clear();
     this.server.forget(this);
     this.server.log(`session ${this.id} closed: ${why}`);
@@ -548,7 +574,8 @@ class ServerPath {
     this.keys[c] = 0;
     if (this.dev.deallocInvalidate) {
       this.mws[c].close();
-      this.mws[c] = this.dev.pd.allocMemoryWindow(2);
+      this.mws[c] = this.dev.spareMws.pop() ?? this.dev.pd.allocMemoryWindow(2);
+      scheduleRefill(this.dev);
       return;
     }
     await this.conn.postAndWait([{ opcode: 'LOCAL_INV', invalidateRkey: rkey }]);
@@ -712,7 +739,15 @@ class ServerPath {
       await this.#rekeyOthers(c);
       if (this.state !== 'connected') return;
       if (this.keys[c] === 0) {
-        wrs.push({ ...this.#bindWr(c), wrId: wrId(WrKind.SEND, c) });
+        // the new key is chosen here (the window's next key byte), so the
+        // response can carry it and both go out in one post; the send queue
+        // runs the bind first
+        const bind = this.#bindWr(c);
+        const rkey = this.mws[c].rkey;
+        const keyByte = (rkey + 1) & 0xff;
+        bind.bind!.keyByte = keyByte;
+        wrs.push({ ...bind, wrId: wrId(WrKind.SEND, c) });
+        this.keys[c] = ((rkey & 0xffffff00) | keyByte) >>> 0;
       }
     }
     const fast = !p.strict && rec.kind === 'write' && rec.header.length === 0;
@@ -720,11 +755,6 @@ class ServerPath {
       wrs.push({ opcode: 'RDMA_WRITE_WITH_IMM', imm: P.encodeIoRspImm(c, rec.status), sge: [], remoteAddr: 0, rkey: 0, wrId: wrId(WrKind.SEND, c) });
       this.conn.post(wrs);
       return;
-    }
-    // the bind's new rkey is known once posted: post it first, then the response
-    if (p.strict && wrs.length && wrs[wrs.length - 1].opcode === 'BIND_MW') {
-      if (!this.conn.post(wrs.splice(0))) return;
-      this.keys[c] = this.mws[c].rkey;
     }
     if (p.strict) keys = s.keyedPaths().filter((q) => q.keys[c] !== 0).map((q) => ({ pathIndex: q.index, generation: q.reconnectCount & 0xffff, rkey: q.keys[c] }));
     const off = c * this.#rspSlot;
@@ -738,7 +768,8 @@ class ServerPath {
       sge: [this.#rsp.mr.sge(off, len)],
       wrId: wrId(WrKind.SEND, c),
     });
-    this.conn.post(wrs);
+    // not posted: the connection failed (and closes this path); no key was bound
+    if (!this.conn.post(wrs) && p.strict) this.keys[c] = 0;
   }
 
   async #resume(c: number, seq: bigint): Promise<void> {

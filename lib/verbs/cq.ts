@@ -61,6 +61,8 @@ export class CompletionQueue extends Resource {
   #outstanding = 0;
   #userRefs = 0;
   #busyTimer: NodeJS.Immediate | undefined;
+  /** whether the native poll handle is ref'ed (mirrors its state) */
+  #handleRef = false;
   readonly #rxe: boolean;
 
   /** @internal use Device.createCompletionQueue() */
@@ -186,6 +188,10 @@ export class CompletionQueue extends Resource {
       if (busy && !this.#busyTimer) this.#busyLoop();
       return;
     }
+    // every post and every batch with sends gets here: call native code
+    // only on a change (a Node-API call is not free, under emulation ~3 us)
+    if (busy === this.#handleRef) return;
+    this.#handleRef = busy;
     if (busy) this.handle.ref();
     else this.handle.unref();
   }
