@@ -267,6 +267,9 @@ export class TransportClient extends EventEmitter {
   #inflight: Array<Io | undefined> = [];
   /** chunks whose IO was cut off: kept out of the pool until a RESUME settles them */
   readonly #unsettled = new Map<number, bigint>();
+  /** per chunk: the seq of its last IO, and of the last RESUME_REQ sent for it (0n: none) */
+  #chunkSeq: bigint[] = [];
+  #resumeSeq: bigint[] = [];
   #seq = 0n;
   #established = false;
   #closing = false;
@@ -615,6 +618,8 @@ export class TransportClient extends EventEmitter {
     this.#stagingBuf = Buffer.from(this.#staging);
     this.#free = Array.from({ length: qd }, (_, i) => i);
     this.#inflight = new Array(qd).fill(undefined);
+    this.#chunkSeq = new Array(qd).fill(0n);
+    this.#resumeSeq = new Array(qd).fill(0n);
   }
 
 
@@ -726,6 +731,7 @@ export class TransportClient extends EventEmitter {
       }
       this.#failover(io);
     }
+    if (!this.#closing) this.#reclaimChunks();
     if (wasConnected) this.#checkSessionDown(err);
     if (this.#closing || path.removed) return;
     const te = err as TransportError & { retry?: boolean };
@@ -822,6 +828,8 @@ export class TransportClient extends EventEmitter {
     this.#slotReconnect.clear();
     this.#inflight.fill(undefined);
     this.#free = Array.from({ length: this.#queueDepth }, (_, i) => i);
+    this.#chunkSeq.fill(0n);
+    this.#resumeSeq.fill(0n);
     this.#log(`session ${old}: the server does not know it: starting session ${this.#sessionId}`);
     // every other path belongs to the old session: cut it, it reconnects into the new one
     for (const p of this.#paths) {
@@ -919,16 +927,48 @@ export class TransportClient extends EventEmitter {
 
   /** Starts waiting IOs while permits and a connected path exist. */
   #pump(): void {
+    if (this.#params?.strict) return this.#pumpStrict();
     while (this.#waiting.length && this.#free.length && this.#paths.some((p) => p.connected)) {
-      const io = this.#waiting.shift()!;
-      this.#clearWait(io);
-      io.chunk = this.#free.shift()!;
-      io.seq = ++this.#seq;
-      this.#inflight[io.chunk] = io;
-      this.#stage(io);
+      const io = this.#start(0);
       io.iter = this.#selector.iterate((p) => p.keys[io.chunk]?.rkey !== 0);
       this.#dispatch(io);
     }
+  }
+
+  /**
+   * Strict mode: a chunk has a key only on the path of its last response
+   * (docs/protocol.md §7.3), so the policy picks the path first, then a free
+   * chunk keyed on it. A failover asks another path with RESUME_REQ, which
+   * needs no key there: the IO's iterator takes any connected path.
+   */
+  #pumpStrict(): void {
+    while (this.#waiting.length && this.#free.length) {
+      const path = this.#selector.select(undefined, (p) => this.#freeKeyedOn(p) >= 0);
+      if (!path) return; // no key anywhere: a connect or a RESUME answer brings one
+      const io = this.#start(this.#freeKeyedOn(path));
+      io.iter = this.#selector.iterate();
+      io.iter.markTried(path);
+      this.#post(io, path);
+    }
+  }
+
+  /** Index in #free of a chunk that has a key on path p, or -1. */
+  #freeKeyedOn(p: ClientPath): number {
+    const free = this.#free;
+    for (let i = 0; i < free.length; i++) if (p.keys[free[i]]?.rkey) return i;
+    return -1;
+  }
+
+  /** Takes the next waiting IO and the free chunk at index `at`. */
+  #start(at: number): Io {
+    const io = this.#waiting.shift()!;
+    this.#clearWait(io);
+    io.chunk = at === 0 ? this.#free.shift()! : this.#free.splice(at, 1)[0];
+    io.seq = ++this.#seq;
+    this.#chunkSeq[io.chunk] = io.seq;
+    this.#inflight[io.chunk] = io;
+    this.#stage(io);
+    return io;
   }
 
   /** Puts the request into the chunk's staging slot (once: failover re-posts it as is). */
@@ -1064,6 +1104,7 @@ export class TransportClient extends EventEmitter {
 
   #sendResume(path: ClientPath, c: number, seq: bigint): void {
     if (!path.ctrl || !path.conn) return;
+    this.#resumeSeq[c] = seq;
     const off = P.CTRL_MSG_SIZE + c * P.RESUME_SIZE;
     P.encodeResumeReq({ chunk: c, seq }).copy(path.ctrl.buf, off);
     path.conn.post([{ opcode: 'SEND', wrId: wrId(WrKind.SEND, 0xfffffffd), sge: [path.ctrl.mr.sge(off, P.RESUME_SIZE)] }]);
@@ -1100,12 +1141,8 @@ export class TransportClient extends EventEmitter {
         const header = Buffer.from(m.header); // copy: the caller keeps it, the buffer is reposted
         queueMicrotask(() => conn.repost(slot)); // after the caller's continuation, as above
         if (m.chunk >= this.#queueDepth) throw new ProtocolError('chunk', `IO_RSP for chunk ${m.chunk} beyond this client's ${this.#queueDepth} permits`);
-        for (const k of m.keys) {
-          const q = this.#paths.find((x) => x.id === k.pathIndex);
-          if (!q || k.generation !== q.generation || q.keys.length === 0) continue;
-          q.keys[m.chunk].rkey = k.rkey;
-          q.keySource[m.chunk] = KEY_RSP;
-        }
+        if (this.#lateAnswer(m.chunk, m.seq)) return;
+        this.#takeKeys(m.chunk, m.keys);
         this.#onResponse(path, m.chunk, { status: m.status, header, length: m.dataLen }, m.seq, m.read ? 'read' : 'write', { wc, replay: m.replay });
         return;
       }
@@ -1130,6 +1167,53 @@ export class TransportClient extends EventEmitter {
     } catch (err) {
       this.#violation(path, err);
     }
+  }
+
+  /**
+   * A second answer to a RESUME_REQ (several paths were asked, or asked
+   * again after a path failed) for an IO that is already settled: dropped
+   * with its keys, which a later IO on the chunk may have invalidated.
+   */
+  #lateAnswer(c: number, seq: bigint): boolean {
+    return this.#resumeSeq[c] === seq && this.#inflight[c]?.seq !== seq && !this.#unsettled.has(c);
+  }
+
+  /**
+   * The keys an IO_RSP gives for chunk c. Strict: the server invalidated c's
+   * keys on every path when the request arrived and bound new ones only
+   * where listed, so keys not listed are void.
+   */
+  #takeKeys(c: number, keys: P.IoRspKey[]): void {
+    const strict = this.#params!.strict;
+    for (const q of this.#paths) {
+      if (q.keys.length === 0) continue;
+      const k = keys.find((x) => x.pathIndex === q.id && x.generation === q.generation);
+      if (k) q.keys[c].rkey = k.rkey;
+      else if (strict) q.keys[c].rkey = 0;
+      else continue;
+      q.keySource[c] = KEY_RSP;
+    }
+  }
+
+  /**
+   * Strict, after a path failed: free chunks whose only key was on it are
+   * asked for on a connected path (RESUME_REQ for their last IO binds a key
+   * there); until the answer they are out of the pool, like cut-off chunks.
+   * Chunks already waiting for an answer are asked again in case the failed
+   * path was the one asked. With no path connected, the next connect asks.
+   */
+  #reclaimChunks(): void {
+    const live = this.#paths.filter((p) => p.connected);
+    if (live.length === 0) return;
+    if (this.#params?.strict) {
+      for (let i = this.#free.length - 1; i >= 0; i--) {
+        const c = this.#free[i];
+        if (this.#chunkSeq[c] === 0n || live.some((p) => p.keys[c]?.rkey)) continue;
+        this.#free.splice(i, 1);
+        this.#unsettled.set(c, this.#chunkSeq[c]);
+      }
+    }
+    for (const [c, seq] of this.#unsettled) this.#sendResume(this.#selector.select() ?? live[0], c, seq);
   }
 
   #violation(path: ClientPath, err: unknown): void {
@@ -1233,6 +1317,7 @@ export class TransportClient extends EventEmitter {
       this.#settleChunk(c);
       return;
     }
+    if (this.#lateAnswer(c, m.seq)) return;
     throw new ProtocolError('unexpected-response', `RESUME_RSP for chunk ${c} seq ${m.seq} that was not asked`);
   }
 

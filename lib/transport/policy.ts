@@ -113,6 +113,11 @@ export class PathIterator<P extends PathLike> {
     return [...this.#tried];
   }
 
+  /** Counts p as tried (an IO posted on a path chosen before the iterator existed). */
+  markTried(p: P): void {
+    this.#tried.add(p.id);
+  }
+
   /** The next path to try, or undefined when every usable path was tried. */
   next(): P | undefined {
     const p = this.#selector.select(this.#tried, this.#eligible);

@@ -736,8 +736,8 @@ class ServerPath {
     }
     let keys: P.IoRspKey[] = [];
     if (p.strict) {
-      await this.#rekeyOthers(c);
-      if (this.state !== 'connected') return;
+      // a new key on this path only (§7.3): the client uses the chunk here
+      // next, or asks another path with RESUME_REQ, which binds one there
       if (this.keys[c] === 0) {
         // the new key is chosen here (the window's next key byte), so the
         // response can carry it and both go out in one post; the send queue
