@@ -11,7 +11,7 @@ import { allocate, CmId, MemoryRegion, MemoryWindow, ProtectionDomain, SendWorkR
 import { Access } from '../verbs/constants';
 import { RdmaError } from '../errors';
 import { BackoffOptions, ReconnectTimer } from './backoff';
-import { abortError, Area, Conn, DeviceCache, registerArea, TransportError, wrId, WrKind } from './conn';
+import { abortError, Area, Conn, DeviceCache, registerArea, TransportError, wireCounters, WireStats, wireStats, wrId, WrKind } from './conn';
 import { PathIterator, PathLike, PathSelector, PolicyName, DEFAULT_POLICY } from './policy';
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
@@ -107,6 +107,8 @@ export interface ClientPathStats {
   latencyNs: number | undefined;
   /** times the path went down (path-down events) */
   downs: number;
+  /** messages and local work of all its connections */
+  wire: WireStats;
 }
 
 export interface ClientSessionStats {
@@ -181,6 +183,7 @@ class ClientPath implements PathLike {
   timer: ReconnectTimer;
   ctrl: Area | undefined;
   counters = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, failovers: 0, reconnectsOk: 0, reconnectsFail: 0, downs: 0 };
+  readonly wire = wireCounters();
   /** has been connected once (path-up reason) */
   everUp = false;
   /** the reconnect count of its first connect (a reused slot starts above the last one's) */
@@ -230,6 +233,7 @@ class ClientPath implements PathLike {
       index: this.id, host: this.opts.host, port: this.opts.port, state: this.state, device: this.device,
       reads: c.reads, readBytes: c.readBytes, writes: c.writes, writeBytes: c.writeBytes, inflight: this.inflight,
       failovers: c.failovers, reconnects: { ok: c.reconnectsOk, fail: c.reconnectsFail }, latencyNs: this.latencyNs, downs: c.downs,
+      wire: wireStats(this.wire),
     };
   }
 }
@@ -490,7 +494,7 @@ export class TransportClient extends EventEmitter {
       // the pool parameters (queue depth) come with the first accept: size
       // the QP for the most this client will use
       const maxQd = this.#opts.maxQueueDepth ?? 512;
-      conn = new Conn(id, dev.pd, { maxRecvWr: maxQd + P.RECV_SLACK, maxSendWr: maxQd * 3 + 32, busyPoll: this.#opts.busyPoll });
+      conn = new Conn(id, dev.pd, { maxRecvWr: maxQd + P.RECV_SLACK, maxSendWr: maxQd * 3 + 32, busyPoll: this.#opts.busyPoll, wire: path.wire });
       const req = P.encodeConnectRequest({
         newSession: !this.#established, pathIndex: path.id, pathCount: this.#pathSlots, reconnectCount: path.reconnectCount, sessionId: this.#sessionId,
       });
@@ -1258,6 +1262,7 @@ export class TransportClient extends EventEmitter {
           // is safe in any state, unlike LOCAL_INV on rxe (see server.ts)
           io.mw.close();
           io.mw = undefined;
+          path.wire.invalidations++;
         }
       }
     }

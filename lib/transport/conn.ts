@@ -63,6 +63,75 @@ export interface ConnOptions {
   maxSendWr: number;
   /** poll the CQ from the event loop while work is outstanding (lower latency, one core busy) */
   busyPoll?: boolean;
+  /** counted into (the owning path's, so they outlive the connection) */
+  wire?: WireCounters;
+}
+
+/**
+ * What a path put on the wire and did locally (docs/protocol.md §10.2): an
+ * IO is one message each way, plus a read's data placed by an RDMA WRITE
+ * ahead of its response, plus local window work.
+ */
+export interface WireStats {
+  /** messages posted to the peer (SEND, SEND_WITH_INV, RDMA WRITE WITH IMM): IO requests and responses, info, resume and close messages; not heartbeats */
+  messagesSent: number;
+  /** messages received (receive completions), heartbeats not included */
+  messagesReceived: number;
+  /** one-sided RDMA WRITEs: a read's data, placed in the client's buffer ahead of the response */
+  rdmaWrites: number;
+  /** memory window binds (local work requests) */
+  binds: number;
+  /** keys invalidated locally: LOCAL_INV work requests or windows deallocated */
+  invalidations: number;
+  heartbeatsSent: number;
+  heartbeatsReceived: number;
+}
+
+/** WireStats as a connection counts them (receives include heartbeats until stats() subtracts them). */
+export interface WireCounters {
+  messagesSent: number;
+  receives: number;
+  rdmaWrites: number;
+  binds: number;
+  invalidations: number;
+  heartbeatsSent: number;
+  heartbeatsReceived: number;
+}
+
+export function wireCounters(): WireCounters {
+  return { messagesSent: 0, receives: 0, rdmaWrites: 0, binds: 0, invalidations: 0, heartbeatsSent: 0, heartbeatsReceived: 0 };
+}
+
+export function wireStats(c: WireCounters): WireStats {
+  return {
+    messagesSent: c.messagesSent, messagesReceived: c.receives - c.heartbeatsReceived, rdmaWrites: c.rdmaWrites, binds: c.binds,
+    invalidations: c.invalidations, heartbeatsSent: c.heartbeatsSent, heartbeatsReceived: c.heartbeatsReceived,
+  };
+}
+
+const HB_INDEX = 0xffffffff;
+
+function count(c: WireCounters, wrs: SendWorkRequest[]): void {
+  for (const wr of wrs) {
+    switch (wr.opcode) {
+      case 'SEND':
+      case 'SEND_WITH_IMM':
+      case 'SEND_WITH_INV':
+      case 'RDMA_WRITE_WITH_IMM':
+        if ((wr.wrId ?? 0) % KIND_MUL === HB_INDEX) c.heartbeatsSent++;
+        else c.messagesSent++;
+        break;
+      case 'RDMA_WRITE':
+        c.rdmaWrites++;
+        break;
+      case 'BIND_MW':
+        c.binds++;
+        break;
+      case 'LOCAL_INV':
+        c.invalidations++;
+        break;
+    }
+  }
 }
 
 /** Registered memory that is both a Buffer and an MR. */
@@ -89,6 +158,7 @@ export class Conn {
   /** send completion of a SEND-kind work request (index from its wrId) */
   onSendDone: (index: number) => void = () => undefined;
   onError: (err: Error) => void = () => undefined;
+  readonly wire: WireCounters;
   #failed = false;
   #closed = false;
   #waiters = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
@@ -106,6 +176,7 @@ export class Conn {
   constructor(id: CmId, pd: ProtectionDomain, opts: ConnOptions) {
     this.id = id;
     this.pd = pd;
+    this.wire = opts.wire ?? wireCounters();
     const dev = pd.device;
     this.cq = dev.createCompletionQueue({ cqe: opts.maxSendWr + opts.maxRecvWr + 16, batch: 64, busyPoll: opts.busyPoll ?? false });
     try {
@@ -152,6 +223,7 @@ export class Conn {
     if (TRACE) trace(`qp ${this.qp.qpNum} post ${wrs.map((w) => `${w.opcode}${w.rkey !== undefined ? `/rkey=${w.rkey}` : ''}${w.invalidateRkey !== undefined ? `/inv=${w.invalidateRkey}` : ''}${w.imm !== undefined ? `/imm=${(w.imm >>> 0).toString(16)}` : ''}`).join(' ')}`);
     try {
       this.qp.postSend(wrs);
+      count(this.wire, wrs);
       return true;
     } catch (err) {
       this.fail(err as Error);
@@ -215,6 +287,7 @@ export class Conn {
         continue;
       }
       if (kind === WrKind.RECV) {
+        this.wire.receives++;
         this.#received = true;
         this.onRecv(wc, index);
       } else if (kind === WrKind.WAIT) {
@@ -257,16 +330,18 @@ export class Conn {
     this.#hbId = (this.#hbId + 1) & IMM_PAYLOAD_MASK;
     this.#hbSentAt = process.hrtime.bigint();
     this.#hbOutstanding = true;
-    this.post([{ wrId: wrId(WrKind.SEND, 0xffffffff), opcode: 'RDMA_WRITE_WITH_IMM', imm: encodeHbImm(this.#hbId), sge: [], remoteAddr: 0, rkey: 0 }]);
+    this.post([{ wrId: wrId(WrKind.SEND, HB_INDEX), opcode: 'RDMA_WRITE_WITH_IMM', imm: encodeHbImm(this.#hbId), sge: [], remoteAddr: 0, rkey: 0 }]);
   }
 
   /** The peer's HB: answer with an ACK carrying its id. */
   answerHeartbeat(id: number): void {
-    this.post([{ wrId: wrId(WrKind.SEND, 0xffffffff), opcode: 'RDMA_WRITE_WITH_IMM', imm: encodeHbImm(id, true), sge: [], remoteAddr: 0, rkey: 0 }]);
+    this.wire.heartbeatsReceived++;
+    this.post([{ wrId: wrId(WrKind.SEND, HB_INDEX), opcode: 'RDMA_WRITE_WITH_IMM', imm: encodeHbImm(id, true), sge: [], remoteAddr: 0, rkey: 0 }]);
   }
 
   /** An ACK: an RTT sample when it answers the last HB sent; others are ignored. */
   heartbeatAck(id: number): void {
+    this.wire.heartbeatsReceived++;
     if (this.#hbOutstanding && id === this.#hbId) {
       this.latencyNs = Number(process.hrtime.bigint() - this.#hbSentAt);
       this.#hbOutstanding = false;

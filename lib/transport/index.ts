@@ -29,7 +29,7 @@
 export * from './protocol';
 export * from './policy';
 export * from './backoff';
-export { TransportError } from './conn';
+export { TransportError, WireStats } from './conn';
 export { TransportServer, ServerOptions, TransportHandler, TransportRequest, TransportResponse, ServerPathStats } from './server';
 export {
   TransportClient, connect, ClientOptions, ClientPathOptions, ClientPathState, ClientPathStats, ClientSessionStats, IoOptions, IoResult, PathUpReason, SessionUpReason,

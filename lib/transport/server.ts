@@ -10,7 +10,7 @@
 import { EventEmitter } from 'events';
 import { CmId, MemoryRegion, MemoryWindow, ProtectionDomain, SendWorkRequest, WorkCompletion } from '../verbs';
 import { Access } from '../verbs/constants';
-import { Area, Conn, DeviceCache, registerArea, TransportError, wrId, WrKind } from './conn';
+import { Area, Conn, DeviceCache, registerArea, TransportError, wireCounters, WireStats, wireStats, wrId, WrKind } from './conn';
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
 import { serverMetrics } from './stats';
@@ -73,6 +73,8 @@ export interface ServerPathStats {
   writeBytes: number;
   replays: number;
   latencyNs: number | undefined;
+  /** messages and local work of the path's connection */
+  wire: WireStats;
 }
 
 interface ChunkRecord {
@@ -430,6 +432,7 @@ class ServerPath {
   readonly #ctrl: Area;
   #infoDone = false;
   #counters = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, replays: 0 };
+  readonly #wire = wireCounters();
 
   constructor(session: ServerSession, index: number, reconnectCount: number, id: CmId, dev: DevState) {
     this.session = session;
@@ -439,7 +442,7 @@ class ServerPath {
     this.device = dev.pd.device.name;
     const qd = session.params.queueDepth;
     this.keys = new Uint32Array(qd);
-    this.conn = new Conn(id, dev.pd, { maxRecvWr: qd + P.RECV_SLACK, maxSendWr: qd * 4 + 64, busyPoll: session.server.busyPoll });
+    this.conn = new Conn(id, dev.pd, { maxRecvWr: qd + P.RECV_SLACK, maxSendWr: qd * 4 + 64, busyPoll: session.server.busyPoll, wire: this.#wire });
     try {
       this.conn.setupReceives(P.CTRL_MSG_SIZE, qd + P.RECV_SLACK);
       this.#rspSlot = P.clientRecvSize(session.params, session.pathCount);
@@ -464,7 +467,7 @@ class ServerPath {
   }
 
   stats(): ServerPathStats {
-    return { index: this.index, state: this.state, device: this.device, ...this.#counters, latencyNs: this.conn.latencyNs };
+    return { index: this.index, state: this.state, device: this.device, ...this.#counters, latencyNs: this.conn.latencyNs, wire: wireStats(this.#wire) };
   }
 
   established(): void {
@@ -574,6 +577,7 @@ class ServerPath {
     this.keys[c] = 0;
     if (this.dev.deallocInvalidate) {
       this.mws[c].close();
+      this.#wire.invalidations++;
       this.mws[c] = this.dev.spareMws.pop() ?? this.dev.pd.allocMemoryWindow(2);
       scheduleRefill(this.dev);
       return;

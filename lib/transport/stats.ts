@@ -5,6 +5,7 @@
  */
 import type { ClientPathStats, ClientSessionStats } from './client';
 import type { ServerPathStats } from './server';
+import type { WireStats } from './conn';
 
 type Labels = Record<string, string | number>;
 
@@ -44,6 +45,21 @@ export function formatMetrics(metrics: Metric[]): string {
 
 const PREFIX = 'node_rdma_transport';
 
+type PerPath<S> = (name: string, help: string, type: Metric['type'], value: (p: S) => number | undefined) => Metric;
+
+/** The WireStats counters of each path (client and server alike). */
+function wireMetrics<S extends { wire: WireStats }>(per: PerPath<S>): Metric[] {
+  return [
+    per('messages_sent_total', 'Messages posted to the peer (IO requests/responses and control messages; heartbeats apart).', 'counter', (p) => p.wire.messagesSent),
+    per('messages_received_total', 'Messages received from the peer (heartbeats apart).', 'counter', (p) => p.wire.messagesReceived),
+    per('rdma_writes_total', "One-sided RDMA WRITEs (read data placed ahead of the response).", 'counter', (p) => p.wire.rdmaWrites),
+    per('binds_total', 'Memory window binds (local work requests).', 'counter', (p) => p.wire.binds),
+    per('invalidations_total', 'Keys invalidated locally (LOCAL_INV or window deallocation).', 'counter', (p) => p.wire.invalidations),
+    per('heartbeats_sent_total', 'Heartbeats and heartbeat acks sent.', 'counter', (p) => p.wire.heartbeatsSent),
+    per('heartbeats_received_total', 'Heartbeats and heartbeat acks received.', 'counter', (p) => p.wire.heartbeatsReceived),
+  ];
+}
+
 /** Client paths of one session as Prometheus text. */
 export function clientMetrics(stats: ClientSessionStats): string {
   const base = (p: ClientPathStats): Labels => ({ role: 'client', session: stats.sessionId, path: p.index, peer: `${p.host}:${p.port}` });
@@ -71,6 +87,7 @@ export function clientMetrics(stats: ClientSessionStats): string {
         { labels: { ...base(p), result: 'fail' }, value: p.reconnects.fail },
       ]) },
     per('heartbeat_rtt_seconds', 'Last heartbeat round trip of the path.', 'gauge', (p) => (p.latencyNs === undefined ? undefined : p.latencyNs / 1e9)),
+    ...wireMetrics(per),
     { name: `${PREFIX}_session_up`, help: 'Session state: 1 while a path is connected, 0 otherwise (state label).', type: 'gauge',
       samples: [{ labels: { ...session, state: stats.state }, value: stats.state === 'up' ? 1 : 0 }] },
     { name: `${PREFIX}_session_inflight`, help: 'IOs of the session in flight.', type: 'gauge', samples: [{ labels: session, value: stats.inflight }] },
@@ -104,6 +121,7 @@ export function serverMetrics(stats: Record<string, { paths: ServerPathStats[] }
     per('write_bytes_total', 'Bytes written on the path.', 'counter', (p) => p.writeBytes),
     per('replays_total', 'Retried IOs answered from the record (handler not run again).', 'counter', (p) => p.replays),
     per('heartbeat_rtt_seconds', 'Last heartbeat round trip of the path.', 'gauge', (p) => (p.latencyNs === undefined ? undefined : p.latencyNs / 1e9)),
+    ...wireMetrics(per),
     { name: `${PREFIX}_sessions`, help: 'Sessions the server holds.', type: 'gauge', samples: [{ labels: { role: 'server' }, value: Object.keys(stats).length }] },
   ]);
 }

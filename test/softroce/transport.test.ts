@@ -240,6 +240,36 @@ describe('single path', () => {
     }
   });
 
+  test.each([true, false])('an IO is two messages on the wire, one each way; window work is counted apart (strict=%s)', async (strict) => {
+    srv = serverWith({ strict, handler: (req) => (req.kind === 'read' ? (req.data.fill(9), {}) : { header: req.header.length ? Buffer.from('ok') : undefined }) });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    try {
+      const wireOf = () => ({ c: client.stats().paths[0].wire, s: Object.values(srv.server.stats())[0].paths[0].wire });
+      const before = wireOf();
+      const W = 12;
+      const R = 10;
+      // writes with and without a header (relaxed answers the latter with a bare immediate), reads with data
+      await Promise.all(Array.from({ length: W }, (_, i) => client.write(i % 2 ? Buffer.from(`h${i}`) : Buffer.alloc(0), Buffer.alloc(4096, i))));
+      const reads = await Promise.all(Array.from({ length: R }, () => client.read(Buffer.from('r'), Buffer.alloc(4096))));
+      expect(reads.every((r) => r.length === 4096)).toBe(true);
+      const after = wireOf();
+      const d = (side: 'c' | 's', k: keyof typeof before.c): number => after[side][k] - before[side][k];
+      // one request each way per IO: client -> server, then server -> client
+      expect([d('c', 'messagesSent'), d('s', 'messagesReceived')]).toEqual([W + R, W + R]);
+      expect([d('s', 'messagesSent'), d('c', 'messagesReceived')]).toEqual([W + R, W + R]);
+      expect((d('c', 'messagesSent') + d('s', 'messagesSent')) / (W + R)).toBe(2);
+      // a read's data is placed by one RDMA WRITE ahead of its response
+      expect([d('s', 'rdmaWrites'), d('c', 'rdmaWrites')]).toEqual([R, 0]);
+      // local work: the client binds a window over each read's buffer; strict
+      // mode invalidates and re-keys the chunk once per IO, relaxed never
+      expect(d('c', 'binds')).toBe(R);
+      expect([d('s', 'binds'), d('s', 'invalidations')]).toEqual(strict ? [W + R, W + R] : [0, 0]);
+      expect(client.prometheus()).toMatch(/^node_rdma_transport_messages_sent_total\{role="client",[^}]*\} \d+$/m);
+    } finally {
+      await client.close();
+    }
+  });
+
   test('strict mode with LOCAL_INV invalidation (the default off rxe) round-trips', async () => {
     srv = serverWith({ invalidation: 'local-inv', handler: (req) => (req.kind === 'read' ? (req.data.fill(1), {}) : { status: req.data.length & 0xff }) });
     const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
@@ -435,6 +465,68 @@ describe('multipath (rxe0 + rxe1)', () => {
       expect(fo).toBe(2);
       // still fully usable on both paths
       await Promise.all(Array.from({ length: 10 }, (_, i) => client.write(Buffer.from(`x${i}`), Buffer.alloc(8))));
+    } finally {
+      release.resolve();
+      await client.close();
+    }
+  });
+  test('strict over two paths: one re-key per IO whatever the path count, the policy still spreads the IOs', async () => {
+    srv = serverWith({ hosts: [HOST0, HOST1] });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }, { host: HOST1, port: srv.port }], policy: 'round-robin' });
+    try {
+      const wire = () => Object.values(srv.server.stats())[0].paths.map((p) => p.wire);
+      const writes = (n: number) => Promise.all(Array.from({ length: n }, (_, j) => client.write(Buffer.from(`k${j}`), Buffer.alloc(512, j))));
+      // the first IO on a chunk takes away the keys the info exchange gave it on both paths
+      for (let i = 0; i < 4; i++) await writes(4);
+      const before = wire();
+      const writesBefore = client.stats().paths.map((p) => p.writes);
+      const N = 48;
+      for (let i = 0; i < N; i += 4) await writes(4);
+      const after = wire();
+      const sum = (k: 'binds' | 'invalidations' | 'messagesReceived') => after.reduce((n, w, i) => n + w[k] - before[i][k], 0);
+      expect(sum('messagesReceived')).toBe(N);
+      // the chunk's key is taken away on every path that has one and given back on the response path only
+      expect(sum('invalidations')).toBe(N);
+      expect(sum('binds')).toBe(N);
+      const spread = client.stats().paths.map((p, i) => p.writes - writesBefore[i]);
+      expect(spread[0] + spread[1]).toBe(N);
+      expect(Math.min(...spread)).toBeGreaterThanOrEqual(N / 4);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('strict: chunks whose only key was on a dead path are asked for on the other one, and no permit is lost', async () => {
+    let holding = 0;
+    const allIn = later();
+    const release = later();
+    srv = serverWith({
+      hosts: [HOST0, HOST1],
+      handler: async (req) => {
+        if (req.header.toString() === 'hold') {
+          if (++holding === 8) allIn.resolve();
+          await release.promise;
+        }
+        return {};
+      },
+    });
+    const client = await connect({
+      paths: [{ host: HOST0, port: srv.port }, { host: HOST1, port: srv.port }], policy: 'round-robin', reconnect: { maxAttempts: 0 },
+    });
+    try {
+      expect(client.params?.queueDepth).toBe(8);
+      // every chunk carries IOs on both paths: afterwards each is keyed on one of them
+      for (let i = 0; i < 4; i++) await Promise.all(Array.from({ length: 8 }, (_, j) => client.write(Buffer.from(`w${j}`), Buffer.alloc(64))));
+      expect(client.stats().paths.every((p) => p.writes > 0)).toBe(true);
+      expect(srv.server.disconnectPath(client.sessionId, 0)).toBe(true);
+      for (let i = 0; i < 100 && client.stats().paths[0].state !== 'dead'; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(client.stats().paths.map((p) => p.state)).toEqual(['dead', 'connected']);
+      // all 8 permits run at once on path 1: the handler holds each until all are in
+      const ios = Array.from({ length: 8 }, () => client.write(Buffer.from('hold'), Buffer.alloc(64)));
+      await Promise.race([allIn.promise, new Promise((_, reject) => setTimeout(() => reject(new Error(`only ${holding} of 8 IOs reached the handler`)), 10000))]);
+      release.resolve();
+      expect((await Promise.all(ios)).every((r) => r.status === 0)).toBe(true);
+      expect(client.stats()).toMatchObject({ unsettled: 0, inflight: 0, waiting: 0 });
     } finally {
       release.resolve();
       await client.close();

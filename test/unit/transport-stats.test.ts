@@ -7,7 +7,8 @@ import type { ClientPathStats, ClientSessionStats } from '../../lib/transport/cl
 const path = (i: number, over: Partial<ClientPathStats> = {}): ClientPathStats => ({
   index: i, host: `10.99.${i + 1}.1`, port: 7000, state: 'connected', device: `rxe${i}`,
   reads: 3, readBytes: 300, writes: 5, writeBytes: 5000, inflight: 2, failovers: 1,
-  reconnects: { ok: 1, fail: 4 }, latencyNs: 25000, downs: 2, ...over,
+  reconnects: { ok: 1, fail: 4 }, latencyNs: 25000, downs: 2,
+  wire: { messagesSent: 8, messagesReceived: 9, rdmaWrites: 0, binds: 3, invalidations: 1, heartbeatsSent: 4, heartbeatsReceived: 5 }, ...over,
 });
 
 const session = (over: Partial<ClientSessionStats> = {}): ClientSessionStats => ({
@@ -33,7 +34,7 @@ function parse(text: string): Map<string, number> {
   return out;
 }
 
-test('client metrics: one sample per path, counters and gauges, RTT in seconds', () => {
+test('client metrics: one sample per path, counters and gauges, RTT in seconds, wire counters', () => {
   const text = clientMetrics(session());
   const m = parse(text);
   const l0 = 'role="client",session="abc",path="0",peer="10.99.1.1:7000"';
@@ -43,6 +44,11 @@ test('client metrics: one sample per path, counters and gauges, RTT in seconds',
   expect(m.get(`node_rdma_transport_reconnects_total{${l0},result="fail"}`)).toBe(4);
   expect(m.get(`node_rdma_transport_heartbeat_rtt_seconds{${l0}}`)).toBeCloseTo(25e-6);
   expect(m.get(`node_rdma_transport_path_up{${l0},state="connected"}`)).toBe(1);
+  expect(m.get(`node_rdma_transport_messages_sent_total{${l0}}`)).toBe(8);
+  expect(m.get(`node_rdma_transport_messages_received_total{${l0}}`)).toBe(9);
+  expect(m.get(`node_rdma_transport_binds_total{${l0}}`)).toBe(3);
+  expect(m.get(`node_rdma_transport_invalidations_total{${l0}}`)).toBe(1);
+  expect(m.get(`node_rdma_transport_heartbeats_received_total{${l0}}`)).toBe(5);
   expect(m.get('node_rdma_transport_path_up{role="client",session="abc",path="1",peer="10.99.2.1:7000",state="reconnecting"}')).toBe(0);
   // no RTT sample yet for path 1: no sample rather than a fake 0
   expect([...m.keys()].filter((k) => k.startsWith('node_rdma_transport_heartbeat_rtt_seconds'))).toHaveLength(1);
@@ -78,14 +84,19 @@ test('client metrics: session state, in-flight IOs, failovers, downs, rejoins; p
   expect(new Set(types).size).toBe(types.length);
 });
 
-test('server metrics: sessions, paths, replays', () => {
+test('server metrics: sessions, paths, replays, wire counters', () => {
   const text = serverMetrics({
-    s1: { paths: [{ index: 0, state: 'connected', device: 'rxe0', reads: 1, readBytes: 10, writes: 2, writeBytes: 20, replays: 1, latencyNs: 1e6 }] },
+    s1: { paths: [{
+      index: 0, state: 'connected', device: 'rxe0', reads: 1, readBytes: 10, writes: 2, writeBytes: 20, replays: 1, latencyNs: 1e6,
+      wire: { messagesSent: 3, messagesReceived: 3, rdmaWrites: 1, binds: 11, invalidations: 3, heartbeatsSent: 0, heartbeatsReceived: 0 },
+    }] },
     s2: { paths: [] },
   });
   const m = parse(text);
   expect(m.get('node_rdma_transport_replays_total{role="server",session="s1",path="0",device="rxe0"}')).toBe(1);
   expect(m.get('node_rdma_transport_sessions{role="server"}')).toBe(2);
+  expect(m.get('node_rdma_transport_rdma_writes_total{role="server",session="s1",path="0",device="rxe0"}')).toBe(1);
+  expect(m.get('node_rdma_transport_binds_total{role="server",session="s1",path="0",device="rxe0"}')).toBe(11);
   expect(m.get('node_rdma_transport_heartbeat_rtt_seconds{role="server",session="s1",path="0",device="rxe0"}')).toBe(0.001);
 });
 
