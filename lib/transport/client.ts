@@ -689,7 +689,27 @@ export class TransportClient extends EventEmitter {
       this.emit('session-up', reason);
     }
     for (const [c, seq] of this.#unsettled) this.#sendResume(path, c, seq);
+    if (p.strict) this.#claimChunks(path);
     this.#pump();
+  }
+
+  /**
+   * Strict, a path (re)connected: a chunk that carried an IO on another path
+   * while this path's info exchange ran has no usable key here (its key was
+   * dropped, or may be stale: 7.3). Free chunks without a key on the path
+   * are asked for on it with RESUME_REQ: the answer binds one there, and the
+   * key the chunk has on its other path stays valid. Until then they are out
+   * of the pool. Without this a path that reconnects under load would get
+   * no chunks, and carry no IOs.
+   */
+  #claimChunks(path: ClientPath): void {
+    for (let i = this.#free.length - 1; i >= 0; i--) {
+      const c = this.#free[i];
+      if (this.#chunkSeq[c] === 0n || path.keys[c]?.rkey) continue;
+      this.#free.splice(i, 1);
+      this.#unsettled.set(c, this.#chunkSeq[c]);
+      this.#sendResume(path, c, this.#chunkSeq[c]);
+    }
   }
 
   #pathFailed(path: ClientPath, err: Error): void {

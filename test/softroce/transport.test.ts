@@ -496,6 +496,40 @@ describe('multipath (rxe0 + rxe1)', () => {
     }
   });
 
+  test('strict: a path that reconnects under load gets chunks again and carries IOs', async () => {
+    srv = serverWith({ hosts: [HOST0, HOST1] });
+    const client = await connect({
+      paths: [{ host: HOST0, port: srv.port }, { host: HOST1, port: srv.port }], reconnect: { initialDelayMs: 200, jitter: 0 },
+    });
+    let stop = false;
+    let failed = 0;
+    const load = Promise.all(Array.from({ length: 6 }, async (_, w) => {
+      while (!stop) {
+        const r = await client.write(Buffer.from(`w${w}`), Buffer.alloc(256)).catch(() => undefined);
+        if (!r || r.status !== 0) failed++;
+      }
+    }));
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      expect(srv.server.disconnectPath(client.sessionId, 0)).toBe(true);
+      await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 100 && client.stats().paths[0].state !== 'connected'; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(client.stats().paths[0].state).toBe('connected');
+      // its info exchange ran while path 1 carried IOs on every chunk
+      const before = client.stats().paths[0].writes;
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(client.stats().paths[0].writes - before).toBeGreaterThan(10);
+      stop = true;
+      await load;
+      expect(failed).toBe(0);
+      expect(client.stats()).toMatchObject({ unsettled: 0, inflight: 0 });
+    } finally {
+      stop = true;
+      await load;
+      await client.close();
+    }
+  });
+
   test('strict: chunks whose only key was on a dead path are asked for on the other one, and no permit is lost', async () => {
     let holding = 0;
     const allIn = later();
