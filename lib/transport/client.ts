@@ -61,8 +61,10 @@ export interface ClientOptions {
   rejoinOnServerRestart?: boolean;
   /**
    * A connect that gets no answer within this time (ms) fails with ETIMEDOUT
-   * and is retried with backoff; default 15000. (A connect request sent over
-   * a link that is down would otherwise wait for the CM's own retries.)
+   * and is retried with backoff; default 15000. The same limit applies to
+   * the info exchange that follows. (A connect request sent over a link that
+   * is down would otherwise wait for the CM's own retries, and a server that
+   * accepts and stays silent would hold the path forever.)
    */
   connectTimeoutMs?: number;
   /** after PORT_ERR, reconnect only once the port has been active this long (ms); default 2000 */
@@ -663,10 +665,16 @@ export class TransportClient extends EventEmitter {
     const m = P.encodeInfoReq({ recvSize, name });
     m.copy(path.ctrl.buf, 0);
     conn.ref();
+    // a server that accepts and then stays silent: the attempt fails and is retried
+    const cto = this.#opts.connectTimeoutMs ?? 15000;
+    let timer: NodeJS.Timeout | undefined;
     try {
       conn.post([{ opcode: 'SEND', sge: [path.ctrl.mr.sge(0, m.length)], wrId: wrId(WrKind.SEND, 0xfffffffe) }]);
-      await done;
+      await Promise.race([done, new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new TransportError('ETIMEDOUT', `no INFO_RSP within ${cto} ms`)), cto);
+      })]);
     } finally {
+      clearTimeout(timer);
       conn.unref();
     }
     if (path.removed) throw new TransportError('ECLOSED', 'the path was removed');

@@ -47,6 +47,12 @@ export interface ServerOptions {
   hbMissedMax?: number;
   /** how long a session outlives its last path (ms), default 30000 */
   sessionLingerMs?: number;
+  /**
+   * a path that has not sent INFO_REQ this long after it connected is
+   * closed (ms), default 10000: a peer that connects and stays silent would
+   * otherwise hold a session and its registered pool for good
+   */
+  infoTimeoutMs?: number;
   maxSessions?: number;
   /** log lines (violations, rejects, path events); default: none */
   log?: (line: string) => void;
@@ -127,6 +133,7 @@ export class TransportServer extends EventEmitter {
   readonly params: P.SessionParams;
   readonly hbIntervalMs: number;
   readonly hbMissedMax: number;
+  readonly infoTimeoutMs: number;
   readonly #handler: TransportHandler;
   readonly #lingerMs: number;
   readonly #maxSessions: number;
@@ -155,6 +162,8 @@ export class TransportServer extends EventEmitter {
     if (problem) throw new RangeError(problem);
     this.hbIntervalMs = opts.hbIntervalMs ?? P.DEFAULT_HB_INTERVAL_MS;
     this.hbMissedMax = opts.hbMissedMax ?? P.DEFAULT_HB_MISSED_MAX;
+    this.infoTimeoutMs = opts.infoTimeoutMs ?? 10000;
+    if (!Number.isInteger(this.infoTimeoutMs) || this.infoTimeoutMs < 1) throw new RangeError(`infoTimeoutMs must be an integer >= 1, got ${String(opts.infoTimeoutMs)}`);
     P.encodeAccept({ ...this.params, sessionCreated: false, hbIntervalMs: this.hbIntervalMs, hbMissedMax: this.hbMissedMax }); // validates
     this.#handler = opts.handler;
     this.#lingerMs = opts.sessionLingerMs ?? 30000;
@@ -431,6 +440,7 @@ class ServerPath {
   readonly #rspSlot: number;
   readonly #ctrl: Area;
   #infoDone = false;
+  #infoTimer: NodeJS.Timeout | undefined;
   #counters = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, replays: 0 };
   readonly #wire = wireCounters();
 
@@ -454,6 +464,9 @@ class ServerPath {
     }
     this.conn.onRecv = (wc, slot) => this.#onRecv(wc, slot);
     this.conn.onError = (err) => this.close(err.message);
+    const infoMs = session.server.infoTimeoutMs;
+    this.#infoTimer = setTimeout(() => this.close(`no INFO_REQ within ${infoMs} ms`), infoMs);
+    this.#infoTimer.unref();
     id.on('disconnected', () => this.close('peer disconnected'));
   }
 
@@ -489,6 +502,7 @@ class ServerPath {
   close(why: string): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    clearTimeout(this.#infoTimer);
     this.session.server.log(`${this.name}: closed: ${why}`);
     this.conn.close();
     for (const mw of this.mws) mw.close();
@@ -536,6 +550,7 @@ class ServerPath {
         case 'info-req':
           if (this.#infoDone) throw new ProtocolError('state', 'second INFO_REQ');
           this.#infoDone = true;
+          clearTimeout(this.#infoTimer);
           void this.#info(m.name).catch((err) => this.close(`info exchange failed: ${(err as Error).message}`));
           return;
         case 'resume-req':

@@ -3,8 +3,10 @@
  * IOs: a flood of connects with garbage, wrong versions and unknown
  * sessions; a raw client naming a chunk id beyond the queue depth; and the
  * server closed under load, after which every pending client IO settles
- * with a clear error (none hangs); and a server replaying a read key after
- * the IO (S1: it fails). Complements transport.test.ts's S1-S3.
+ * with a clear error (none hangs); a server replaying a read key after
+ * the IO (S1: it fails, whether the server invalidated it or not); a peer
+ * that connects and stays silent on either side. Complements
+ * transport.test.ts's S1-S3.
  */
 import { CmId, CompletionQueue, Device, MemoryRegion, openDevice, QueuePair, RdmaError, WorkCompletion, transport } from '../../lib';
 
@@ -198,10 +200,11 @@ test('the server closed under load: every pending client IO settles with a clear
   }
 });
 
-test("S1: a client's read buffer is writable only during its IO: the server's replay of the read key afterwards fails", async () => {
-  // a hand-made relaxed server: answers one read properly (data written
-  // through the client's window, then SEND_WITH_INV carrying the IO_RSP),
-  // then replays the same key, as a malicious or buggy server might
+test.each([true, false])("S1: a client's read buffer is writable only during its IO: the server's replay of the read key afterwards fails (server invalidates: %s)", async (serverInvalidates) => {
+  // a hand-made relaxed server: answers one read (data written through the
+  // client's window, then the IO_RSP in a SEND_WITH_INV, or in a plain SEND
+  // that leaves the key to the client), then replays the same key, as a
+  // malicious or buggy server might
   const p = port++;
   const params = { queueDepth: 4, chunkSize: 8192, maxHeaderSize: 128, strict: false };
   const accept = P.encodeAccept({ ...params, sessionCreated: true, hbIntervalMs: P.MAX_HB_INTERVAL_MS, hbMissedMax: 1 });
@@ -248,7 +251,9 @@ test("S1: a client's read buffer is writable only during its IO: the server's re
         rsp.copy(buf, 34816);
         qp.postSend([
           { wrId: 2, opcode: 'RDMA_WRITE', sge: [mr.sge(32768, t.len)], remoteAddr: Number(t.addr), rkey: t.rkey, signaled: false },
-          { wrId: 3, opcode: 'SEND_WITH_INV', invalidateRkey: t.rkey, sge: [mr.sge(34816, rsp.length)] },
+          serverInvalidates
+            ? { wrId: 3, opcode: 'SEND_WITH_INV', invalidateRkey: t.rkey, sge: [mr.sge(34816, rsp.length)] }
+            : { wrId: 3, opcode: 'SEND', sge: [mr.sge(34816, rsp.length)] },
         ]);
         const sent = await next((w) => w.wrId === 3);
         if (!sent.ok) throw new Error(`raw server: response ${sent.statusName}`);
@@ -272,6 +277,64 @@ test("S1: a client's read buffer is writable only during its IO: the server's re
   } finally {
     await client.close({ drain: false });
     for (const c of opened.reverse()) c();
+    listener.close();
+  }
+});
+
+test('a path that connects and never sends INFO_REQ is closed after infoTimeoutMs; an honest session is untouched', async () => {
+  const p = port++;
+  const logs: string[] = [];
+  const s = new TransportServer({ queueDepth: 4, chunkSize: 8192, handler: () => ({ status: 0 }), infoTimeoutMs: 600, log: (l) => logs.push(l) });
+  s.listen([{ host: HOST, port: p }]);
+  const good = await connect({ paths: [{ host: HOST, port: p }] });
+  const io = steadyIo(good);
+  const id = CmId.create();
+  const dev = openDevice('rxe0');
+  try {
+    await id.resolveAddr(HOST, p);
+    await id.resolveRoute();
+    const pd = dev.allocPd();
+    const cq = dev.createCompletionQueue({ cqe: 8 });
+    id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 2, maxRecvWr: 2 });
+    const disconnected = new Promise<void>((r) => id.once('disconnected', () => r()));
+    await id.connect({ privateData: P.encodeConnectRequest({ newSession: true, pathIndex: 0, pathCount: 1, reconnectCount: 0, sessionId: P.randomSessionId() }) });
+    expect(Object.keys(s.stats())).toHaveLength(2);
+    const t0 = Date.now();
+    await disconnected;
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(400);
+    expect(logs.some((l) => /closed: no INFO_REQ within 600 ms/.test(l))).toBe(true);
+    expect(io.stats()).toMatchObject({ failure: undefined });
+    expect(io.stats().ok).toBeGreaterThan(0);
+  } finally {
+    await io.stop();
+    id.close();
+    dev.close();
+    await good.close();
+    await s.close();
+  }
+});
+
+test('a server that accepts and never answers INFO_REQ: the client gives up after connectTimeoutMs (ETIMEDOUT)', async () => {
+  const p = port++;
+  const listener = CmId.create();
+  const opened: Array<() => void> = [];
+  listener.on('connection', (id) => {
+    const dev = openDevice(id.info().device!);
+    opened.push(() => { id.close(); dev.close(); });
+    const pd = dev.allocPd();
+    const cq = dev.createCompletionQueue({ cqe: 16 });
+    id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 4, maxRecvWr: 4 });
+    const params = { queueDepth: 4, chunkSize: 8192, maxHeaderSize: 128, strict: false };
+    void id.accept({ privateData: P.encodeAccept({ ...params, sessionCreated: true, hbIntervalMs: P.MAX_HB_INTERVAL_MS, hbMissedMax: 1 }) });
+  });
+  listener.listen(HOST, p);
+  try {
+    const t0 = Date.now();
+    const err = await connect({ paths: [{ host: HOST, port: p }], connectTimeoutMs: 800, reconnect: { maxAttempts: 0 } }).then(() => undefined, (e: Error) => e);
+    expect(err?.message).toMatch(/ETIMEDOUT: no INFO_RSP within 800 ms/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  } finally {
+    for (const c of opened) c();
     listener.close();
   }
 });
