@@ -1159,7 +1159,11 @@ export class TransportClient extends EventEmitter {
         const imm = P.decodeImm(wc.imm ?? 0, wc.byteLen, 'client', p);
         if (imm.type === 'hb') conn.answerHeartbeat(imm.id);
         else if (imm.type === 'hb-ack') conn.heartbeatAck(imm.id);
-        else if (imm.type === 'io-rsp') this.#onResponse(path, imm.chunk, { status: imm.status, header: EMPTY, length: 0 }, undefined, 'write', undefined);
+        else if (imm.type === 'io-rsp') {
+          // a strict response carries the chunk's new key, which an immediate cannot (§5)
+          if (p.strict) throw new ProtocolError('imm-rsp-strict', `an immediate-only IO_RSP for chunk ${imm.chunk} in strict mode`);
+          this.#onResponse(path, imm.chunk, { status: imm.status, header: EMPTY, length: 0 }, undefined, 'write', undefined);
+        }
         else throw new ProtocolError('imm-direction', `${imm.type} imm received by the client`);
         // replaced after the caller's continuation (queued by the resolve
         // above) had its turn to post the next IO; RECV_SLACK spare receives

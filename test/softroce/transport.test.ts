@@ -144,10 +144,10 @@ function rawWrite(r: Raw, c: number, data: Buffer, seq = 1n): void {
  * descriptor over a plain MR, and then only does what the test posts (it
  * never answers heartbeats).
  */
-async function rawServer(hb = { hbIntervalMs: 200, hbMissedMax: 3 }): Promise<{ port: number; paths: Promise<Raw>; close(): void }> {
+async function rawServer(hb = { hbIntervalMs: 200, hbMissedMax: 3 }, strict = false): Promise<{ port: number; paths: Promise<Raw>; close(): void }> {
   const p = port++;
   const listener = CmId.create();
-  const params = { queueDepth: 4, chunkSize: 8192, maxHeaderSize: 128, strict: false };
+  const params = { queueDepth: 4, chunkSize: 8192, maxHeaderSize: 128, strict };
   let resolvePath!: (r: Raw) => void;
   const paths = new Promise<Raw>((r) => (resolvePath = r));
   const opened: Array<() => void> = [];
@@ -172,7 +172,11 @@ async function rawServer(hb = { hbIntervalMs: 200, hbMissedMax: 3 }): Promise<{ 
       opened.push(close);
       await id.accept({ privateData: P.encodeAccept({ ...params, sessionCreated: true, ...hb }) });
       await wcs.next((w) => w.opcodeName === 'RECV'); // INFO_REQ
-      const [info] = P.encodeInfoRsp([{ addr: BigInt(mr.addr), rkey: mr.rkey, len: 4 * 8192 }]);
+      // relaxed: one descriptor over the pool; strict: one per chunk
+      const descs = strict
+        ? Array.from({ length: 4 }, (_, c) => ({ addr: BigInt(mr.addr + c * 8192), rkey: mr.rkey, len: 8192 }))
+        : [{ addr: BigInt(mr.addr), rkey: mr.rkey, len: 4 * 8192 }];
+      const [info] = P.encodeInfoRsp(descs);
       info.copy(buf, 40000);
       qp.postSend([{ wrId: 1, opcode: 'SEND', sge: [mr.sge(40000, info.length)] }]);
       const acc = P.decodeAccept(P.encodeAccept({ ...params, sessionCreated: true, ...hb }));
@@ -702,6 +706,27 @@ describe('client against a raw server', () => {
       for (let i = 0; i < 200 && !events.includes('down'); i++) await new Promise((r) => setTimeout(r, 50));
       expect(events).toContain('down');
       expect(client.stats().paths[0].state).toBe('reconnecting');
+    } finally {
+      await client.close({ drain: false });
+      rs.close();
+    }
+  });
+
+  test('S3 on the client: in strict mode an immediate-only response (no new key) closes the path; the IO fails cleanly', async () => {
+    const rs = await rawServer({ hbIntervalMs: 60000, hbMissedMax: 10 }, true);
+    const client = await connect({ paths: [{ host: HOST0, port: rs.port }], reconnect: { initialDelayMs: 5000 } });
+    const violations: Array<{ reason: string }> = [];
+    client.on('violation', (v) => violations.push(v));
+    try {
+      expect(client.params?.strict).toBe(true);
+      const sp = await rs.paths;
+      const io = client.write(Buffer.alloc(0), Buffer.alloc(100));
+      const req = await sp.wcs.next((w) => w.opcodeName === 'RECV_RDMA_WITH_IMM');
+      const imm = P.decodeImm(req.imm!, req.byteLen, 'server', sp.acc);
+      if (imm.type !== 'write-req') throw new Error(`expected a write request, got ${imm.type}`);
+      sp.qp.postSend([{ wrId: 2, opcode: 'RDMA_WRITE_WITH_IMM', imm: P.encodeIoRspImm(imm.chunk, 0), sge: [], remoteAddr: 0, rkey: 0 }]);
+      await expect(io).rejects.toThrow(/ECONNABORTED/);
+      expect(violations[0]).toMatchObject({ reason: 'imm-rsp-strict' });
     } finally {
       await client.close({ drain: false });
       rs.close();
