@@ -85,7 +85,9 @@ interface Raw {
 }
 
 /** A hand-made client: connect with our private data, info exchange, then whatever the test posts. */
-async function raw(p: number, opts: { sessionId?: string; privateData?: Buffer; host?: string } = {}): Promise<Raw> {
+async function raw(p: number, opts: { sessionId?: string; privateData?: Buffer; host?: string; pathIndex?: number; pathCount?: number } = {}): Promise<Raw> {
+  const pathIndex = opts.pathIndex ?? 0;
+  const pathCount = opts.pathCount ?? 1;
   const id = CmId.create();
   await id.resolveAddr(opts.host ?? HOST0, p);
   await id.resolveRoute();
@@ -106,7 +108,7 @@ async function raw(p: number, opts: { sessionId?: string; privateData?: Buffer; 
     dev.close();
   };
   try {
-    const pdata = opts.privateData ?? P.encodeConnectRequest({ newSession: true, pathIndex: 0, pathCount: 1, reconnectCount: 0, sessionId: opts.sessionId ?? P.randomSessionId() });
+    const pdata = opts.privateData ?? P.encodeConnectRequest({ newSession: pathIndex === 0, pathIndex, pathCount, reconnectCount: 0, sessionId: opts.sessionId ?? P.randomSessionId() });
     const { privateData } = await id.connect({ privateData: pdata });
     const acc = P.decodeAccept(privateData);
     const req = P.encodeInfoReq({ recvSize: 4096, name: 'raw' });
@@ -117,7 +119,7 @@ async function raw(p: number, opts: { sessionId?: string; privateData?: Buffer; 
     while (!keys) {
       const w = await wcs.next((x) => x.opcodeName === 'RECV');
       const slot = w.wrId - 100;
-      const m = P.decodeClientMessage(buf.subarray(32768 + slot * 4096, 32768 + slot * 4096 + w.byteLen), { ...acc, pathCount: 1, pathIndex: 0 });
+      const m = P.decodeClientMessage(buf.subarray(32768 + slot * 4096, 32768 + slot * 4096 + w.byteLen), { ...acc, pathCount, pathIndex });
       qp.postRecv([{ wrId: w.wrId, sge: [mr.sge(slot * 4096 + 32768, 4096)] }]);
       if (m.type === 'info-rsp') keys = asm.add(m);
     }
@@ -788,6 +790,42 @@ describe('security', () => {
       expect(seen).toBe('A'.repeat(64));
     } finally {
       r.close();
+    }
+  });
+
+  test("S2 strict over two paths: a request on one path takes the chunk's key away on the other path too", async () => {
+    const entered = later();
+    const release = later();
+    let seen = '';
+    srv = serverWith({
+      hosts: [HOST0, HOST1],
+      handler: async (req) => {
+        entered.resolve();
+        await release.promise;
+        seen = req.data.toString();
+        return {};
+      },
+    });
+    const sessionId = P.randomSessionId();
+    const a = await raw(srv.port, { sessionId, pathIndex: 0, pathCount: 2 });
+    const b = await raw(srv.port, { sessionId, pathIndex: 1, pathCount: 2, host: HOST1 });
+    try {
+      // both paths hold a key for chunk 0 from their info exchange
+      expect(a.keys[0].rkey).not.toBe(0);
+      expect(b.keys[0].rkey).not.toBe(0);
+      rawWrite(a, 0, Buffer.from('A'.repeat(64)));
+      await entered.promise;
+      // the client tries to change the data under the handler through the other path
+      Buffer.from('B'.repeat(64)).copy(b.buf, 16384);
+      b.qp.postSend([{ wrId: 3, opcode: 'RDMA_WRITE', sge: [b.mr.sge(16384, 64)], remoteAddr: b.keys[0].addr, rkey: b.keys[0].rkey }]);
+      expect((await b.wcs.next((x) => x.wrId === 3)).statusName).toBe('REM_ACCESS_ERR');
+      release.resolve();
+      await new Promise((res) => setTimeout(res, 100));
+      expect(seen).toBe('A'.repeat(64));
+    } finally {
+      release.resolve();
+      a.close();
+      b.close();
     }
   });
 
