@@ -276,6 +276,46 @@ describe('single path', () => {
     }
   });
 
+  test.each([true, false])('two sessions at once: each reads back what it wrote, with IOs interleaved (strict=%s)', async (strict) => {
+    const store = new Map<string, Buffer>();
+    srv = serverWith({
+      strict,
+      handler: (req) => {
+        const key = `${req.sessionId}/${req.header.toString()}`;
+        if (req.kind === 'write') {
+          store.set(key, Buffer.from(req.data));
+          return {};
+        }
+        const v = store.get(key);
+        if (!v) return { status: 2 };
+        v.copy(req.data);
+        return { length: v.length };
+      },
+    });
+    const [a, b] = await Promise.all([connect({ paths: [{ host: HOST0, port: srv.port }] }), connect({ paths: [{ host: HOST0, port: srv.port }] })]);
+    try {
+      expect(a.sessionId).not.toBe(b.sessionId);
+      const run = async (c: typeof a, fill: number): Promise<number> => {
+        let checked = 0;
+        for (let round = 0; round < 5; round++) {
+          await Promise.all(Array.from({ length: 8 }, (_, i) => c.write(Buffer.from(`k${i}`), Buffer.alloc(3000, fill + round + i))));
+          const got = await Promise.all(Array.from({ length: 8 }, async (_, i) => {
+            const into = Buffer.alloc(3000);
+            const r = await c.read(Buffer.from(`k${i}`), into);
+            return r.length === 3000 && into.every((x) => x === fill + round + i);
+          }));
+          checked += got.filter(Boolean).length;
+        }
+        return checked;
+      };
+      expect(await Promise.all([run(a, 10), run(b, 100)])).toEqual([40, 40]);
+      expect(Object.keys(srv.server.stats())).toHaveLength(2);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   test('strict mode with LOCAL_INV invalidation (the default off rxe) round-trips', async () => {
     srv = serverWith({ invalidation: 'local-inv', handler: (req) => (req.kind === 'read' ? (req.data.fill(1), {}) : { status: req.data.length & 0xff }) });
     const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
@@ -905,7 +945,7 @@ describe('security', () => {
     }
   });
 
-  test('S3: malformed connect private data is rejected with EPROTO; an unknown imm closes that path only', async () => {
+  test('S3: malformed connect private data is rejected with EPROTO; an unknown imm, lying or oversized lengths close that path only', async () => {
     srv = serverWith({ handler: (req) => ({ status: req.data.length }) });
     const err = await raw(srv.port, { privateData: Buffer.from('GET / HTTP/1.1') }).then(() => undefined, (e) => e);
     expect(err).toBeInstanceOf(RdmaError);
@@ -934,6 +974,26 @@ describe('security', () => {
       await bad2.disconnected;
       expect(srv.logs.some((l) => /protocol violation: trailer-offset/.test(l))).toBe(true);
       bad2.close();
+      // oversized lengths: a write header beyond maxHeaderSize, a read beyond maxIoSize
+      const bad3 = await raw(srv.port);
+      P.writeWriteTrailer(bad3.buf, 8192 + 600, { hdrLen: 600, dataLen: 0, seq: 1n });
+      bad3.qp.postSend([{
+        wrId: 9, opcode: 'RDMA_WRITE_WITH_IMM', sge: [bad3.mr.sge(8192, 616)], remoteAddr: bad3.keys[0].addr, rkey: bad3.keys[0].rkey,
+        imm: P.encodeRequestImm('write', 0, 600, bad3.acc),
+      }]);
+      await bad3.disconnected;
+      expect(srv.logs.some((l) => /protocol violation: hdr-len: .*hdrLen 600 > maxHeaderSize 512/.test(l))).toBe(true);
+      bad3.close();
+      const bad4 = await raw(srv.port);
+      const reqAt = 16384 - P.READ_TRAILER_SIZE;
+      P.writeReadTrailer(bad4.buf, 8192, { hdrLen: 0, len: 16384, seq: 1n, addr: BigInt(bad4.mr.addr), rkey: bad4.mr.rkey });
+      bad4.qp.postSend([{
+        wrId: 10, opcode: 'RDMA_WRITE_WITH_IMM', sge: [bad4.mr.sge(8192, P.READ_TRAILER_SIZE)], remoteAddr: bad4.keys[0].addr + BigInt(reqAt), rkey: bad4.keys[0].rkey,
+        imm: P.encodeRequestImm('read', 0, reqAt, bad4.acc),
+      }]);
+      await bad4.disconnected;
+      expect(srv.logs.some((l) => /protocol violation: data-len: .*len 16384 > maxIoSize/.test(l))).toBe(true);
+      bad4.close();
       // the other session never noticed
       expect((await good.write(Buffer.alloc(0), Buffer.alloc(5))).status).toBe(5);
     } finally {
