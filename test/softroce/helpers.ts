@@ -1,10 +1,11 @@
 /**
  * Helpers for the real-kernel tier: loopback RC queue pairs on one rxe
- * device (two QPs of one process connected to each other by hand) and
+ * device (two QPs of one process connected to each other by hand, or
+ * through rdma_cm) and
  * waiting for completions with a bound (a dead rxe peer can hang forever).
  */
 import {
-  Access, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, WorkCompletion,
+  Access, CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, WorkCompletion,
 } from '../../lib';
 
 /** The GID index of the device's RoCE v2 IPv4-mapped GID (::ffff:a.b.c.d). */
@@ -38,6 +39,58 @@ export function loopback(name = 'rxe0', qp: { maxSendWr?: number; maxRecvWr?: nu
   a.connectTo({ qpNum: b.qpNum, gid, psn: 100 }, { sgidIndex: index, psn: 200 });
   b.connectTo({ qpNum: a.qpNum, gid, psn: 200 }, { sgidIndex: index, psn: 100 });
   return { dev, pd, cqA, cqB, a, b, close: () => dev.close() };
+}
+
+let cmPort = 24000 + (process.pid % 500) * 32;
+
+/**
+ * The same as loopback(), but the two QPs are created on rdma_cm ids and
+ * connected through the CM (a listener and a connect in this process).
+ */
+export async function cmLoopback(host = '10.99.1.1', qp: { maxSendWr?: number; maxRecvWr?: number; maxInlineData?: number } = {}): Promise<Loopback> {
+  const port = cmPort++;
+  const listener = CmId.create();
+  const client = CmId.create();
+  let server: CmId | undefined;
+  let dev: Device | undefined;
+  try {
+    listener.listen(host, port);
+    await client.resolveAddr(host, port);
+    await client.resolveRoute();
+    dev = openDevice(client.info().device!);
+    const pd = dev.allocPd();
+    const cqA = dev.createCompletionQueue({ cqe: 1024 });
+    const cqB = dev.createCompletionQueue({ cqe: 1024 });
+    const init = { maxSendWr: qp.maxSendWr ?? 256, maxRecvWr: qp.maxRecvWr ?? 256, maxInlineData: qp.maxInlineData ?? 64 };
+    const a = client.createQueuePair(pd, { sendCq: cqA, recvCq: cqA, ...init });
+    const accepted = new Promise<CmId>((resolve, reject) => listener.once('connection', (id: CmId) => {
+      server = id;
+      try {
+        id.createQueuePair(pd, { sendCq: cqB, recvCq: cqB, ...init });
+        id.accept().then(() => resolve(id), reject);
+      } catch (err) {
+        reject(err as Error);
+      }
+    }));
+    await client.connect();
+    const b = (await accepted).queuePair!;
+    const d = dev;
+    return {
+      dev: d, pd, cqA, cqB, a, b,
+      close: () => {
+        client.close();
+        server?.close();
+        listener.close();
+        d.close();
+      },
+    };
+  } catch (err) {
+    client.close();
+    server?.close();
+    listener.close();
+    dev?.close();
+    throw err;
+  }
 }
 
 /** Resolves with the next `n` completions of `cq`, or rejects after `ms`. */
