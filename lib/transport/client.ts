@@ -446,6 +446,7 @@ export class TransportClient extends EventEmitter {
    */
   allocBuffer(size: number): Buffer {
     if (!Number.isInteger(size) || size < 1) throw new RangeError('size must be a positive integer');
+    if (this.#closing || this.#closed) throw new TransportError('ECLOSED', 'the client is closed');
     const mem = allocate(size);
     this.#userBufs.set(mem, new Map());
     return Buffer.from(mem, 0, size);
@@ -767,7 +768,7 @@ export class TransportClient extends EventEmitter {
     if (wasConnected) this.#checkSessionDown(err);
     if (this.#closing || path.removed) return;
     const te = err as TransportError & { retry?: boolean };
-    const fatalReject = te instanceof TransportError && ['EPROTO', 'EPROTONOSUPPORT', 'EINVAL', 'ESHUTDOWN'].includes(te.code) && !te.retry;
+    const fatalReject = te instanceof TransportError && ['EPROTO', 'EPROTONOSUPPORT', 'EINVAL', 'ESHUTDOWN', 'EPERM'].includes(te.code) && !te.retry;
     if (te instanceof TransportError && te.code === 'ESTALE') {
       if (this.#opts.rejoinOnServerRestart && !this.#fatal) {
         this.#rejoin(path);
@@ -1341,11 +1342,14 @@ export class TransportClient extends EventEmitter {
     if (c >= this.#queueDepth) throw new ProtocolError('chunk', `RESUME_RSP for chunk ${c} beyond this client's permits`);
     const io = this.#inflight[c];
     if (io && io.resuming === path && io.seq === m.seq) {
-      // the IO never reached the server: re-post it here with the key just bound
+      // the IO never reached the server: re-post it here with the key just
+      // bound, unless it was aborted meanwhile (then it never runs: its chunk
+      // goes back to the pool)
       io.resuming = undefined;
       path.keys[c].rkey = m.rkey;
       path.keySource[c] = KEY_RSP;
-      this.#post(io, path);
+      if (io.aborted) this.#release(io);
+      else this.#post(io, path);
       return;
     }
     if (!io && this.#unsettled.get(c) === m.seq) {

@@ -515,9 +515,9 @@ class ServerPath {
     if (this.state === 'closed') return;
     const p = this.session.params;
     try {
-      // the protocol never has a client invalidate server keys (rxe reports
-      // it with the kernel's flag value 1<<2, libibverbs' IP_CSUM_OK)
-      if (wc.invalidatedRkey !== undefined || (wc.wcFlags & 4) !== 0) throw new ProtocolError('send-with-inv', 'the client sent SEND_WITH_INV');
+      // the protocol never has a client invalidate server keys (rxe's flag
+      // quirk is turned into invalidatedRkey by the CompletionQueue)
+      if (wc.invalidatedRkey !== undefined) throw new ProtocolError('send-with-inv', 'the client sent SEND_WITH_INV');
       if (wc.opcodeName === 'RECV_RDMA_WITH_IMM') {
         const imm = P.decodeImm(wc.imm ?? 0, wc.byteLen, 'server', p);
         switch (imm.type) {
