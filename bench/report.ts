@@ -67,6 +67,8 @@ export interface BenchResults {
     perftest_ib_send_bw: { bw_avg_mb_sec: number; msg_rate_mpps: number };
     js: { msg_rate_mpps: number };
     ratio_vs_write_bw: number;
+    js_send?: { msg_rate_mpps: number };
+    ratio_send_vs_send_bw?: number;
   };
   perftest4k?: { ib_write_lat: PerftestLat; ib_read_lat: PerftestLat };
   transport?: {
@@ -310,6 +312,7 @@ export function renderReport(r: BenchResults): string {
       rows.push(['ib_write_bw 4 KiB', `${num(r.rate.perftest_ib_write_bw.msg_rate_mpps * 1e6, 0)} msg/s`, '-', `${num(r.rate.perftest_ib_write_bw.bw_avg_mb_sec, 1)} MB/s`]);
       rows.push(['ib_send_bw 4 KiB', `${num(r.rate.perftest_ib_send_bw.msg_rate_mpps * 1e6, 0)} msg/s`, '-', `${num(r.rate.perftest_ib_send_bw.bw_avg_mb_sec, 1)} MB/s`]);
       rows.push(['JS RDMA WRITE rate 4 KiB', `${num(r.rate.js.msg_rate_mpps * 1e6, 0)} msg/s`, '-', `${num(r.rate.ratio_vs_write_bw, 2)}x ib_write_bw`]);
+      if (r.rate.js_send) rows.push(['JS SEND rate 4 KiB', `${num(r.rate.js_send.msg_rate_mpps * 1e6, 0)} msg/s`, '-', `${num(r.rate.ratio_send_vs_send_bw ?? NaN, 2)}x ib_send_bw`]);
     }
     parts.push(tableHtml(rows));
   }

@@ -161,8 +161,9 @@ async function main(): Promise<number> {
     resultRow(await perftest('ib_write_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes'));
   const sbw = await step(failures, 'perftest ib_send_bw 4096 B', async () =>
     resultRow(await perftest('ib_send_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes'));
-  const jsRate = await step(failures, 'JS RDMA WRITE message rate 4096 B', () =>
-    js(['rate', '--device', o.device, '--size', '4096', '--iters', String(o.iters * 5), '--depth', '64', '--warmup', String(o.iters * 3)]));
+  const rateArgs = ['rate', '--device', o.device, '--size', '4096', '--iters', String(o.iters * 5), '--depth', '64', '--warmup', String(o.iters * 3)];
+  const jsRate = await step(failures, 'JS RDMA WRITE message rate 4096 B', () => js(rateArgs));
+  const jsSendRate = await step(failures, 'JS SEND message rate 4096 B', () => js([...rateArgs, '--op', 'send']));
   const wlat4 = await step(failures, 'perftest ib_write_lat 4096 B', async () =>
     lat(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes')));
   const rlat4 = await step(failures, 'perftest ib_read_lat 4096 B', async () =>
@@ -184,6 +185,8 @@ async function main(): Promise<number> {
       perftest_ib_send_bw: { bw_avg_mb_sec: sbw[3], msg_rate_mpps: sbw[4] },
       js: jsRate,
       ratio_vs_write_bw: jsRate.msg_rate_mpps / wbw[4],
+      js_send: jsSendRate,
+      ratio_send_vs_send_bw: jsSendRate ? jsSendRate.msg_rate_mpps / sbw[4] : undefined,
     };
   }
   if (wlat4 && rlat4) results.perftest4k = { ib_write_lat: wlat4, ib_read_lat: rlat4 };
@@ -202,6 +205,7 @@ async function main(): Promise<number> {
   if (sendLat && jsLat) ratios['JS verbs ping-pong 2 B vs ib_send_lat 2 B (typical)'] = jsLat.t_typical_usec / sendLat.t_typical_usec;
   if (perfLat && jsSync) ratios['JS verbs ping-pong 2 B, synchronous poll loop, vs ib_write_lat 2 B (typical)'] = jsSync.t_typical_usec / perfLat.t_typical_usec;
   if (wbw && jsRate) ratios['JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB'] = jsRate.msg_rate_mpps / wbw[4];
+  if (sbw && jsSendRate) ratios['JS verbs SEND rate 4 KiB vs ib_send_bw 4 KiB'] = jsSendRate.msg_rate_mpps / sbw[4];
   for (const m of ['strict', 'relaxed']) {
     const t = transport?.[m];
     if (!t) continue;
@@ -233,7 +237,8 @@ async function main(): Promise<number> {
       `JS ${rounds.map((x) => r(x.js?.t_typical_usec)).join('/')}, JS sync ${rounds.map((x) => r(x.js_sync?.t_typical_usec)).join('/')} us`);
   }
   if (wbw && sbw && jsRate) {
-    console.log(`  verbs message rate, RDMA WRITE 4 KiB: JS ${jsRate.msg_rate_mpps.toFixed(4)} Mpps  vs ib_write_bw ${wbw[4]} Mpps (ib_send_bw ${sbw[4]})  -> ratio ${r(ratios['JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB'])}x`);
+    console.log(`  verbs message rate, RDMA WRITE 4 KiB: JS ${jsRate.msg_rate_mpps.toFixed(4)} Mpps  vs ib_write_bw ${wbw[4]} Mpps  -> ratio ${r(ratios['JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB'])}x`);
+    if (jsSendRate) console.log(`  verbs message rate, SEND 4 KiB: JS ${jsSendRate.msg_rate_mpps.toFixed(4)} Mpps  vs ib_send_bw ${sbw[4]} Mpps  -> ratio ${r(ratios['JS verbs SEND rate 4 KiB vs ib_send_bw 4 KiB'])}x`);
   }
   for (const m of ['strict', 'relaxed']) {
     const t = transport?.[m];

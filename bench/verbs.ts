@@ -5,13 +5,14 @@
  *   latency   RDMA WRITE_WITH_IMM ping-pong between two processes connected
  *             by rdma_cm; reported like ib_write_lat: one-way latency =
  *             round trip / 2 (typical = median, plus average and p99), usec
- *   rate      RDMA WRITE message rate from one QP with a window of
- *             outstanding work requests (one signaled per `signal` WRs);
- *             Mpps and MB/s like ib_write_bw
+ *   rate      RDMA WRITE (--op write, like ib_write_bw) or SEND (--op send,
+ *             like ib_send_bw: the receiver reposts its receives in batches)
+ *             message rate from one QP with a window of outstanding work
+ *             requests (one signaled per `signal` WRs); Mpps and MB/s
  *
  *   node dist/bench/verbs.js latency --server --device rxe0 --host 10.99.1.1 --port 18515 --iters 1000 --size 2
  *   node dist/bench/verbs.js latency --client ...same...
- *   node dist/bench/verbs.js rate --device rxe0 --size 4096 --iters 20000 --depth 64
+ *   node dist/bench/verbs.js rate --device rxe0 --size 4096 --iters 20000 --depth 64 [--op write|send]
  *   (--no-busy-poll: wait on the completion channel; --spin-us N: busy-poll spin budget;
  *    --warmup N: unmeasured round trips / WRITEs first, default 1000; latency only:
  *    --loop event|sync: reply from the 'completions' listener or from a synchronous
@@ -36,10 +37,12 @@ interface Args {
   warmup: number;
   signalEvery: number;
   recvBatch: number;
+  /** rate: RDMA WRITEs (ib_write_bw) or SENDs into posted receives (ib_send_bw) */
+  op: 'write' | 'send';
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true, spinUs: 0, loop: 'event', warmup: 1000, signalEvery: 1, recvBatch: 1 };
+  const a: Args = { mode: argv[0] ?? '', server: false, device: 'rxe0', host: '10.99.1.1', port: 18515, iters: 1000, size: 2, depth: 64, busyPoll: true, spinUs: 0, loop: 'event', warmup: 1000, signalEvery: 1, recvBatch: 1, op: 'write' };
   for (let i = 1; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[i + 1];
@@ -57,6 +60,9 @@ function parseArgs(argv: string[]): Args {
       case '--warmup': a.warmup = Number(v); i++; break;
       case '--signal-every': a.signalEvery = Number(v); i++; break;
       case '--recv-batch': a.recvBatch = Number(v); i++; break;
+      case '--op':
+        if (v !== 'write' && v !== 'send') throw new Error('--op is write or send');
+        a.op = v; i++; break;
       case '--loop':
         if (v !== 'event' && v !== 'sync') throw new Error('--loop is event or sync');
         a.loop = v; i++; break;
@@ -214,14 +220,32 @@ async function rate(a: Args): Promise<object> {
   const depth = a.depth;
   const signal = Math.max(1, Math.floor(depth / 4));
   const qpa = pd.createQueuePair({ sendCq: cq, recvCq: cq, maxSendWr: depth + 1 });
-  const cqb = dev.createCompletionQueue();
-  const qpb = pd.createQueuePair({ sendCq: cqb, recvCq: cqb });
+  // SENDs land in receives the other QP keeps posted: twice the window,
+  // replaced per completion batch (one post each), as ib_send_bw does
+  const send = a.op === 'send';
+  const rq = send ? depth * 2 : 1;
+  const cqb = dev.createCompletionQueue({ cqe: rq + 16 });
+  const qpb = pd.createQueuePair({ sendCq: cqb, recvCq: cqb, maxRecvWr: rq });
   const gid = dev.gids().find((g) => g.port === 1 && g.type === 'RoCEv2' && g.gid.startsWith('::ffff:'))!;
   qpa.connectTo({ qpNum: qpb.qpNum, gid: gid.gid }, { sgidIndex: gid.index });
   qpb.connectTo({ qpNum: qpa.qpNum, gid: gid.gid }, { sgidIndex: gid.index });
   const src = pd.registerMemory(pd.allocate(a.size), Access.LOCAL_WRITE);
-  const dst = pd.registerMemory(pd.allocate(a.size), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+  const dst = pd.registerMemory(pd.allocate(a.size * rq), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
   const sge = [src.sge()];
+  let recvError: Error | undefined;
+  if (send) {
+    const recv = (i: number) => ({ wrId: i, sge: [dst.sge(i * a.size, a.size)] });
+    qpb.postRecv(Array.from({ length: rq }, (_, i) => recv(i)));
+    cqb.on('completions', (wcs) => {
+      const again = [];
+      for (const w of wcs) {
+        if (!w.ok) recvError ??= new Error(`receive: ${w.statusName}`);
+        else again.push(recv(w.wrId));
+      }
+      if (again.length) qpb.postRecv(again);
+    });
+    cqb.ref();
+  }
   // `count` WRITEs with a window of `depth` outstanding, one signaled per `signal`
   const run = (count: number) => new Promise<void>((resolve, reject) => {
     let posted = 0;
@@ -231,7 +255,8 @@ async function rate(a: Args): Promise<object> {
       const batch: Parameters<typeof qpa.postSend>[0] = [];
       while (posted - completed + batch.length < depth && posted + batch.length < count) {
         const n = posted + batch.length;
-        batch.push({ wrId: n, opcode: 'RDMA_WRITE', sge, remoteAddr: dst.addr, rkey: dst.rkey, signaled: (n + 1) % signal === 0 || n + 1 === count });
+        const signaled = (n + 1) % signal === 0 || n + 1 === count;
+        batch.push(send ? { wrId: n, opcode: 'SEND', sge, signaled } : { wrId: n, opcode: 'RDMA_WRITE', sge, remoteAddr: dst.addr, rkey: dst.rkey, signaled });
       }
       if (batch.length) {
         qpa.postSend(batch);
@@ -240,7 +265,8 @@ async function rate(a: Args): Promise<object> {
     };
     const onWcs = (wcs: WorkCompletion[]) => {
       for (const w of wcs) {
-        if (!w.ok) return reject(new Error(`RDMA_WRITE: ${w.statusName}`));
+        if (!w.ok) return reject(new Error(`${send ? 'SEND' : 'RDMA_WRITE'}: ${w.statusName}`));
+        if (recvError) return reject(recvError);
         completed = w.wrId + 1;
       }
       if (completed >= count) {
@@ -256,9 +282,10 @@ async function rate(a: Args): Promise<object> {
   const t0 = process.hrtime.bigint();
   await run(a.iters);
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (send) cqb.unref();
   dev.close();
   return {
-    bench: 'js_write_rate', device: a.device, size: a.size, iters: a.iters, warmup: a.warmup, depth, busyPoll: a.busyPoll,
+    bench: send ? 'js_send_rate' : 'js_write_rate', device: a.device, size: a.size, iters: a.iters, warmup: a.warmup, depth, busyPoll: a.busyPoll,
     msg_rate_mpps: a.iters / secs / 1e6, bw_mb_sec: (a.iters * a.size) / secs / 1e6, seconds: secs,
   };
 }
