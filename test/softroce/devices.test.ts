@@ -15,12 +15,18 @@ test('listDevices() includes rxe0 and rxe1', () => {
 });
 
 describe.each(EXPECTED)('$name', ({ name, netdev, gid }) => {
-  test('port 1 is ACTIVE, link layer Ethernet', () => {
+  test('port 1 is ACTIVE, link layer Ethernet, MTU 1024, with a speed and width', () => {
     const dev = openDevice(name);
     try {
       const port = dev.queryPort(1);
       expect(port.state).toBe('ACTIVE');
       expect(port.linkLayer).toBe('Ethernet');
+      // a 1500-byte netdev MTU leaves 1024 for RoCE; speed and width are reported
+      expect(port.activeMtu).toBe(1024);
+      expect(port.maxMtu).toBeGreaterThanOrEqual(port.activeMtu);
+      expect(port.activeWidth).toBeGreaterThan(0);
+      expect(port.activeSpeed).toBeGreaterThan(0);
+      expect(port.gidTblLen).toBeGreaterThan(1);
     } finally {
       dev.close();
     }
@@ -35,12 +41,19 @@ describe.each(EXPECTED)('$name', ({ name, netdev, gid }) => {
     }
   });
 
-  test("query() reports capabilities including 'MEM_WINDOW'", () => {
+  test("query() reports capabilities including 'MEM_WINDOW', the atomic capability and the max sizes", () => {
     const dev = openDevice(name);
     try {
       const attrs = dev.query();
       expect(attrs.capabilities).toContain('MEM_WINDOW');
       expect(attrs.physPortCnt).toBe(1);
+      // rxe's fixed parameters (drivers/infiniband/sw/rxe/rxe_param.h): the
+      // atomic capability, the max sizes, and no on-demand paging
+      expect(attrs.atomicCap).toBe('HCA');
+      expect(attrs.vendorId).toBe(0xffffff);
+      for (const k of ['maxQp', 'maxQpWr', 'maxSge', 'maxCq', 'maxCqe', 'maxMr', 'maxPd', 'maxMw', 'maxSrq', 'maxAh'] as const) expect(attrs[k]).toBeGreaterThan(0);
+      expect(attrs.maxMrSize).toBeGreaterThan(0n);
+      expect(attrs.odpCaps.general).toEqual([]);
     } finally {
       dev.close();
     }

@@ -1,6 +1,7 @@
 /**
  * Async events: taking eth1 down and up again in the guest reaches rxe1's
- * Device as PORT_ERR and PORT_ACTIVE events; a CQ in busy-poll mode
+ * Device as PORT_ERR and PORT_ACTIVE events, an address added and removed
+ * as GID_CHANGE; completions reach JS in batches; a CQ in busy-poll mode
  * delivers completions without the completion channel.
  */
 import { execFileSync } from 'child_process';
@@ -42,6 +43,61 @@ test('eth1 down/up: rxe1 reports PORT_ERR then PORT_ACTIVE, and the port state f
     for (let i = 0; i < 100 && !dev.gids().some((g) => g.gid === '::ffff:10.99.2.1'); i++) {
       await new Promise((r) => setTimeout(r, 100));
     }
+    dev.close();
+  }
+});
+
+test('an address added to eth1 and removed again: rxe1 reports GID_CHANGE and the GID table follows', async () => {
+  const dev = openDevice('rxe1');
+  try {
+    const added = nextEvent(dev, 'GID_CHANGE');
+    execFileSync('ip', ['addr', 'add', '10.99.2.77/24', 'dev', 'eth1']);
+    expect(await added).toMatchObject({ type: 'GID_CHANGE', port: 1 });
+    for (let i = 0; i < 50 && !dev.gids().some((g) => g.gid === '::ffff:10.99.2.77'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(dev.gids().find((g) => g.gid === '::ffff:10.99.2.77')).toMatchObject({ type: 'RoCEv2', netdev: 'eth1' });
+    const removed = nextEvent(dev, 'GID_CHANGE');
+    execFileSync('ip', ['addr', 'del', '10.99.2.77/24', 'dev', 'eth1']);
+    expect(await removed).toMatchObject({ type: 'GID_CHANGE', port: 1 });
+    for (let i = 0; i < 50 && dev.gids().some((g) => g.gid === '::ffff:10.99.2.77'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(dev.gids().some((g) => g.gid === '::ffff:10.99.2.77')).toBe(false);
+  } finally {
+    try {
+      execFileSync('ip', ['addr', 'del', '10.99.2.77/24', 'dev', 'eth1'], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+    dev.close();
+  }
+});
+
+test('completions reach JS in batches: one listener call per batch of up to `batch` completions', async () => {
+  const dev = openDevice('rxe0');
+  try {
+    const pd = dev.allocPd();
+    const { index, gid } = ipv4GidIndex(dev);
+    const src = region(pd, 64);
+    const dst = region(pd, 64 * 8);
+    for (const batch of [64, 8]) {
+      const cq = dev.createCompletionQueue({ cqe: 128, batch });
+      const peer = dev.createCompletionQueue();
+      const a = pd.createQueuePair({ sendCq: cq, recvCq: cq, maxSendWr: 64 });
+      const b = pd.createQueuePair({ sendCq: peer, recvCq: peer });
+      a.connectTo({ qpNum: b.qpNum, gid }, { sgidIndex: index });
+      b.connectTo({ qpNum: a.qpNum, gid }, { sgidIndex: index });
+      const calls: number[] = [];
+      cq.on('completions', (wcs) => calls.push(wcs.length));
+      const all = completions(cq, 32);
+      a.postSend(Array.from({ length: 32 }, (_, i) => ({ wrId: i, opcode: 'RDMA_WRITE' as const, sge: [src.sge(0, 8)], remoteAddr: dst.addr + (i % 64) * 8, rkey: dst.rkey })));
+      // keep the event loop away until rxe has completed all 32 (its work
+      // runs in kernel threads): the channel then wakes the loop once
+      for (const until = Date.now() + 500; Date.now() < until;) { /* busy */ }
+      const wcs = await all;
+      expect(wcs.map((w) => w.wrId)).toEqual(Array.from({ length: 32 }, (_, i) => i));
+      expect(calls).toEqual(batch === 64 ? [32] : [8, 8, 8, 8]);
+      cq.close();
+      peer.close();
+    }
+  } finally {
     dev.close();
   }
 });
