@@ -10,7 +10,7 @@ import { allocate, MemoryRegion, MemoryWindow, pageSize } from './memory';
 import { forkSafety } from './device';
 import { AddressHandle, AhAttr, QueuePair, QueuePairInit, SharedReceiveQueue, SharedReceiveQueueInit } from './qp';
 import { Resource } from './resource';
-import type { Device } from './device';
+import type { Device, OdpCap } from './device';
 
 /**
  * In rdma-core's madvise(DONTFORK) mode (RDMAV_FORK_SAFE / IBV_FORK_SAFE in the
@@ -85,7 +85,7 @@ export class ProtectionDomain extends Resource {
     this.assertOpen();
     checkBytes(buffer, 'buffer');
     const a = checkAccess(access) | Access.ON_DEMAND;
-    this.#requireOdp(false);
+    this.#requireOdp(false, a);
     return new MemoryRegion(this, 'on-demand', new (native().MemoryRegion)(this.handle, 'buffer', buffer, a), buffer);
   }
 
@@ -96,7 +96,7 @@ export class ProtectionDomain extends Resource {
   registerImplicitOnDemand(access: number = Access.LOCAL_WRITE): MemoryRegion {
     this.assertOpen();
     const a = checkAccess(access) | Access.ON_DEMAND;
-    this.#requireOdp(true);
+    this.#requireOdp(true, a);
     return new MemoryRegion(this, 'implicit-on-demand', new (native().MemoryRegion)(this.handle, 'implicit', null, a));
   }
 
@@ -170,7 +170,7 @@ export class ProtectionDomain extends Resource {
     return this.#regions.get(lkey);
   }
 
-  #requireOdp(implicit: boolean): void {
+  #requireOdp(implicit: boolean, access: number): void {
     const odp = this.device.attributes.odpCaps;
     if (!odp.general.includes('SUPPORT')) {
       throw unsupported('ibv_reg_mr',
@@ -179,6 +179,15 @@ export class ProtectionDomain extends Resource {
     if (implicit && !odp.general.includes('SUPPORT_IMPLICIT')) {
       throw unsupported('ibv_reg_mr',
         `device ${this.device.name} does not support implicit on-demand paging (odp_caps.general_caps lacks IBV_ODP_SUPPORT_IMPLICIT)`);
+    }
+    // the remote access asked for needs the matching RC operation on ODP
+    // memory (else the registration succeeds and the first access fails)
+    const need: Array<[number, OdpCap]> = [[Access.REMOTE_WRITE, 'WRITE'], [Access.REMOTE_READ, 'READ'], [Access.REMOTE_ATOMIC, 'ATOMIC']];
+    for (const [flag, cap] of need) {
+      if (access & flag && !odp.rc.includes(cap)) {
+        throw unsupported('ibv_reg_mr',
+          `device ${this.device.name} does not support RC ${cap} on on-demand paging memory (odp_caps.per_transport_caps.rc_odp_caps lacks IBV_ODP_SUPPORT_${cap})`);
+      }
     }
   }
 
