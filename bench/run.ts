@@ -101,7 +101,7 @@ async function js(args: string[], script = 'verbs.js', timeout = 180_000): Promi
 
 async function jsLatency(o: Opts, port: number, loop: 'event' | 'sync' = 'event'): Promise<any> {
   const common = ['latency', '--device', o.device, '--host', o.host, '--port', String(port), '--iters', String(o.iters), '--size', '2',
-    '--loop', loop, '--warmup', String(Math.max(5000, o.iters))];
+    '--loop', loop, '--warmup', String(Math.max(5000, o.iters)), '--recv-batch', '8'];
   const server = js([...common, '--server']);
   await new Promise((r) => setTimeout(r, 1500));
   const [client] = await Promise.all([js([...common, '--client']), server]);
