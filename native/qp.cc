@@ -248,6 +248,31 @@ Napi::Value QueuePair::Modify(const Napi::CallbackInfo& info) {
     ParseAh(o.Get("ahAttr").As<Napi::Object>(), a.ah_attr);
     mask |= IBV_QP_AV;
   }
+  // the alternate path (automatic path migration) goes as one attribute:
+  // the verb takes its four fields together under IBV_QP_ALT_PATH
+  if (Has(o, "altPath")) {
+    if (!o.Get("altPath").IsObject()) ThrowType(env, "altPath must be an object");
+    Napi::Object alt = o.Get("altPath").As<Napi::Object>();
+    if (!alt.Get("ahAttr").IsObject()) ThrowType(env, "altPath.ahAttr must be an object");
+    ParseAh(alt.Get("ahAttr").As<Napi::Object>(), a.alt_ah_attr);
+    a.alt_pkey_index = uint16_t(ArgU32(alt.Get("pkeyIndex"), "altPath.pkeyIndex"));
+    a.alt_port_num = U8(alt, "portNum");
+    a.alt_timeout = U8(alt, "timeout");
+    mask |= IBV_QP_ALT_PATH;
+  }
+  if (Has(o, "pathMigState")) { a.path_mig_state = ibv_mig_state(ArgU32(o.Get("pathMigState"), "pathMigState")); mask |= IBV_QP_PATH_MIG_STATE; }
+  if (Has(o, "enSqdAsyncNotify")) { a.en_sqd_async_notify = ArgBool(o.Get("enSqdAsyncNotify"), "enSqdAsyncNotify") ? 1 : 0; mask |= IBV_QP_EN_SQD_ASYNC_NOTIFY; }
+  if (Has(o, "cap")) {
+    if (!o.Get("cap").IsObject()) ThrowType(env, "cap must be an object");
+    Napi::Object c = o.Get("cap").As<Napi::Object>();
+    a.cap.max_send_wr = ArgU32(c.Get("maxSendWr"), "cap.maxSendWr");
+    a.cap.max_recv_wr = ArgU32(c.Get("maxRecvWr"), "cap.maxRecvWr");
+    a.cap.max_send_sge = ArgU32(c.Get("maxSendSge"), "cap.maxSendSge");
+    a.cap.max_recv_sge = ArgU32(c.Get("maxRecvSge"), "cap.maxRecvSge");
+    a.cap.max_inline_data = ArgU32(c.Get("maxInlineData"), "cap.maxInlineData");
+    mask |= IBV_QP_CAP;
+  }
+  if (Has(o, "rateLimit")) { a.rate_limit = ArgU32(o.Get("rateLimit"), "rateLimit"); mask |= IBV_QP_RATE_LIMIT; }
   if (mask == 0) ThrowType(env, "attrs names no attribute to modify");
   int rc = ibv_modify_qp(qp, &a, mask);
   if (rc) Throw(env, "ibv_modify_qp", rc);
@@ -262,11 +287,13 @@ Napi::Value QueuePair::Query(const Napi::CallbackInfo& info) {
   int mask = IBV_QP_STATE | IBV_QP_CUR_STATE | IBV_QP_PATH_MTU | IBV_QP_QKEY | IBV_QP_RQ_PSN | IBV_QP_SQ_PSN |
              IBV_QP_DEST_QPN | IBV_QP_ACCESS_FLAGS | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_TIMEOUT |
              IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_MIN_RNR_TIMER | IBV_QP_MAX_QP_RD_ATOMIC |
-             IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_AV | IBV_QP_CAP;
+             IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_AV | IBV_QP_CAP | IBV_QP_ALT_PATH | IBV_QP_PATH_MIG_STATE |
+             IBV_QP_EN_SQD_ASYNC_NOTIFY;
   int rc = ibv_query_qp(qp, &a, mask, &ia);
   if (rc) Throw(env, "ibv_query_qp", rc);
   Napi::Object o = Napi::Object::New(env);
   o.Set("qpState", uint32_t(a.qp_state));
+  o.Set("curQpState", uint32_t(a.cur_qp_state));
   o.Set("pathMtu", MtuBytes(a.path_mtu));
   o.Set("qkey", a.qkey);
   o.Set("rqPsn", a.rq_psn);
@@ -282,6 +309,15 @@ Napi::Value QueuePair::Query(const Napi::CallbackInfo& info) {
   o.Set("maxRdAtomic", a.max_rd_atomic);
   o.Set("maxDestRdAtomic", a.max_dest_rd_atomic);
   o.Set("ahAttr", AhToJs(env, a.ah_attr));
+  Napi::Object alt = Napi::Object::New(env);
+  alt.Set("ahAttr", AhToJs(env, a.alt_ah_attr));
+  alt.Set("pkeyIndex", a.alt_pkey_index);
+  alt.Set("portNum", a.alt_port_num);
+  alt.Set("timeout", a.alt_timeout);
+  o.Set("altPath", alt);
+  o.Set("pathMigState", uint32_t(a.path_mig_state));
+  o.Set("enSqdAsyncNotify", a.en_sqd_async_notify != 0);
+  o.Set("sqDraining", a.sq_draining != 0);
   Napi::Object cap = Napi::Object::New(env);
   cap.Set("maxSendWr", a.cap.max_send_wr);
   cap.Set("maxRecvWr", a.cap.max_recv_wr);

@@ -5,7 +5,7 @@ export { ProtectionDomain, DmabufRange } from './pd';
 export { MemoryRegion, MemoryRegionKind, MemoryWindow, Udmabuf, Sge, allocate, pageSize } from './memory';
 export { CompletionQueue, CompletionQueueOptions, WorkCompletion } from './cq';
 export {
-  QueuePair, QueuePairInit, QpAttr, QpQuery, AhAttr, Grh, SendWorkRequest, RecvWorkRequest, AddressHandle,
+  QueuePair, QueuePairInit, QpAttr, QpQuery, QpCap, AltPath, PathMigState, PathMigStateName, AhAttr, Grh, SendWorkRequest, RecvWorkRequest, AddressHandle,
   SharedReceiveQueue, SharedReceiveQueueInit,
 } from './qp';
 export { CmId, ConnParam, CmAddress, CmInfo } from './cm';

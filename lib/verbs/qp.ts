@@ -59,11 +59,40 @@ export interface QpAttr {
   maxRdAtomic?: number;
   maxDestRdAtomic?: number;
   ahAttr?: AhAttr;
+  /** the alternate path for automatic path migration (IBV_QP_ALT_PATH: its four fields go together) */
+  altPath?: AltPath;
+  /** IBV_QP_PATH_MIG_STATE */
+  pathMigState?: PathMigStateName;
+  /** with qpState 'SQD': raise the QP's SQ_DRAINED event once its send queue has drained */
+  enSqdAsyncNotify?: boolean;
+  /** new queue sizes (IBV_QP_CAP; few devices can resize a QP) */
+  cap?: QpCap;
+  /** packet pacing in kbps (IBV_QP_RATE_LIMIT; raw packet QPs on devices that pace) */
+  rateLimit?: number;
 }
 
-export interface QpQuery extends Omit<QpAttr, 'qpState' | 'curQpState'> {
+export interface AltPath {
+  ahAttr: AhAttr;
+  pkeyIndex: number;
+  portNum: number;
+  timeout: number;
+}
+
+export const PathMigState = { MIGRATED: 0, REARM: 1, ARMED: 2 } as const;
+export type PathMigStateName = keyof typeof PathMigState;
+const MIG_NAMES = Object.keys(PathMigState) as PathMigStateName[];
+
+export interface QpCap { maxSendWr: number; maxRecvWr: number; maxSendSge: number; maxRecvSge: number; maxInlineData: number }
+
+export interface QpQuery extends Omit<QpAttr, 'qpState' | 'curQpState' | 'pathMigState' | 'rateLimit'> {
   qpState: QpStateName;
-  cap: { maxSendWr: number; maxRecvWr: number; maxSendSge: number; maxRecvSge: number; maxInlineData: number };
+  curQpState: QpStateName;
+  pathMigState: PathMigStateName;
+  altPath: AltPath;
+  enSqdAsyncNotify: boolean;
+  /** in SQD: whether the send queue is still draining */
+  sqDraining: boolean;
+  cap: QpCap;
   sigAll: boolean;
   type: number;
 }
@@ -110,12 +139,15 @@ const SEND_STRIDE = 9 + 3 * PACKED_SGES;
 const RECV_STRIDE = 5;
 
 /** Every QpAttr key and the largest value its verbs field holds. */
-const ATTR_MAX: Record<string, number | 'state' | 'mtu' | 'ah'> = {
-  qpState: 'state', curQpState: 'state', pathMtu: 'mtu', ahAttr: 'ah',
+const ATTR_MAX: Record<string, number | 'state' | 'mtu' | 'ah' | 'alt' | 'mig' | 'bool' | 'cap'> = {
+  qpState: 'state', curQpState: 'state', pathMtu: 'mtu', ahAttr: 'ah', altPath: 'alt', pathMigState: 'mig', enSqdAsyncNotify: 'bool', cap: 'cap',
+  rateLimit: 0xffffffff,
   qkey: 0xffffffff, rqPsn: 0xffffff, sqPsn: 0xffffff, destQpNum: 0xffffff, qpAccessFlags: 0xffffffff,
   pkeyIndex: 0xffff, portNum: 255, timeout: 31, retryCnt: 7, rnrRetry: 7, minRnrTimer: 31,
   maxRdAtomic: 255, maxDestRdAtomic: 255,
 };
+const ALT_MAX: Record<string, number | 'ah'> = { ahAttr: 'ah', pkeyIndex: 0xffff, portNum: 255, timeout: 31 };
+const CAP_MAX: Record<string, number> = { maxSendWr: 0xffffffff, maxRecvWr: 0xffffffff, maxSendSge: 0xffffffff, maxRecvSge: 0xffffffff, maxInlineData: 0xffffffff };
 const AH_MAX: Record<string, number | 'grh'> = { dlid: 0xffff, sl: 15, srcPathBits: 127, staticRate: 255, portNum: 255, grh: 'grh' };
 const GRH_MAX: Record<string, number | 'gid'> = { dgid: 'gid', sgidIndex: 255, hopLimit: 255, flowLabel: 0xfffff, trafficClass: 255 };
 
@@ -150,6 +182,21 @@ function toNativeAttr(attr: QpAttr): Record<string, unknown> {
   checkFields(attr as Record<string, unknown>, ATTR_MAX, 'attr');
   if (attr.ahAttr !== undefined) checkAhAttr(attr.ahAttr, 'ahAttr');
   const out: Record<string, unknown> = { ...attr };
+  if (attr.altPath !== undefined) {
+    checkFields(checkObject(attr.altPath, 'altPath') as Record<string, unknown>, ALT_MAX, 'altPath');
+    for (const k of ['pkeyIndex', 'portNum', 'timeout'] as const) if (attr.altPath[k] === undefined) throw new TypeError(`altPath.${k} is required`);
+    checkAhAttr(attr.altPath.ahAttr, 'altPath.ahAttr');
+  }
+  if (attr.pathMigState !== undefined) {
+    const v = PathMigState[attr.pathMigState];
+    if (v === undefined) throw new TypeError(`pathMigState must be one of ${MIG_NAMES.join(', ')}`);
+    out.pathMigState = v;
+  }
+  if (attr.enSqdAsyncNotify !== undefined && typeof attr.enSqdAsyncNotify !== 'boolean') throw new TypeError('enSqdAsyncNotify must be a boolean');
+  if (attr.cap !== undefined) {
+    checkFields(checkObject(attr.cap, 'cap') as Record<string, unknown>, CAP_MAX, 'cap');
+    for (const k of Object.keys(CAP_MAX)) if ((attr.cap as unknown as Record<string, unknown>)[k] === undefined) throw new TypeError(`cap.${k} is required`);
+  }
   for (const key of ['qpState', 'curQpState'] as const) {
     if (attr[key] === undefined) continue;
     const v = QpState[attr[key] as QpStateName];
@@ -276,6 +323,8 @@ export class QueuePair extends Resource {
     this.assertOpen();
     const q = this.handle.query();
     q.qpState = STATE_NAMES[q.qpState] ?? 'ERR';
+    q.curQpState = STATE_NAMES[q.curQpState] ?? 'ERR';
+    q.pathMigState = MIG_NAMES[q.pathMigState] ?? 'MIGRATED';
     return q;
   }
 

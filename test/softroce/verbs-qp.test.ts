@@ -4,8 +4,8 @@
  * round trips over both; attributes, gather/scatter, SRQ and argument
  * checks by hand.
  */
-import { Access } from '../../lib';
-import { bytes, cmLoopback, completions, loopback, Loopback, region } from './helpers';
+import { Access, AsyncEvent } from '../../lib';
+import { bytes, cmLoopback, completions, ipv4GidIndex, loopback, Loopback, region } from './helpers';
 
 let l: Loopback;
 
@@ -269,6 +269,44 @@ describe('RC queue pairs connected by hand', () => {
     expect(wcs.map((w) => [w.wrId, w.byteLen, w.ok])).toEqual([[100, 1, true], [101, 1, true], [102, 1, true]]);
     expect([0, 1, 2].map((i) => bytes(bufs[i])[0])).toEqual([0x40, 0x41, 0x42]);
     expect(srq.query().maxWr).toBeGreaterThanOrEqual(64);
+  });
+
+  test('modify: the migration state (the alternate path is refused on RoCE), then SQD with its SQ_DRAINED event; query reports them', async () => {
+    const { index, gid } = ipv4GidIndex(l.dev);
+    const cq = l.dev.createCompletionQueue();
+    const a = l.pd.createQueuePair({ sendCq: cq, recvCq: cq });
+    const b = l.pd.createQueuePair({ sendCq: cq, recvCq: cq });
+    b.connectTo({ qpNum: a.qpNum, gid }, { sgidIndex: index });
+    const path = { portNum: 1, grh: { dgid: gid, sgidIndex: index, hopLimit: 64 } };
+    a.modify({ qpState: 'INIT', pkeyIndex: 0, portNum: 1, qpAccessFlags: 0xf });
+    a.modify({ qpState: 'RTR', pathMtu: 1024, destQpNum: b.qpNum, rqPsn: 0, maxDestRdAtomic: 1, minRnrTimer: 12, ahAttr: path });
+    const rts = { qpState: 'RTS', sqPsn: 0, timeout: 14, retryCnt: 7, rnrRetry: 7, maxRdAtomic: 1 } as const;
+    // the alternate path reaches the kernel, which allows automatic path
+    // migration on InfiniBand only (ib_core refuses IB_QP_ALT_PATH on RoCE)
+    expect(() => a.modify({ ...rts, altPath: { ahAttr: path, pkeyIndex: 0, portNum: 1, timeout: 16 } }))
+      .toThrow(expect.objectContaining({ code: 'EINVAL', syscall: 'ibv_modify_qp' }));
+    expect(a.query().qpState).toBe('RTR');
+    a.modify({ ...rts, pathMigState: 'REARM' });
+    let q = a.query();
+    expect(q).toMatchObject({ qpState: 'RTS', curQpState: 'RTS', pathMigState: 'REARM', enSqdAsyncNotify: false, sqDraining: false });
+    const drained = new Promise<AsyncEvent>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no SQ_DRAINED within 10 s')), 10_000);
+      const on = (ev: AsyncEvent) => {
+        if (ev.qpNum !== a.qpNum) return;
+        clearTimeout(timer);
+        l.dev.off('SQ_DRAINED', on);
+        resolve(ev);
+      };
+      l.dev.on('SQ_DRAINED', on);
+    });
+    a.modify({ qpState: 'SQD', enSqdAsyncNotify: true });
+    expect(await drained).toMatchObject({ type: 'SQ_DRAINED', qpNum: a.qpNum });
+    q = a.query();
+    expect(q).toMatchObject({ qpState: 'SQD', sqDraining: false });
+    expect(() => a.modify({ pathMigState: 'NOPE' as never })).toThrow(/pathMigState must be one of MIGRATED, REARM, ARMED/);
+    expect(() => a.modify({ altPath: { ahAttr: path, pkeyIndex: 0, portNum: 1 } as never })).toThrow(/altPath\.timeout is required/);
+    expect(() => a.modify({ enSqdAsyncNotify: 1 as never })).toThrow(/enSqdAsyncNotify must be a boolean/);
+    expect(() => a.modify({ cap: { maxSendWr: 1 } as never })).toThrow(/cap\.maxRecvWr is required/);
   });
 
   test('posting on a closed QP throws ECLOSED; bad work requests throw TypeError/RangeError', () => {
