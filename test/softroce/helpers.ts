@@ -41,6 +41,16 @@ export function loopback(name = 'rxe0', qp: { maxSendWr?: number; maxRecvWr?: nu
   return { dev, pd, cqA, cqB, a, b, close: () => dev.close() };
 }
 
+/** Two RC QPs of `pd` on the given CQs (a on cqA, b on cqB), connected to each other by hand. */
+export function connectedPair(pd: ProtectionDomain, cqA: CompletionQueue, cqB: CompletionQueue, maxSendWr = 64): { a: QueuePair; b: QueuePair } {
+  const a = pd.createQueuePair({ sendCq: cqA, recvCq: cqA, maxSendWr });
+  const b = pd.createQueuePair({ sendCq: cqB, recvCq: cqB, maxSendWr });
+  const { index, gid } = ipv4GidIndex(pd.device);
+  a.connectTo({ qpNum: b.qpNum, gid }, { sgidIndex: index });
+  b.connectTo({ qpNum: a.qpNum, gid }, { sgidIndex: index });
+  return { a, b };
+}
+
 let cmPort = 24000 + (process.pid % 500) * 32;
 
 /**

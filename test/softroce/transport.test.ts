@@ -964,26 +964,24 @@ describe('security', () => {
       bad.qp.postSend([{ wrId: 7, opcode: 'RDMA_WRITE_WITH_IMM', sge: [], remoteAddr: 0, rkey: 0, imm: 0x30000000 }]);
       await bad.disconnected;
       expect(srv.logs.some((l) => /protocol violation: imm-type/.test(l))).toBe(true);
-      // a trailer that lies about its lengths
-      const bad2 = await raw(srv.port);
-      P.writeWriteTrailer(bad2.buf, 8192 + 10, { hdrLen: 0, dataLen: 11, seq: 1n });
-      bad2.qp.postSend([{
-        wrId: 8, opcode: 'RDMA_WRITE_WITH_IMM', sge: [bad2.mr.sge(8192, 26)], remoteAddr: bad2.keys[0].addr, rkey: bad2.keys[0].rkey,
-        imm: P.encodeRequestImm('write', 0, 10, bad2.acc),
-      }]);
-      await bad2.disconnected;
-      expect(srv.logs.some((l) => /protocol violation: trailer-offset/.test(l))).toBe(true);
-      bad2.close();
+      // a raw session's write request whose trailer (at `offset`) says `t`: the server closes that path
+      const badWrite = async (t: { hdrLen: number; dataLen: number }, offset: number, reason: RegExp): Promise<void> => {
+        const r = await raw(srv.port);
+        try {
+          P.writeWriteTrailer(r.buf, 8192 + offset, { ...t, seq: 1n });
+          r.qp.postSend([{
+            wrId: 8, opcode: 'RDMA_WRITE_WITH_IMM', sge: [r.mr.sge(8192, offset + P.WRITE_TRAILER_SIZE)], remoteAddr: r.keys[0].addr, rkey: r.keys[0].rkey,
+            imm: P.encodeRequestImm('write', 0, offset, r.acc),
+          }]);
+          await r.disconnected;
+          expect(srv.logs.some((l) => reason.test(l))).toBe(true);
+        } finally {
+          r.close();
+        }
+      };
+      await badWrite({ hdrLen: 0, dataLen: 11 }, 10, /protocol violation: trailer-offset/); // lies about its lengths
       // oversized lengths: a write header beyond maxHeaderSize, a read beyond maxIoSize
-      const bad3 = await raw(srv.port);
-      P.writeWriteTrailer(bad3.buf, 8192 + 600, { hdrLen: 600, dataLen: 0, seq: 1n });
-      bad3.qp.postSend([{
-        wrId: 9, opcode: 'RDMA_WRITE_WITH_IMM', sge: [bad3.mr.sge(8192, 616)], remoteAddr: bad3.keys[0].addr, rkey: bad3.keys[0].rkey,
-        imm: P.encodeRequestImm('write', 0, 600, bad3.acc),
-      }]);
-      await bad3.disconnected;
-      expect(srv.logs.some((l) => /protocol violation: hdr-len: .*hdrLen 600 > maxHeaderSize 512/.test(l))).toBe(true);
-      bad3.close();
+      await badWrite({ hdrLen: 600, dataLen: 0 }, 600, /protocol violation: hdr-len: .*hdrLen 600 > maxHeaderSize 512/);
       const bad4 = await raw(srv.port);
       const reqAt = 16384 - P.READ_TRAILER_SIZE;
       P.writeReadTrailer(bad4.buf, 8192, { hdrLen: 0, len: 16384, seq: 1n, addr: BigInt(bad4.mr.addr), rkey: bad4.mr.rkey });

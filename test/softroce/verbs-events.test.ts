@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'child_process';
 import { AsyncEvent, openDevice } from '../../lib';
-import { bytes, completions, ipv4GidIndex, region } from './helpers';
+import { bytes, completions, connectedPair, region } from './helpers';
 
 function nextEvent(dev: ReturnType<typeof openDevice>, type: string, ms = 30_000): Promise<AsyncEvent> {
   return new Promise((resolve, reject) => {
@@ -74,16 +74,12 @@ test('completions reach JS in batches: one listener call per batch of up to `bat
   const dev = openDevice('rxe0');
   try {
     const pd = dev.allocPd();
-    const { index, gid } = ipv4GidIndex(dev);
     const src = region(pd, 64);
     const dst = region(pd, 64 * 8);
     for (const batch of [64, 8]) {
       const cq = dev.createCompletionQueue({ cqe: 128, batch });
       const peer = dev.createCompletionQueue();
-      const a = pd.createQueuePair({ sendCq: cq, recvCq: cq, maxSendWr: 64 });
-      const b = pd.createQueuePair({ sendCq: peer, recvCq: peer });
-      a.connectTo({ qpNum: b.qpNum, gid }, { sgidIndex: index });
-      b.connectTo({ qpNum: a.qpNum, gid }, { sgidIndex: index });
+      const { a } = connectedPair(pd, cq, peer);
       const calls: number[] = [];
       cq.on('completions', (wcs) => calls.push(wcs.length));
       const all = completions(cq, 32);
@@ -107,11 +103,7 @@ test('busy-poll CQ: completions arrive through polling from the event loop', asy
   try {
     const pd = dev.allocPd();
     const cq = dev.createCompletionQueue({ busyPoll: true });
-    const a = pd.createQueuePair({ sendCq: cq, recvCq: cq });
-    const b = pd.createQueuePair({ sendCq: cq, recvCq: cq });
-    const { index, gid } = ipv4GidIndex(dev);
-    a.connectTo({ qpNum: b.qpNum, gid }, { sgidIndex: index });
-    b.connectTo({ qpNum: a.qpNum, gid }, { sgidIndex: index });
+    const { a } = connectedPair(pd, cq, cq);
     const src = region(pd, 64);
     const dst = region(pd, 64);
     bytes(src).fill(9, 0, 8);
