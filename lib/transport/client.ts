@@ -11,6 +11,7 @@ import { allocate, CmId, MemoryRegion, MemoryWindow, ProtectionDomain, SendWorkR
 import { Access } from '../verbs/constants';
 import { RdmaError } from '../errors';
 import { BackoffOptions, ReconnectTimer } from './backoff';
+import { checkUint, optBool, optFunction, optString, optUint } from '../verbs/args';
 import { abortError, Area, Conn, DeviceCache, registerArea, TransportError, wireCounters, WireStats, wireStats, wrId, WrKind } from './conn';
 import { PathIterator, PathLike, PathSelector, PolicyName, DEFAULT_POLICY } from './policy';
 import * as P from './protocol';
@@ -285,9 +286,22 @@ export class TransportClient extends EventEmitter {
 
   constructor(opts: ClientOptions) {
     super();
-    if (!opts || !Array.isArray(opts.paths) || opts.paths.length < 1 || opts.paths.length > P.MAX_PATHS) {
+    if (typeof opts !== 'object' || opts === null) throw new TypeError('options must be an object');
+    if (!Array.isArray(opts.paths) || opts.paths.length < 1 || opts.paths.length > P.MAX_PATHS) {
       throw new RangeError(`paths must list 1..${P.MAX_PATHS} addresses`);
     }
+    for (const p of opts.paths) {
+      if (typeof p?.host !== 'string') throw new TypeError('every path needs a host string');
+      checkUint(p.port, 'port', 65535);
+      optString(p.source, 'source');
+    }
+    optUint(opts.maxQueueDepth, 'maxQueueDepth', P.MAX_QUEUE_DEPTH, 1);
+    optUint(opts.connectTimeoutMs, 'connectTimeoutMs', 0x7fffffff, 1);
+    optUint(opts.resolveTimeoutMs, 'resolveTimeoutMs', 0x7fffffff, 1);
+    optUint(opts.portSettleMs, 'portSettleMs', 0x7fffffff);
+    for (const k of ['requireStrict', 'busyPoll', 'watchPortEvents', 'rejoinOnServerRestart'] as const) optBool(opts[k], k);
+    optFunction(opts.log, 'log');
+    optString(opts.name, 'name');
     this.#sessionId = opts.sessionId ?? P.randomSessionId();
     if (!P.isSessionId(this.#sessionId)) throw new TypeError('sessionId must be a lowercase non-nil UUID');
     const slots = opts.pathSlots ?? opts.paths.length;

@@ -10,6 +10,7 @@
 import { EventEmitter } from 'events';
 import { CmId, MemoryRegion, MemoryWindow, ProtectionDomain, SendWorkRequest, WorkCompletion } from '../verbs';
 import { Access } from '../verbs/constants';
+import { checkUint, optBool, optFunction, optUint } from '../verbs/args';
 import { Area, Conn, DeviceCache, registerArea, TransportError, wireCounters, WireStats, wireStats, wrId, WrKind } from './conn';
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
@@ -151,7 +152,13 @@ export class TransportServer extends EventEmitter {
 
   constructor(opts: ServerOptions) {
     super();
-    if (typeof opts?.handler !== 'function') throw new TypeError('handler must be a function');
+    if (typeof opts !== 'object' || opts === null) throw new TypeError('options must be an object');
+    if (typeof opts.handler !== 'function') throw new TypeError('handler must be a function');
+    optBool(opts.strict, 'strict');
+    optBool(opts.busyPoll, 'busyPoll');
+    optFunction(opts.log, 'log');
+    optUint(opts.sessionLingerMs, 'sessionLingerMs');
+    optUint(opts.maxSessions, 'maxSessions', 0xffff, 1);
     this.params = {
       queueDepth: opts.queueDepth ?? P.DEFAULT_QUEUE_DEPTH,
       chunkSize: opts.chunkSize ?? P.DEFAULT_CHUNK_SIZE,
@@ -177,6 +184,11 @@ export class TransportServer extends EventEmitter {
   /** Listens on every address (rdma_cm, RC). */
   listen(addresses: Array<{ host: string; port: number }>): void {
     if (this.#closing) throw new TransportError('ECLOSED', 'the server is closed');
+    if (!Array.isArray(addresses) || addresses.length === 0) throw new TypeError('addresses must be a non-empty array of { host, port }');
+    for (const a of addresses) {
+      if (typeof a?.host !== 'string') throw new TypeError('every address needs a host string');
+      checkUint(a.port, 'port', 65535);
+    }
     for (const a of addresses) {
       const id = CmId.create();
       try {

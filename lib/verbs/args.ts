@@ -29,3 +29,20 @@ export function checkBytes(value: unknown, name: string): ArrayBuffer | ArrayBuf
   if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) return value;
   throw new TypeError(`${name} must be an ArrayBuffer, TypedArray, DataView or Buffer`);
 }
+
+/** Optional option checks: undefined passes (the default applies). */
+export function optUint(value: unknown, name: string, max = Number.MAX_SAFE_INTEGER, min = 0): void {
+  if (value !== undefined) checkUint(value, name, max, min);
+}
+
+export function optBool(value: unknown, name: string): void {
+  if (value !== undefined && typeof value !== 'boolean') throw new TypeError(`${name} must be a boolean`);
+}
+
+export function optFunction(value: unknown, name: string): void {
+  if (value !== undefined && typeof value !== 'function') throw new TypeError(`${name} must be a function`);
+}
+
+export function optString(value: unknown, name: string): void {
+  if (value !== undefined && typeof value !== 'string') throw new TypeError(`${name} must be a string`);
+}
