@@ -2,7 +2,8 @@
  * Writes and reads of every size class from 0 to the largest IO a chunk
  * holds (maxIoSize), with the bytes checked both ways, in strict and in
  * relaxed mode, with plain Buffers (copied through the staging pool) and
- * with zero-copy buffers from allocBuffer().
+ * with zero-copy buffers from allocBuffer(); and the largest headers both
+ * ways together with the largest IO.
  */
 import { transport } from '../../lib';
 
@@ -53,6 +54,48 @@ test.each([true, false])('sizes 0 .. maxIoSize round-trip byte for byte (strict=
         if (n < max) expect(into[n]).toBe(0xee); // nothing past the data
       }
     }
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+test.each([true, false])('the largest headers both ways with the largest IO (strict=%s)', async (strict) => {
+  const p = port++;
+  const store = new Map<string, Buffer>();
+  const server = new TransportServer({
+    queueDepth: 4, chunkSize: 16384, maxHeaderSize: 256, strict,
+    handler: (req) => {
+      const key = req.header.toString('hex');
+      // the response header: the request header reversed, as long as allowed
+      const header = Buffer.from(req.header).reverse();
+      if (req.kind === 'write') {
+        store.set(key, Buffer.from(req.data));
+        return { header };
+      }
+      const v = store.get(key)!;
+      v.copy(req.data);
+      return { length: v.length, header };
+    },
+  });
+  server.listen([{ host: HOST, port: p }]);
+  const client = await connect({ paths: [{ host: HOST, port: p }] });
+  try {
+    const max = client.maxIoSize;
+    expect(max).toBe(16384 - 256 - 32);
+    const header = pattern(256, 7);
+    const data = pattern(max, 9);
+    const w = await client.write(header, data);
+    expect(w.status).toBe(0);
+    expect(w.header.equals(Buffer.from(header).reverse())).toBe(true);
+    const into = Buffer.alloc(max);
+    const r = await client.read(header, into);
+    expect(r).toMatchObject({ status: 0, length: max });
+    expect(r.header.equals(Buffer.from(header).reverse())).toBe(true);
+    expect(into.equals(data)).toBe(true);
+    // one byte more of either is refused before anything is posted
+    await expect(client.write(pattern(257, 1), Buffer.alloc(1))).rejects.toThrow(/EMSGSIZE: header of 257 bytes exceeds maxHeaderSize 256/);
+    await expect(client.read(header, Buffer.alloc(max + 1))).rejects.toThrow(/EMSGSIZE/);
   } finally {
     await client.close();
     await server.close();
