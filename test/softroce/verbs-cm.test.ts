@@ -1,7 +1,7 @@
 /**
  * rdma_cm on rxe0 (10.99.1.1), client and server in one process: connect and
  * accept with private data both ways, reject with private data, data over
- * the connection, disconnect events on both sides.
+ * the connection, disconnect and time-wait exit events on both sides.
  */
 import { CmId, CompletionQueue, ProtectionDomain, RdmaError } from '../../lib';
 import { bytes, completions, region } from './helpers';
@@ -25,7 +25,7 @@ async function clientTo(p: number): Promise<Side> {
   return setupQp(id);
 }
 
-test('connect/accept carry private data both ways; a SEND crosses; disconnect reaches both sides', async () => {
+test('connect/accept carry private data both ways; a SEND crosses; disconnect reaches both sides, then time-wait exit', async () => {
   const p = port++;
   const listener = CmId.create();
   let server: Side | undefined;
@@ -58,8 +58,18 @@ test('connect/accept carry private data both ways; a SEND crosses; disconnect re
     expect(bytes(rx).subarray(0, 12).toString()).toBe('over rdma_cm');
 
     const clientDisconnected = new Promise<void>((resolve) => client.id.once('disconnected', resolve));
+    // then both QPs leave the CM's time-wait (about half a second on rxe)
+    const timewaitExit = (id: CmId) => new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('no timewait-exit within 20 s')), 20_000);
+      id.once('timewait-exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    const exits = [timewaitExit(client.id), timewaitExit(server!.id)];
     client.id.disconnect();
     await Promise.all([clientDisconnected, serverDisconnected]);
+    await Promise.all(exits);
   } finally {
     client.id.close();
     server?.id.close();
