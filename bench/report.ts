@@ -75,11 +75,21 @@ export interface BenchResults {
     size: number;
     strict?: { latency: TransportLatency[]; iops: TransportIops[] };
     relaxed?: { latency: TransportLatency[]; iops: TransportIops[] };
+    /** one path against two at QD 32: relaxed (paths) and strict (pathsStrict) */
+    paths?: PathsResult;
+    pathsStrict?: PathsResult;
     failover?: FailoverResult;
   };
   ratios?: Record<string, number>;
   /** steps that failed (the run went on without them) */
   failures?: Array<{ step: string; error: string }>;
+}
+
+export interface PathsResult {
+  onePathIops: number;
+  twoPathIops: number;
+  ratio: number;
+  perPath: number[];
 }
 
 export function esc(s: string): string {
@@ -347,6 +357,12 @@ export function renderReport(r: BenchResults): string {
       })]);
     }
     parts.push(tableHtml(irows));
+    const pathRows = ([['relaxed', t.paths], ['strict', t.pathsStrict]] as const).filter(([, x]) => x);
+    if (pathRows.length) {
+      parts.push(`<h2>One path against two (${t.size} B, 50% reads, QD 32)</h2>`);
+      parts.push(tableHtml([['mode', 'one path IOPS', 'two paths IOPS', 'ratio', 'IOs per path (two paths)'],
+        ...pathRows.map(([m, x]) => [m, num(x!.onePathIops, 0), num(x!.twoPathIops, 0), `${num(x!.ratio, 2)}x`, x!.perPath.join(' / ')])]));
+    }
     const f = t.failover;
     if (f) {
       parts.push('<h2>Failover timeline (IOPS per 100 ms, stacked by path)</h2>');

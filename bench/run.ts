@@ -254,7 +254,9 @@ async function main(): Promise<number> {
       (ratios[K.iops(m)] !== undefined ? `  (peak ${r(ratios[K.iops(m)] * 100)}% of ib_write_bw's msg/s)` : ''));
   }
   const mp = transport?.paths;
-  if (mp) console.log(`  transport relaxed, 4 KiB, QD 32: one path ${Math.round(mp.onePathIops)} IOPS, two paths ${Math.round(mp.twoPathIops)} IOPS -> ${r(mp.ratio)}x (IOs per path ${mp.perPath.join(', ')})`);
+  for (const [m, pr] of [['relaxed', mp], ['strict', transport?.pathsStrict]] as const) {
+    if (pr) console.log(`  transport ${m}, 4 KiB, QD 32: one path ${Math.round(pr.onePathIops)} IOPS, two paths ${Math.round(pr.twoPathIops)} IOPS -> ${r(pr.ratio)}x (IOs per path ${pr.perPath.join(', ')})`);
+  }
   const f = transport?.failover;
   if (f) {
     const ms = (x: number | null | undefined) => (typeof x === 'number' ? `${Math.round(x)} ms` : '-');

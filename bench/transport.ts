@@ -7,7 +7,8 @@
  *   iops      mixed 50/50 4 KiB IOs at queue depths 1..64
  *   both in strict and in relaxed mode, over one path (host0)
  *   paths     throughput of one path against two (host0 + host1, or two
- *             QPs to host0 when there is no host1): relaxed, 4 KiB, QD 32
+ *             QPs to host0 when there is no host1): relaxed, then strict,
+ *             4 KiB, QD 32
  *   failover  a two-path session (host0 + host1) under load: IOPS per
  *             100 ms before, during and after one path is cut (default: the
  *             server disconnects it; --cut link takes its link down, which
@@ -198,9 +199,10 @@ async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: 
 }
 
 /** IOPS of a one-path session against a two-path session, same server and load. */
-async function onePathVsTwo(a: Args, port: number): Promise<{ onePathIops: number; twoPathIops: number; ratio: number; perPath: number[] }> {
+async function onePathVsTwo(a: Args, port: number, strict: boolean): Promise<{ onePathIops: number; twoPathIops: number; ratio: number; perPath: number[] }> {
   const hosts = [a.host0, a.host1 ?? a.host0];
-  const server = benchServer([...new Set(hosts)].map((host) => ({ host, port })), { queueDepth: 64, strict: false, busyPoll: false });
+  const server = benchServer([...new Set(hosts)].map((host) => ({ host, port })), { queueDepth: 64, strict, busyPoll: false });
+  const mode = strict ? 'strict' : 'relaxed';
   const run = async (paths: string[]) => {
     const client = await connect({ paths: paths.map((host) => ({ host, port })), name: `bench-${paths.length}p` });
     try {
@@ -208,7 +210,7 @@ async function onePathVsTwo(a: Args, port: number): Promise<{ onePathIops: numbe
       const r = await runWorkload(client, { size: a.size, depth: 32, durationMs: a.pointMs * 2, readRatio: 0.5, keys: 256 });
       if (r.errors || r.mismatches) throw new Error(`${paths.length}-path run: ${r.errors} errors, ${r.mismatches} mismatches`);
       const st = client.stats().paths.map((p) => p.reads + p.writes);
-      say(`paths: ${paths.length} path(s): ${r.iops.toFixed(0)} IOPS (IOs per path ${st.join(', ')})`);
+      say(`paths (${mode}): ${paths.length} path(s): ${r.iops.toFixed(0)} IOPS (IOs per path ${st.join(', ')})`);
       return { iops: r.iops, perPath: st };
     } finally {
       await client.close({ drainTimeoutMs: 5000 });
@@ -229,7 +231,9 @@ async function main(): Promise<void> {
   const out: Record<string, unknown> = { size: a.size, iters: a.iters, pointMs: a.pointMs, host0: a.host0, host1: a.host1 ?? null };
   let port = a.port;
   for (const m of a.modes) out[m] = await mode(a, m === 'strict', port++);
-  out.paths = await onePathVsTwo(a, port++);
+  out.paths = await onePathVsTwo(a, port++, false);
+  // strict re-keys a chunk once per IO whatever the path count (protocol.md §7.3)
+  out.pathsStrict = await onePathVsTwo(a, port++, true);
   if (a.failoverMs > 0) {
     // endpoints: the devices behind host0/host1 (two paths to host0 when there is no host1)
     const eps = localEndpoints();

@@ -45,6 +45,8 @@ const FIXED: BenchResults = {
       ],
       iops: [1, 2, 4, 8, 16, 32, 64].map((depth) => ({ depth, iops: 1400 * Math.min(depth, 8), mbps: 5.6 * Math.min(depth, 8), p50Us: 600 * depth, p99Us: 1200 * depth, errors: 0 })),
     },
+    paths: { onePathIops: 5000, twoPathIops: 6500, ratio: 1.3, perPath: [3200, 3300] },
+    pathsStrict: { onePathIops: 2000, twoPathIops: 2050, ratio: 1.025, perPath: [1010, 1040] },
     failover: {
       cut: 'server', cutPath: 1,
       endpoints: [{ device: 'rxe0', host: '10.99.1.1', netdev: 'eth0' }, { device: 'rxe1', host: '10.99.2.1', netdev: 'eth1' }],
@@ -78,6 +80,8 @@ describe('benchmark report', () => {
     expect(html).toContain('<td>time to detect</td><td>50 ms</td>');
     expect(html).toContain('<td>time to recover</td><td>750 ms</td>');
     expect(html).toContain('<td>IOs failed over</td><td>7</td>');
+    expect(html).toContain('<td>relaxed</td><td>5,000</td><td>6,500</td><td>1.30x</td><td>3200 / 3300</td>');
+    expect(html).toContain('<td>strict</td><td>2,000</td><td>2,050</td><td>1.02x</td><td>1010 / 1040</td>');
     // escaped environment text
     expect(html).toContain('SoftRoCE &lt;test&gt; &amp; friends');
   });
