@@ -121,7 +121,7 @@ export interface ClientSessionStats {
   queueDepth: number;
   waiting: number;
   unsettled: number;
-  /** IOs in flight (posted, not yet completed) */
+  /** IOs in flight: posted and not yet answered (aborted ones too, until their answer frees the chunk) */
   inflight: number;
   /** session-down events */
   downs: number;
@@ -369,7 +369,7 @@ export class TransportClient extends EventEmitter {
   stats(): ClientSessionStats {
     return {
       sessionId: this.#sessionId, state: this.#closed ? 'closed' : this.#sessionUp ? 'up' : 'down', queueDepth: this.#queueDepth,
-      waiting: this.#waiting.length, unsettled: this.#unsettled.size, inflight: this.#inflight.reduce((n, io) => n + (io && !io.settled ? 1 : 0), 0),
+      waiting: this.#waiting.length, unsettled: this.#unsettled.size, inflight: this.#inflight.reduce((n, io) => n + (io ? 1 : 0), 0),
       downs: this.#sessionCounters.downs, rejoins: this.#sessionCounters.rejoins, paths: this.#paths.map((p) => p.stats()),
     };
   }

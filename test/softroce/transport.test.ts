@@ -379,7 +379,8 @@ describe('single path', () => {
         b.writeUInt32LE(i);
         return b;
       };
-      const ios = Array.from({ length: 12 }, (_, i) => client.write(hdr(i), Buffer.alloc(10)));
+      const posted = new AbortController();
+      const ios = Array.from({ length: 12 }, (_, i) => client.write(hdr(i), Buffer.alloc(10), i === 0 ? { signal: posted.signal } : {}));
       // an IO queued behind the permits can be aborted; the handler never sees it
       const ac = new AbortController();
       const aborted = client.write(hdr(99), Buffer.alloc(1), { signal: ac.signal });
@@ -391,10 +392,16 @@ describe('single path', () => {
         await new Promise((r) => setTimeout(r, 20));
       }
       expect(client.stats().waiting).toBe(9);
+      // a posted IO's abort rejects at once, but the IO stays in flight (its
+      // chunk busy) until the server answers it
+      posted.abort();
+      await expect(ios[0]).rejects.toMatchObject({ name: 'AbortError' });
+      expect(client.stats()).toMatchObject({ inflight: 4, waiting: 9 });
       ac.abort();
       await expect(aborted).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
       gate.resolve();
-      expect((await Promise.all(ios)).every((x) => x.status === 0)).toBe(true);
+      expect((await Promise.all(ios.slice(1))).every((x) => x.status === 0)).toBe(true);
+      expect(client.stats().inflight).toBe(0);
       expect(maxRunning).toBe(4);
       expect(order).toEqual(Array.from({ length: 12 }, (_, i) => i));
       // close drains: an IO in flight completes before close() resolves
