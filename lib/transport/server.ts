@@ -7,6 +7,7 @@
  * header go back in one message. Strict mode (default) invalidates a chunk's
  * keys on every path before the handler runs and re-keys on completion.
  */
+import { randomFillSync } from 'crypto';
 import { EventEmitter } from 'events';
 import { CmId, MemoryRegion, MemoryWindow, ProtectionDomain, SendWorkRequest, WorkCompletion } from '../verbs';
 import { Access } from '../verbs/constants';
@@ -110,6 +111,25 @@ interface DevState {
    */
   spareMws: MemoryWindow[];
   refill: NodeJS.Immediate | undefined;
+}
+
+/**
+ * The key byte of a window's next bind, at random: the next key of a chunk
+ * cannot be worked out from the last one. (rxe does not check the PD or the
+ * QP on SEND_WITH_INV, so a peer of another session that knew a key could
+ * take it away; a guess costs it its connection.)
+ */
+const keyBytes = new Uint8Array(4096);
+let keyByteAt = keyBytes.length;
+function randomKeyByte(avoid: number): number {
+  for (;;) {
+    if (keyByteAt === keyBytes.length) {
+      randomFillSync(keyBytes);
+      keyByteAt = 0;
+    }
+    const b = keyBytes[keyByteAt++];
+    if (b !== avoid) return b;
+  }
 }
 
 /** Spare windows a device keeps for dealloc invalidation. */
@@ -583,7 +603,8 @@ class ServerPath {
   #bindWr(c: number): SendWorkRequest {
     const cs = this.session.params.chunkSize;
     const mw = this.mws[c];
-    return { opcode: 'BIND_MW', bind: { mw, mr: this.dev.pool, addr: this.dev.pool.addr + c * cs, length: cs, access: Access.REMOTE_WRITE } };
+    const keyByte = randomKeyByte(mw.rkey & 0xff);
+    return { opcode: 'BIND_MW', bind: { mw, mr: this.dev.pool, addr: this.dev.pool.addr + c * cs, length: cs, access: Access.REMOTE_WRITE, keyByte } };
   }
 
   /** Binds chunk c's window on this path; resolves with the new key. */
@@ -638,7 +659,7 @@ class ServerPath {
     } else {
       const mw = this.dev.pd.allocMemoryWindow(2);
       this.mws.push(mw);
-      await this.conn.postAndWait([{ opcode: 'BIND_MW', bind: { mw, mr: this.dev.pool, access: Access.REMOTE_WRITE } }]);
+      await this.conn.postAndWait([{ opcode: 'BIND_MW', bind: { mw, mr: this.dev.pool, access: Access.REMOTE_WRITE, keyByte: randomKeyByte(mw.rkey & 0xff) } }]);
       this.keys.fill(mw.rkey);
       descs.push({ addr: BigInt(this.dev.pool.addr), rkey: mw.rkey, len: qd * cs });
     }
@@ -770,15 +791,12 @@ class ServerPath {
       // a new key on this path only (§7.3): the client uses the chunk here
       // next, or asks another path with RESUME_REQ, which binds one there
       if (this.keys[c] === 0) {
-        // the new key is chosen here (the window's next key byte), so the
-        // response can carry it and both go out in one post; the send queue
-        // runs the bind first
+        // the new key is chosen here (a random key byte), so the response
+        // can carry it and both go out in one post; the send queue runs the
+        // bind first
         const bind = this.#bindWr(c);
-        const rkey = this.mws[c].rkey;
-        const keyByte = (rkey + 1) & 0xff;
-        bind.bind!.keyByte = keyByte;
         wrs.push({ ...bind, wrId: wrId(WrKind.SEND, c) });
-        this.keys[c] = ((rkey & 0xffffff00) | keyByte) >>> 0;
+        this.keys[c] = ((this.mws[c].rkey & 0xffffff00) | bind.bind!.keyByte!) >>> 0;
       }
     }
     const fast = !p.strict && rec.kind === 'write' && rec.header.length === 0;

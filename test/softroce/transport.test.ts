@@ -876,6 +876,33 @@ describe('security', () => {
     }
   });
 
+  test('strict: every new chunk key has a random key byte, not the last one plus one', async () => {
+    // LOCAL_INV keeps the same window (dealloc invalidation would allocate a
+    // new one each time, whose first key rxe already draws at random)
+    srv = serverWith({ invalidation: 'local-inv' });
+    const r = await raw(srv.port);
+    try {
+      const keys = [r.keys[0].rkey];
+      for (let seq = 1n; seq <= 8n; seq++) {
+        rawWrite(r, 0, Buffer.from('k'), seq);
+        const w = await r.wcs.next((x) => x.opcodeName === 'RECV');
+        const at = 32768 + (w.wrId - 100) * 4096;
+        const m = P.decodeClientMessage(r.buf.subarray(at, at + w.byteLen), { ...r.acc, pathCount: 1, pathIndex: 0 });
+        r.qp.postRecv([{ wrId: w.wrId, sge: [r.mr.sge(at, 4096)] }]);
+        if (m.type !== 'io-rsp') throw new Error(`expected an IO_RSP, got ${m.type}`);
+        r.keys[0].rkey = m.keys[0].rkey;
+        keys.push(m.keys[0].rkey);
+      }
+      // the same window (index) every time, a fresh key byte each time
+      expect(new Set(keys.map((k) => k >>> 8)).size).toBe(1);
+      expect(new Set(keys).size).toBe(keys.length);
+      const steps = keys.slice(1).map((k, i) => ((k & 0xff) - (keys[i] & 0xff)) & 0xff);
+      expect(steps.every((d) => d === 1)).toBe(false);
+    } finally {
+      r.close();
+    }
+  });
+
   test('relaxed mode leaves the key valid (trusted peers)', async () => {
     const entered = later();
     const release = later();
