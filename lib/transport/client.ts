@@ -726,13 +726,24 @@ export class TransportClient extends EventEmitter {
    * no chunks, and carry no IOs.
    */
   #claimChunks(path: ClientPath): void {
+    for (const c of this.#withdraw((x) => !path.keys[x]?.rkey)) this.#sendResume(path, c, this.#chunkSeq[c]);
+  }
+
+  /**
+   * Moves the used free chunks that `keyless` picks out of the pool into
+   * #unsettled (under their last IO's seq), where a RESUME answer settles
+   * them; returns them.
+   */
+  #withdraw(keyless: (c: number) => boolean): number[] {
+    const out: number[] = [];
     for (let i = this.#free.length - 1; i >= 0; i--) {
       const c = this.#free[i];
-      if (this.#chunkSeq[c] === 0n || path.keys[c]?.rkey) continue;
+      if (this.#chunkSeq[c] === 0n || !keyless(c)) continue;
       this.#free.splice(i, 1);
       this.#unsettled.set(c, this.#chunkSeq[c]);
-      this.#sendResume(path, c, this.#chunkSeq[c]);
+      out.push(c);
     }
+    return out;
   }
 
   #pathFailed(path: ClientPath, err: Error): void {
@@ -1256,14 +1267,7 @@ export class TransportClient extends EventEmitter {
   #reclaimChunks(): void {
     const live = this.#paths.filter((p) => p.connected);
     if (live.length === 0) return;
-    if (this.#params?.strict) {
-      for (let i = this.#free.length - 1; i >= 0; i--) {
-        const c = this.#free[i];
-        if (this.#chunkSeq[c] === 0n || live.some((p) => p.keys[c]?.rkey)) continue;
-        this.#free.splice(i, 1);
-        this.#unsettled.set(c, this.#chunkSeq[c]);
-      }
-    }
+    if (this.#params?.strict) this.#withdraw((c) => !live.some((p) => p.keys[c]?.rkey));
     for (const [c, seq] of this.#unsettled) this.#sendResume(this.#selector.select() ?? live[0], c, seq);
   }
 
