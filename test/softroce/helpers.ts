@@ -5,7 +5,7 @@
  * waiting for completions with a bound (a dead rxe peer can hang forever).
  */
 import {
-  Access, CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, WorkCompletion,
+  Access, CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, QueuePairInit, WorkCompletion,
 } from '../../lib';
 
 /** The GID index of the device's RoCE v2 IPv4-mapped GID (::ffff:a.b.c.d). */
@@ -31,23 +31,26 @@ export function loopback(name = 'rxe0', qp: { maxSendWr?: number; maxRecvWr?: nu
   const pd = dev.allocPd();
   const cqA = dev.createCompletionQueue({ cqe: 1024 });
   const cqB = dev.createCompletionQueue({ cqe: 1024 });
-  const init = { maxSendWr: qp.maxSendWr ?? 256, maxRecvWr: qp.maxRecvWr ?? 256, maxInlineData: qp.maxInlineData ?? 64,
-    maxSendSge: qp.maxSge ?? 1, maxRecvSge: qp.maxSge ?? 1 };
-  const a = pd.createQueuePair({ sendCq: cqA, recvCq: cqA, ...init });
-  const b = pd.createQueuePair({ sendCq: cqB, recvCq: cqB, ...init });
-  const { index, gid } = ipv4GidIndex(dev);
-  a.connectTo({ qpNum: b.qpNum, gid, psn: 100 }, { sgidIndex: index, psn: 200 });
-  b.connectTo({ qpNum: a.qpNum, gid, psn: 200 }, { sgidIndex: index, psn: 100 });
+  const { a, b } = connectedPair(pd, cqA, cqB, {
+    maxSendWr: qp.maxSendWr ?? 256, maxRecvWr: qp.maxRecvWr ?? 256, maxInlineData: qp.maxInlineData ?? 64,
+    maxSendSge: qp.maxSge ?? 1, maxRecvSge: qp.maxSge ?? 1,
+  }, { a: 200, b: 100 });
   return { dev, pd, cqA, cqB, a, b, close: () => dev.close() };
 }
 
-/** Two RC QPs of `pd` on the given CQs (a on cqA, b on cqB), connected to each other by hand. */
-export function connectedPair(pd: ProtectionDomain, cqA: CompletionQueue, cqB: CompletionQueue, maxSendWr = 64): { a: QueuePair; b: QueuePair } {
-  const a = pd.createQueuePair({ sendCq: cqA, recvCq: cqA, maxSendWr });
-  const b = pd.createQueuePair({ sendCq: cqB, recvCq: cqB, maxSendWr });
+/**
+ * Two RC QPs of `pd` on the given CQs (a on cqA, b on cqB), connected to each
+ * other by hand; `psn`: each side's send PSN (default 0).
+ */
+export function connectedPair(
+  pd: ProtectionDomain, cqA: CompletionQueue, cqB: CompletionQueue,
+  init: Omit<QueuePairInit, 'sendCq' | 'recvCq'> = { maxSendWr: 64 }, psn = { a: 0, b: 0 },
+): { a: QueuePair; b: QueuePair } {
+  const a = pd.createQueuePair({ sendCq: cqA, recvCq: cqA, ...init });
+  const b = pd.createQueuePair({ sendCq: cqB, recvCq: cqB, ...init });
   const { index, gid } = ipv4GidIndex(pd.device);
-  a.connectTo({ qpNum: b.qpNum, gid }, { sgidIndex: index });
-  b.connectTo({ qpNum: a.qpNum, gid }, { sgidIndex: index });
+  a.connectTo({ qpNum: b.qpNum, gid, psn: psn.b }, { sgidIndex: index, psn: psn.a });
+  b.connectTo({ qpNum: a.qpNum, gid, psn: psn.a }, { sgidIndex: index, psn: psn.b });
   return { a, b };
 }
 
