@@ -1000,10 +1000,13 @@ export class TransportClient extends EventEmitter {
    * needs no key there: the IO's iterator takes any connected path.
    */
   #pumpStrict(): void {
+    // where each candidate's free keyed chunk is (select() only returns a
+    // path its test accepted, in this same call)
+    const at: number[] = [];
     while (this.#waiting.length && this.#free.length) {
-      const path = this.#selector.select(undefined, (p) => this.#freeKeyedOn(p) >= 0);
+      const path = this.#selector.select(undefined, (p) => (at[p.id] = this.#freeKeyedOn(p)) >= 0);
       if (!path) return; // no key anywhere: a connect or a RESUME answer brings one
-      const io = this.#start(this.#freeKeyedOn(path));
+      const io = this.#start(at[path.id]);
       io.iter = this.#selector.iterate();
       io.iter.markTried(path);
       this.#post(io, path);
