@@ -71,6 +71,11 @@ export interface BenchResults {
     ratio_send_vs_send_bw?: number;
   };
   perftest4k?: { ib_write_lat: PerftestLat; ib_read_lat: PerftestLat };
+  /** bench/native/floor.c: the same RDMA messages as the JS benchmarks, from C */
+  floor?: {
+    lat?: { t_typical_usec: number; t_p99_usec: number };
+    io: Partial<Record<'write1' | 'read1' | 'mix32' | 'mix64', FloorIo>>;
+  };
   transport?: {
     size: number;
     strict?: { latency: TransportLatency[]; iops: TransportIops[] };
@@ -83,6 +88,15 @@ export interface BenchResults {
   ratios?: Record<string, number>;
   /** steps that failed (the run went on without them) */
   failures?: Array<{ step: string; error: string }>;
+}
+
+export interface FloorIo {
+  size: number;
+  depth: number;
+  read_pct: number;
+  iops: number;
+  p50_usec: number;
+  p99_usec: number;
 }
 
 export interface PathsResult {
@@ -299,7 +313,7 @@ export function renderReport(r: BenchResults): string {
     parts.push(tableHtml([['step', 'error'], ...r.failures.map((f) => [f.step, f.error])]));
   }
   if (r.ratios && Object.keys(r.ratios).length) {
-    parts.push('<h2>Ratios against perftest</h2>');
+    parts.push('<h2>Ratios against perftest and the C floor</h2>');
     parts.push(tableHtml([['comparison', 'ratio'], ...Object.entries(r.ratios).map(([k, v]) => [k, `${num(v, 2)}x`])]));
   }
   if (r.latency || r.rate || r.perftest4k) {
@@ -323,6 +337,20 @@ export function renderReport(r: BenchResults): string {
       rows.push(['ib_send_bw 4 KiB', `${num(r.rate.perftest_ib_send_bw.msg_rate_mpps * 1e6, 0)} msg/s`, '-', `${num(r.rate.perftest_ib_send_bw.bw_avg_mb_sec, 1)} MB/s`]);
       rows.push(['JS RDMA WRITE rate 4 KiB', `${num(r.rate.js.msg_rate_mpps * 1e6, 0)} msg/s`, '-', `${num(r.rate.ratio_vs_write_bw, 2)}x ib_write_bw`]);
       if (r.rate.js_send) rows.push(['JS SEND rate 4 KiB', `${num(r.rate.js_send.msg_rate_mpps * 1e6, 0)} msg/s`, '-', `${num(r.rate.ratio_send_vs_send_bw ?? NaN, 2)}x ib_send_bw`]);
+    }
+    parts.push(tableHtml(rows));
+  }
+  if (r.floor) {
+    // what the device costs for node-rdma's messages, without node-rdma
+    parts.push('<h2>C floor: the same RDMA messages posted from C (bench/native/floor.c)</h2>');
+    const rows = [['benchmark', 'typical / rate', 'p99', 'note']];
+    const l = r.floor.lat;
+    if (l) rows.push(['WRITE_WITH_IMM ping-pong 2 B (one-way)', `${num(l.t_typical_usec, 2)} us`, `${num(l.t_p99_usec, 2)} us`, 'as the JS ping-pong']);
+    const io = r.floor.io;
+    if (io.write1) rows.push(['transport write 4 KiB, QD1', `${num(io.write1.p50_usec, 1)} us`, `${num(io.write1.p99_usec, 1)} us`, 'request + response']);
+    if (io.read1) rows.push(['transport read 4 KiB, QD1', `${num(io.read1.p50_usec, 1)} us`, `${num(io.read1.p99_usec, 1)} us`, 'request, data + response']);
+    for (const x of [io.mix32, io.mix64]) {
+      if (x) rows.push([`transport IOPS 4 KiB, ${x.read_pct}% reads, QD ${x.depth}`, `${num(x.iops, 0)} IOPS`, `${num(x.p99_usec, 0)} us`, `p50 ${num(x.p50_usec, 0)} us`]);
     }
     parts.push(tableHtml(rows));
   }

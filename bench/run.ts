@@ -8,6 +8,9 @@
  *   3. the transport (bench/transport.ts): 4 KiB write/read latency at QD1,
  *      IOPS at queue depths 1..64, strict and relaxed; the failover
  *      timeline over two paths (--host2)
+ *   4. the C floor (bench/native/floor.c, built by scripts/bench into
+ *      build/floor): the same RDMA messages as 2 and 3 posted from C, to
+ *      tell what the device costs for them from what node-rdma adds
  * Writes bench/results/<date>.json and bench/results/<date>.html (inline
  * SVG charts, bench/report.ts) and prints the ratios.
  *
@@ -91,6 +94,14 @@ function resultRow(out: string, firstCol: string): number[] {
   return row.trim().split(/\s+/).map(Number);
 }
 
+/** Runs the C floor (bench/native/floor.c); returns its JSON line. */
+async function floor(args: string[]): Promise<any> {
+  const bin = path.join(ROOT, 'build', 'floor');
+  if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: scripts/bench builds it (cc bench/native/floor.c -libverbs)`);
+  const { stdout } = await exec(bin, args, { timeout: 120_000 });
+  return JSON.parse(stdout.trim().split('\n').pop()!);
+}
+
 async function js(args: string[], script = 'verbs.js', timeout = 180_000): Promise<any> {
   const child = exec(process.execPath, [path.join(__dirname, script), ...args], { timeout, maxBuffer: 64 << 20 });
   // progress lines of the child as they come
@@ -129,6 +140,7 @@ async function step<T>(failures: Array<{ step: string; error: string }>, name: s
 async function main(): Promise<number> {
   const o = parse(process.argv.slice(2));
   const dev = ['-d', o.device, '-x', o.gidIndex, '-F'];
+  const floorDev = ['-d', o.device, '-x', o.gidIndex];
   const failures: Array<{ step: string; error: string }> = [];
   const results: Record<string, unknown> = { date: new Date().toISOString(), device: o.device, iters: o.iters, environment: o.environment };
   const lat = (row: number[]) => ({ t_min_usec: row[2], t_max_usec: row[3], t_typical_usec: row[4], t_avg_usec: row[5], t_p99_usec: row[7] });
@@ -136,7 +148,7 @@ async function main(): Promise<number> {
   // 30% and more), so perftest and the JS ping-pong alternate for `rounds`
   // rounds and the medians are compared; every round is kept
   type Lat = ReturnType<typeof lat>;
-  const rounds: Array<{ ib_write_lat?: Lat; ib_send_lat?: Lat; js?: any; js_sync?: any }> = [];
+  const rounds: Array<{ ib_write_lat?: Lat; ib_send_lat?: Lat; js?: any; js_sync?: any; floor?: any }> = [];
   for (let i = 0; i < o.rounds; i++) {
     const tag = `(round ${i + 1}/${o.rounds})`;
     rounds.push({
@@ -146,6 +158,7 @@ async function main(): Promise<number> {
       ib_send_lat: await step(failures, `perftest ib_send_lat 2 B on ${o.device} ${tag}`, async () =>
         lat(resultRow(await perftest('ib_send_lat', [...dev, '-n', String(o.iters), '-s', '2'], o.host), '#bytes'))),
       js_sync: await step(failures, `JS WRITE_WITH_IMM ping-pong 2 B, synchronous poll loop ${tag}`, () => jsLatency(o, 18516 + 2 * i, 'sync')),
+      floor: await step(failures, `C floor WRITE_WITH_IMM ping-pong 2 B ${tag}`, () => floor(['lat', ...floorDev, '-s', '2', '-n', String(o.iters), '-w', String(Math.max(5000, o.iters))])),
     });
   }
   // the round whose typical figure is the median of the rounds
@@ -157,6 +170,7 @@ async function main(): Promise<number> {
   const sendLat = medianOf(rounds.map((x) => x.ib_send_lat));
   const jsLat = medianOf(rounds.map((x) => x.js));
   const jsSync = medianOf(rounds.map((x) => x.js_sync));
+  const floorLat = medianOf(rounds.map((x) => x.floor));
   const wbw = await step(failures, 'perftest ib_write_bw 4096 B', async () =>
     resultRow(await perftest('ib_write_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes'));
   const sbw = await step(failures, 'perftest ib_send_bw 4096 B', async () =>
@@ -168,6 +182,10 @@ async function main(): Promise<number> {
     lat(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes')));
   const rlat4 = await step(failures, 'perftest ib_read_lat 4096 B', async () =>
     lat(resultRow(await perftest('ib_read_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes')));
+  // the transport's IO from C: write and read at QD1, the 50/50 mix at QD 32 and 64
+  const floorIo = async (depth: number, readPct: number) =>
+    step(failures, `C floor transport IO 4096 B, QD${depth}, ${readPct}% reads`, () => floor(['io', ...floorDev, '-s', '4096', '-q', String(depth), '-r', String(readPct), '-t', '3']));
+  const floorIos = { write1: await floorIo(1, 0), read1: await floorIo(1, 100), mix32: await floorIo(32, 50), mix64: await floorIo(64, 50) };
   const targs = ['--host0', o.host, '--iters', String(o.iters), '--point-ms', String(o.pointMs), '--cut', o.cut, '--failover-ms', String(o.failoverMs)];
   if (o.host2) targs.push('--host1', o.host2);
   const transport = await step(failures, 'transport (bench/transport.js)', () => js(targs, 'transport.js', 900_000));
@@ -190,6 +208,7 @@ async function main(): Promise<number> {
     };
   }
   if (wlat4 && rlat4) results.perftest4k = { ib_write_lat: wlat4, ib_read_lat: rlat4 };
+  results.floor = { lat: floorLat, io: floorIos, note: 'bench/native/floor.c: the same RDMA messages posted from C (two busy-polling threads)' };
   if (transport) results.transport = transport;
   // ratios against perftest: a transport IO is a round trip (request +
   // response), so its latency is compared with 2x ib_write_lat's one-way
@@ -206,6 +225,26 @@ async function main(): Promise<number> {
   if (perfLat && jsSync) ratios['JS verbs ping-pong 2 B, synchronous poll loop, vs ib_write_lat 2 B (typical)'] = jsSync.t_typical_usec / perfLat.t_typical_usec;
   if (wbw && jsRate) ratios['JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB'] = jsRate.msg_rate_mpps / wbw[4];
   if (sbw && jsSendRate) ratios['JS verbs SEND rate 4 KiB vs ib_send_bw 4 KiB'] = jsSendRate.msg_rate_mpps / sbw[4];
+  // what the device costs for these messages (C floor against perftest), and
+  // what node-rdma adds (JS against the C floor)
+  const F = {
+    lat: 'C floor ping-pong 2 B vs ib_write_lat 2 B (typical)',
+    jsLat: 'JS verbs ping-pong 2 B vs C floor ping-pong 2 B (typical)',
+    jsSync: 'JS verbs ping-pong 2 B, synchronous poll loop, vs C floor ping-pong 2 B (typical)',
+    wlat: 'C floor transport 4 KiB write p50 (QD1) vs 2x ib_write_lat 4 KiB',
+    iops32: 'C floor transport IOPS (4 KiB, 50% reads, QD 32) vs ib_write_bw 4 KiB msg/s',
+    iopsPeak: 'C floor transport peak IOPS (QD 32/64) vs ib_write_bw 4 KiB msg/s',
+    tWlat: (m: string) => `transport ${m} 4 KiB write p50 (QD1) vs C floor`,
+    tRlat: (m: string) => `transport ${m} 4 KiB read p50 (QD1) vs C floor`,
+    tIops: (m: string) => `transport ${m} peak IOPS vs C floor peak IOPS`,
+  };
+  const floorPeak = Math.max(floorIos.mix32?.iops ?? 0, floorIos.mix64?.iops ?? 0) || undefined;
+  if (floorLat && perfLat) ratios[F.lat] = floorLat.t_typical_usec / perfLat.t_typical_usec;
+  if (floorLat && jsLat) ratios[F.jsLat] = jsLat.t_typical_usec / floorLat.t_typical_usec;
+  if (floorLat && jsSync) ratios[F.jsSync] = jsSync.t_typical_usec / floorLat.t_typical_usec;
+  if (floorIos.write1 && wlat4) ratios[F.wlat] = floorIos.write1.p50_usec / (2 * wlat4.t_typical_usec);
+  if (floorIos.mix32 && wbw) ratios[F.iops32] = floorIos.mix32.iops / (wbw[4] * 1e6);
+  if (floorPeak && wbw) ratios[F.iopsPeak] = floorPeak / (wbw[4] * 1e6);
   for (const m of ['strict', 'relaxed']) {
     const t = transport?.[m];
     if (!t) continue;
@@ -215,6 +254,9 @@ async function main(): Promise<number> {
     if (rd && rlat4) ratios[K.rlat(m)] = rd.p50Us / rlat4.t_typical_usec;
     if (rd && wlat4) ratios[K.rlat2(m)] = rd.p50Us / (2 * wlat4.t_typical_usec);
     if (wbw) ratios[K.iops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / (wbw[4] * 1e6);
+    if (w && floorIos.write1) ratios[F.tWlat(m)] = w.p50Us / floorIos.write1.p50_usec;
+    if (rd && floorIos.read1) ratios[F.tRlat(m)] = rd.p50Us / floorIos.read1.p50_usec;
+    if (floorPeak) ratios[F.tIops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / floorPeak;
   }
   results.ratios = ratios;
   if (failures.length) results.failures = failures;
@@ -234,7 +276,12 @@ async function main(): Promise<number> {
     if (sendLat) console.log(`    (vs ib_send_lat ${r(sendLat.t_typical_usec)} us, which like the JS ping-pong waits for a receive completion: ${r(ratios['JS verbs ping-pong 2 B vs ib_send_lat 2 B (typical)'])}x)`);
     if (jsSync) console.log(`    (JS with a synchronous poll loop instead of the event loop: ${r(jsSync.t_typical_usec)} us -> ${r(ratios['JS verbs ping-pong 2 B, synchronous poll loop, vs ib_write_lat 2 B (typical)'])}x)`);
     console.log(`    medians of ${o.rounds} alternating rounds; typical per round: ib_write_lat ${rounds.map((x) => r(x.ib_write_lat?.t_typical_usec)).join('/')}, ` +
-      `JS ${rounds.map((x) => r(x.js?.t_typical_usec)).join('/')}, JS sync ${rounds.map((x) => r(x.js_sync?.t_typical_usec)).join('/')} us`);
+      `JS ${rounds.map((x) => r(x.js?.t_typical_usec)).join('/')}, JS sync ${rounds.map((x) => r(x.js_sync?.t_typical_usec)).join('/')}, ` +
+      `C floor ${rounds.map((x) => r(x.floor?.t_typical_usec)).join('/')} us`);
+  }
+  if (floorLat) {
+    console.log(`  C floor (the same WRITE_WITH_IMM ping-pong from C): ${r(floorLat.t_typical_usec)} us -> ${r(ratios[F.lat])}x ib_write_lat;` +
+      ` JS is ${r(ratios[F.jsLat])}x the C floor (sync loop ${r(ratios[F.jsSync])}x)`);
   }
   if (wbw && sbw && jsRate) {
     console.log(`  verbs message rate, RDMA WRITE 4 KiB: JS ${jsRate.msg_rate_mpps.toFixed(4)} Mpps  vs ib_write_bw ${wbw[4]} Mpps  -> ratio ${r(ratios['JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB'])}x`);
@@ -252,6 +299,14 @@ async function main(): Promise<number> {
     if (others.length) console.log(`    also: ${others.map((x: any) => `${x.kind} p50 ${us(x.p50Us)} [${x.setup}]`).join('; ')}`);
     console.log(`  transport ${m}, IOPS by queue depth: ${t.iops.map((x: any) => `${x.depth}:${Math.round(x.iops)}`).join('  ')}` +
       (ratios[K.iops(m)] !== undefined ? `  (peak ${r(ratios[K.iops(m)] * 100)}% of ib_write_bw's msg/s)` : ''));
+  }
+  if (floorIos.mix32 || floorIos.write1) {
+    const fi = floorIos;
+    console.log(`  C floor (the transport's messages from C), 4 KiB: write p50 QD1 ${us(fi.write1?.p50_usec)} (${r(ratios[F.wlat])}x 2x ib_write_lat), read p50 QD1 ${us(fi.read1?.p50_usec)};` +
+      ` IOPS QD32 ${Math.round(fi.mix32?.iops ?? NaN)} (${r(ratios[F.iops32])}x ib_write_bw's msg/s), QD64 ${Math.round(fi.mix64?.iops ?? NaN)}`);
+    for (const m of ['strict', 'relaxed']) {
+      if (ratios[F.tIops(m)] !== undefined) console.log(`    transport ${m} against the C floor: write p50 ${r(ratios[F.tWlat(m)])}x, read p50 ${r(ratios[F.tRlat(m)])}x, peak IOPS ${r(ratios[F.tIops(m)])}x`);
+    }
   }
   const mp = transport?.paths;
   for (const [m, pr] of [['relaxed', mp], ['strict', transport?.pathsStrict]] as const) {
