@@ -20,8 +20,10 @@ export abstract class Resource {
   }
 
   /** Throws ECLOSED when this object was closed. */
-  protected assertOpen(what = this.constructor.name): void {
-    if (this.#closed) throw closedError(what);
+  protected assertOpen(what?: string): void {
+    // the class name only when it is needed: every post and poll checks,
+    // and `constructor.name` is a getter call (a tenth of a spinning poll)
+    if (this.#closed) throw closedError(what ?? this.constructor.name);
   }
 
   /** This object is closed before any of `parents` is. */
