@@ -1,6 +1,5 @@
 /**
- * Transport benchmarks (bench/run.ts runs this next to perftest), server
- * and client in one process:
+ * Transport benchmarks (bench/run.ts runs this next to perftest):
  *
  *   latency   4 KiB write and read round trips at queue depth 1 (every IO
  *             is two RDMA messages: request + response), with histograms
@@ -19,10 +18,10 @@
  *        [--point-ms 1500] [--depths 1,2,4,8,16,32,64] [--cut link|server|none]
  *        [--failover-ms 10000] [--port 18700] [--busy-poll true|false]
  *        [--latency-setup separate|same]
- * Latency runs, like perftest, against a server in its own process, once
- * with both sides busy-polling and once on completion channels
- * (--latency-setup same: in this process, --busy-poll); everything else
- * runs in one process.
+ * Latency and IOPS run, like perftest, against a server in its own process
+ * (latency twice: both sides busy-polling, and on completion channels;
+ * --latency-setup same: the server in this process, --busy-poll); the
+ * path and failover runs control the server, so it runs in this process.
  * Prints one JSON line with every figure on stdout; progress on stderr.
  */
 import { spawn } from 'child_process';
@@ -91,8 +90,8 @@ async function warmUp(client: TransportClient, a: Args): Promise<void> {
   await runWorkload(client, { size: a.size, depth: 8, durationMs: 6000, maxIos: 3000, readRatio: 0.5, keys: 16 });
 }
 
-/** The latency runs' server: in this process, or in a child process (busy-polling). */
-async function latencyServer(a: Args, strict: boolean, port: number, busy: boolean): Promise<{ close: () => Promise<void> }> {
+/** The latency and IOPS runs' server: in a child process (as perftest's), or in this one (--latency-setup same). */
+async function peerServer(a: Args, strict: boolean, port: number, busy: boolean): Promise<{ close: () => Promise<void> }> {
   const maxDepth = Math.max(...a.depths);
   if (a.latencySetup === 'same') {
     const server = benchServer([{ host: a.host0, port }], { queueDepth: maxDepth, strict, busyPoll: busy });
@@ -139,20 +138,23 @@ async function latencyRuns(a: Args, strict: boolean, port: number): Promise<Late
   return latency;
 }
 
+/** Connects to a peerServer(); the server process may still be setting up: a refused connect is retried. */
+async function connectPeer(host: string, port: number, maxQueueDepth: number, name: string, busyPoll: boolean): Promise<TransportClient> {
+  for (let i = 0; ; i++) {
+    try {
+      return await connect({ paths: [{ host, port }], maxQueueDepth, name, busyPoll, reconnect: { maxAttempts: 0 } });
+    } catch (err) {
+      if (i >= 40) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
 async function latencyRun(a: Args, strict: boolean, port: number, busy: boolean, setup: string): Promise<LatencyFigures[]> {
   const maxDepth = Math.max(...a.depths);
-  const server = await latencyServer(a, strict, port, busy);
+  const server = await peerServer(a, strict, port, busy);
   try {
-    // the server process may still be setting up: retry a refused connect
-    let client: Awaited<ReturnType<typeof connect>> | undefined;
-    for (let i = 0; !client; i++) {
-      try {
-        client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench-latency', busyPoll: busy, reconnect: { maxAttempts: 0 } });
-      } catch (err) {
-        if (i >= 40) throw err;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-    }
+    const client = await connectPeer(a.host0, port, maxDepth, 'bench-latency', busy);
     try {
       await warmUp(client, a);
       const latency: LatencyFigures[] = [];
@@ -181,8 +183,9 @@ async function latencyRun(a: Args, strict: boolean, port: number, busy: boolean,
 async function mode(a: Args, strict: boolean, port: number): Promise<{ latency: LatencyFigures[]; iops: IopsPoint[] }> {
   const latency = await latencyRuns(a, strict, port + 100 + (strict ? 0 : 10));
   const maxDepth = Math.max(...a.depths);
-  const server = benchServer([{ host: a.host0, port }], { queueDepth: maxDepth, strict, busyPoll: a.busyPoll });
-  const client = await connect({ paths: [{ host: a.host0, port }], maxQueueDepth: maxDepth, name: 'bench', busyPoll: a.busyPoll });
+  // client and server in two processes, like perftest's and the C floor's two ends
+  const server = await peerServer(a, strict, port, a.busyPoll);
+  const client = await connectPeer(a.host0, port, maxDepth, 'bench', a.busyPoll);
   try {
     await warmUp(client, a);
     const iops: IopsPoint[] = [];
