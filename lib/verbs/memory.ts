@@ -112,21 +112,27 @@ export class MemoryWindow extends Resource {
     this.pd = pd;
     this.type = type;
     this.handle = handle;
+    this.#rkey = handle.rkey;
   }
 
+  /** the rkey as of the last bind (read from the native window once per bind, not per use) */
+  #rkey: number;
+
   /**
-   * @internal A window bound through a QP onto a region is closed before
+   * @internal After a bind was posted: the new rkey is read, and a window
+   * bound through a QP onto a region is closed before
    * either: ibv_dereg_mr refuses a region with bound windows, and rxe holds
    * the QP while a type 2 window is bound to it (destroying the QP first
    * stalls for ~50 s in the kernel).
    */
   boundThrough(qp: Resource, mr: MemoryRegion | null): void {
     this.dependOn(qp, mr ?? undefined);
+    this.#rkey = this.handle.rkey;
   }
 
-  /** The current rkey (a successful bind posts a new one). */
+  /** The current rkey (a successful bind posts a new one); 0 once closed. */
   get rkey(): number {
-    return this.handle.rkey;
+    return this.closed ? 0 : this.#rkey;
   }
 
   /**
@@ -146,8 +152,9 @@ export class MemoryWindow extends Resource {
     this.boundThrough(qp, mr);
     const addr = options.addr ?? mr?.addr ?? 0;
     const length = options.length ?? mr?.length ?? 0;
-    return this.handle.bind(qp.handle, mr ? mr.handle : null, addr, length, options.access ?? 0,
+    this.#rkey = this.handle.bind(qp.handle, mr ? mr.handle : null, addr, length, options.access ?? 0,
       options.wrId ?? 0, options.signaled === false ? 0 : 2);
+    return this.#rkey;
   }
 
   protected release(): void {
