@@ -219,6 +219,7 @@ async function main(): Promise<number> {
     rlat: (m: string) => `transport ${m} 4 KiB read p50 (QD1) vs ib_read_lat 4 KiB`,
     rlat2: (m: string) => `transport ${m} 4 KiB read p50 (QD1) vs 2x ib_write_lat 4 KiB`,
     iops: (m: string) => `transport ${m} peak IOPS (4 KiB, 50% reads) vs ib_write_bw 4 KiB msg/s`,
+    iops32: (m: string) => `transport ${m} IOPS at QD 32 (4 KiB, 50% reads) vs ib_write_bw 4 KiB msg/s`,
   };
   if (perfLat && jsLat) ratios['JS verbs ping-pong 2 B vs ib_write_lat 2 B (typical)'] = jsLat.t_typical_usec / perfLat.t_typical_usec;
   if (sendLat && jsLat) ratios['JS verbs ping-pong 2 B vs ib_send_lat 2 B (typical)'] = jsLat.t_typical_usec / sendLat.t_typical_usec;
@@ -254,6 +255,9 @@ async function main(): Promise<number> {
     if (rd && rlat4) ratios[K.rlat(m)] = rd.p50Us / rlat4.t_typical_usec;
     if (rd && wlat4) ratios[K.rlat2(m)] = rd.p50Us / (2 * wlat4.t_typical_usec);
     if (wbw) ratios[K.iops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / (wbw[4] * 1e6);
+    // the issue's target is set at queue depth 32
+    const at32 = t.iops.find((x: any) => x.depth === 32);
+    if (wbw && at32) ratios[K.iops32(m)] = at32.iops / (wbw[4] * 1e6);
     if (w && floorIos.write1) ratios[F.tWlat(m)] = w.p50Us / floorIos.write1.p50_usec;
     if (rd && floorIos.read1) ratios[F.tRlat(m)] = rd.p50Us / floorIos.read1.p50_usec;
     if (floorPeak) ratios[F.tIops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / floorPeak;
@@ -298,7 +302,7 @@ async function main(): Promise<number> {
       (w?.setup ? ` [write: ${w.setup}; read: ${rd?.setup}]` : ''));
     if (others.length) console.log(`    also: ${others.map((x: any) => `${x.kind} p50 ${us(x.p50Us)} [${x.setup}]`).join('; ')}`);
     console.log(`  transport ${m}, IOPS by queue depth: ${t.iops.map((x: any) => `${x.depth}:${Math.round(x.iops)}`).join('  ')}` +
-      (ratios[K.iops(m)] !== undefined ? `  (peak ${r(ratios[K.iops(m)] * 100)}% of ib_write_bw's msg/s)` : ''));
+      (ratios[K.iops(m)] !== undefined ? `  (peak ${r(ratios[K.iops(m)] * 100)}% of ib_write_bw's msg/s, QD 32 ${r((ratios[K.iops32(m)] ?? NaN) * 100)}%)` : ''));
   }
   if (floorIos.mix32 || floorIos.write1) {
     const fi = floorIos;

@@ -29,6 +29,13 @@ const FIXED: BenchResults = {
     ib_write_lat: { t_min_usec: 150, t_typical_usec: 170, t_avg_usec: 175, t_p99_usec: 300 },
     ib_read_lat: { t_min_usec: 300, t_typical_usec: 340, t_avg_usec: 350, t_p99_usec: 500 },
   },
+  floor: {
+    lat: { t_typical_usec: 21.5, t_p99_usec: 40 },
+    io: {
+      write1: { size: 4096, depth: 1, read_pct: 0, iops: 9000, p50_usec: 96, p99_usec: 300 },
+      mix32: { size: 4096, depth: 32, read_pct: 50, iops: 7035.4, p50_usec: 4400, p99_usec: 9000 },
+    },
+  },
   transport: {
     size: 4096,
     strict: {
@@ -82,6 +89,11 @@ describe('benchmark report', () => {
     expect(html).toContain('<td>IOs failed over</td><td>7</td>');
     expect(html).toContain('<td>relaxed</td><td>5,000</td><td>6,500</td><td>1.30x</td><td>3200 / 3300</td>');
     expect(html).toContain('<td>strict</td><td>2,000</td><td>2,050</td><td>1.02x</td><td>1010 / 1040</td>');
+    // the C floor's figures, the ones that ran (no read at QD1, no QD 64 here)
+    expect(html).toContain('<td>WRITE_WITH_IMM ping-pong 2 B (one-way)</td><td>21.50 us</td><td>40.00 us</td>');
+    expect(html).toContain('<td>transport write 4 KiB, QD1</td><td>96.0 us</td>');
+    expect(html).toContain('<td>transport IOPS 4 KiB, 50% reads, QD 32</td><td>7,035 IOPS</td>');
+    expect(html).not.toContain('transport read 4 KiB, QD1');
     // escaped environment text
     expect(html).toContain('SoftRoCE &lt;test&gt; &amp; friends');
   });
