@@ -23,6 +23,13 @@
  *       and per-IO latency over -t seconds after a 1 s warm-up; like the
  *       transport, every send signaled and every receive replaced at once
  *
+ * The IO floor is the issue's two-message IO with nothing around it: no
+ * window bound on the client per read (S1: the transport's reads bind one
+ * and the response invalidates it), no re-keying (strict mode), responses
+ * as zero-length WRITE_WITH_IMM (the transport answers with a small SEND
+ * when there is a header, a key or a window to invalidate). It bounds what
+ * any implementation of this IO can reach on the device, not strict mode's.
+ *
  * Client and server are two threads of this process, each busy-polling its
  * own CQ (as perftest does), on two RC QPs connected by hand through the
  * device's GID -x. One JSON line on stdout. Built by scripts/bench.
