@@ -8,7 +8,7 @@
  *   3. the transport (bench/transport.ts): 4 KiB write/read latency at QD1,
  *      IOPS at queue depths 1..64, strict and relaxed; the failover
  *      timeline over two paths (--host2)
- *   4. the C floor (bench/native/floor.c, built by scripts/bench into
+ *   4. the C floor (bench/native/floor.c, built by scripts/setup into
  *      build/floor): the same RDMA messages as 2 and 3 posted from C, to
  *      tell what the device costs for them from what node-rdma adds
  * Writes bench/results/<date>.json and bench/results/<date>.html (inline
@@ -97,7 +97,7 @@ function resultRow(out: string, firstCol: string): number[] {
 /** Runs the C floor (bench/native/floor.c); returns its JSON line. */
 async function floor(args: string[]): Promise<any> {
   const bin = path.join(ROOT, 'build', 'floor');
-  if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: scripts/bench builds it (cc bench/native/floor.c -libverbs)`);
+  if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: scripts/setup builds it (cc bench/native/floor.c -libverbs)`);
   const { stdout } = await exec(bin, args, { timeout: 120_000 });
   return JSON.parse(stdout.trim().split('\n').pop()!);
 }

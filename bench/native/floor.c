@@ -32,7 +32,7 @@
  *
  * Client and server are two threads of this process, each busy-polling its
  * own CQ (as perftest does), on two RC QPs connected by hand through the
- * device's GID -x. One JSON line on stdout. Built by scripts/bench.
+ * device's GID -x. One JSON line on stdout. Built by scripts/setup (npm test, npm run bench).
  */
 #define _GNU_SOURCE
 #include <infiniband/verbs.h>
