@@ -661,7 +661,10 @@ export class TransportClient extends EventEmitter {
     const recvSize = P.clientRecvSize(p, this.#pathSlots);
     conn.setupReceives(recvSize, qd + P.RECV_SLACK);
     path.ctrl = registerArea(path.dev!.pd, P.CTRL_MSG_SIZE + P.RESUME_SIZE * qd + P.SESSION_CLOSE_SIZE);
-    conn.onRecv = (wc, slot) => this.#onRecv(path, conn, wc, slot);
+    // the decoder's context, built once per connection (the params cannot
+    // change within a session: #checkSame)
+    const ctx: P.ClientMsgContext = { ...p, pathCount: this.#pathSlots, pathIndex: path.id };
+    conn.onRecv = (wc, slot) => this.#onRecv(path, conn, ctx, wc, slot);
     conn.onSendDone = (c) => {
       if (path.conn === conn) this.#onSendDone(path, c);
     };
@@ -1180,7 +1183,7 @@ export class TransportClient extends EventEmitter {
 
   // ------------------------------------------------------------- receive
 
-  #onRecv(path: ClientPath, conn: Conn, wc: WorkCompletion, slot: number): void {
+  #onRecv(path: ClientPath, conn: Conn, ctx: P.ClientMsgContext, wc: WorkCompletion, slot: number): void {
     if (path.conn !== conn) return;
     const p = this.#params!;
     try {
@@ -1201,7 +1204,7 @@ export class TransportClient extends EventEmitter {
         return;
       }
       if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);
-      const m = P.decodeClientMessage(conn.recvBytes(slot, wc.byteLen), { ...p, pathCount: this.#pathSlots, pathIndex: path.id });
+      const m = P.decodeClientMessage(conn.recvBytes(slot, wc.byteLen), ctx);
       if (m.type === 'io-rsp') {
         const header = Buffer.from(m.header); // copy: the caller keeps it, the buffer is reposted
         queueMicrotask(() => conn.repost(slot)); // after the caller's continuation, as above

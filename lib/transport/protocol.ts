@@ -932,19 +932,20 @@ function decodeIoRspBody(dv: DataView, flags: number, ctx: ClientMsgContext): Io
   if (ctx.strict && (keyCount < 1 || keyCount > ctx.pathCount)) fail('keys', `${what}: ${keyCount} keys, expected 1..${ctx.pathCount}`);
   exactLength(dv, ioRspSize(keyCount, hdrLen), what);
   const keys: IoRspKey[] = [];
-  const seen = new Set<number>();
+  let arrival = false;
   for (let i = 0; i < keyCount; i++) {
     const off = IO_RSP_FIXED_SIZE + i * RSP_KEY_SIZE;
     const pathIndex = dv.getUint16(off, true);
     const generation = dv.getUint16(off + 2, true);
     const rkey = dv.getUint32(off + 4, true);
     if (pathIndex >= ctx.pathCount) fail('keys', `${what}: key for path ${pathIndex}, pathCount ${ctx.pathCount}`);
-    if (seen.has(pathIndex)) fail('keys', `${what}: two keys for path ${pathIndex}`);
+    // (a linear search: one key per IO is the common case, a Set per message cost more)
+    for (let j = 0; j < i; j++) if (keys[j].pathIndex === pathIndex) fail('keys', `${what}: two keys for path ${pathIndex}`);
     if (rkey === 0) fail('keys', `${what}: rkey 0 for path ${pathIndex}`);
-    seen.add(pathIndex);
+    if (pathIndex === ctx.pathIndex) arrival = true;
     keys.push({ pathIndex, generation, rkey });
   }
-  if (ctx.strict && !seen.has(ctx.pathIndex)) fail('keys', `${what}: no key for the arrival path ${ctx.pathIndex}`);
+  if (ctx.strict && !arrival) fail('keys', `${what}: no key for the arrival path ${ctx.pathIndex}`);
   const hdrOff = IO_RSP_FIXED_SIZE + RSP_KEY_SIZE * keyCount;
   return {
     type: 'io-rsp',

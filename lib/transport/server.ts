@@ -600,11 +600,11 @@ class ServerPath {
 
   // ------------------------------------------------------------ keys (§4)
 
-  #bindWr(c: number): SendWorkRequest {
+  #bindWr(c: number, id?: number): SendWorkRequest {
     const cs = this.session.params.chunkSize;
     const mw = this.mws[c];
     const keyByte = randomKeyByte(mw.rkey & 0xff);
-    return { opcode: 'BIND_MW', bind: { mw, mr: this.dev.pool, addr: this.dev.pool.addr + c * cs, length: cs, access: Access.REMOTE_WRITE, keyByte } };
+    return { opcode: 'BIND_MW', wrId: id, bind: { mw, mr: this.dev.pool, addr: this.dev.pool.addr + c * cs, length: cs, access: Access.REMOTE_WRITE, keyByte } };
   }
 
   /** Binds chunk c's window on this path; resolves with the new key. */
@@ -794,8 +794,8 @@ class ServerPath {
         // the new key is chosen here (a random key byte), so the response
         // can carry it and both go out in one post; the send queue runs the
         // bind first
-        const bind = this.#bindWr(c);
-        wrs.push({ ...bind, wrId: wrId(WrKind.SEND, c) });
+        const bind = this.#bindWr(c, wrId(WrKind.SEND, c));
+        wrs.push(bind);
         this.keys[c] = ((this.mws[c].rkey & 0xffffff00) | bind.bind!.keyByte!) >>> 0;
       }
     }
