@@ -22,7 +22,7 @@ import { execFile, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { promisify } from 'util';
-import { BenchResults, renderReport } from './report';
+import { BenchResults, FloorIo, renderReport } from './report';
 
 const exec = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -183,12 +183,41 @@ async function main(): Promise<number> {
   const rlat4 = await step(failures, 'perftest ib_read_lat 4096 B', async () =>
     lat(resultRow(await perftest('ib_read_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes')));
   // the transport's IO from C: write and read at QD1, the 50/50 mix at QD 32 and 64
-  const floorIo = async (depth: number, readPct: number) =>
-    step(failures, `C floor transport IO 4096 B, QD${depth}, ${readPct}% reads`, () => floor(['io', ...floorDev, '-s', '4096', '-q', String(depth), '-r', String(readPct), '-t', '3']));
-  const floorIos = { write1: await floorIo(1, 0), read1: await floorIo(1, 100), mix32: await floorIo(32, 50), mix64: await floorIo(64, 50) };
+  const floorIo = async (depth: number, readPct: number, when: string) =>
+    step(failures, `C floor transport IO 4096 B, QD${depth}, ${readPct}% reads (${when} the transport)`,
+      () => floor(['io', ...floorDev, '-s', '4096', '-q', String(depth), '-r', String(readPct), '-t', '3']));
+  const floorSet = async (when: string) =>
+    ({ write1: await floorIo(1, 0, when), read1: await floorIo(1, 100, when), mix32: await floorIo(32, 50, when), mix64: await floorIo(64, 50, when) });
+  const floorIos = await floorSet('before');
   const targs = ['--host0', o.host, '--iters', String(o.iters), '--point-ms', String(o.pointMs), '--cut', o.cut, '--failover-ms', String(o.failoverMs)];
   if (o.host2) targs.push('--host1', o.host2);
   const transport = await step(failures, 'transport (bench/transport.js)', () => js(targs, 'transport.js', 900_000));
+  // the transport step takes minutes, and an emulated host's speed drifts
+  // meanwhile: its references run again after it, and its ratios use the
+  // mean of the two runs
+  const after = {
+    wbw: await step(failures, 'perftest ib_write_bw 4096 B (after the transport)', async () =>
+      resultRow(await perftest('ib_write_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes')),
+    wlat4: await step(failures, 'perftest ib_write_lat 4096 B (after the transport)', async () =>
+      lat(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes'))),
+    rlat4: await step(failures, 'perftest ib_read_lat 4096 B (after the transport)', async () =>
+      lat(resultRow(await perftest('ib_read_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes'))),
+    floor: await floorSet('after'),
+  };
+  const mean = (...xs: Array<number | undefined>): number | undefined => {
+    const v = xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+  };
+  const fa = after.floor;
+  const ref = {
+    writeBwMsgs: mean(wbw && wbw[4] * 1e6, after.wbw && after.wbw[4] * 1e6),
+    writeLat4: mean(wlat4?.t_typical_usec, after.wlat4?.t_typical_usec),
+    readLat4: mean(rlat4?.t_typical_usec, after.rlat4?.t_typical_usec),
+    floorWrite1: mean(floorIos.write1?.p50_usec, fa.write1?.p50_usec),
+    floorRead1: mean(floorIos.read1?.p50_usec, fa.read1?.p50_usec),
+    floorMix32: mean(floorIos.mix32?.iops, fa.mix32?.iops),
+    floorMix64: mean(floorIos.mix64?.iops, fa.mix64?.iops),
+  };
 
   if (perfLat && jsLat) {
     results.latency = {
@@ -209,6 +238,8 @@ async function main(): Promise<number> {
   }
   if (wlat4 && rlat4) results.perftest4k = { ib_write_lat: wlat4, ib_read_lat: rlat4 };
   results.floor = { lat: floorLat, io: floorIos, note: 'bench/native/floor.c: the same RDMA messages posted from C (two busy-polling threads)' };
+  results.afterTransport = after;
+  results.transportReferences = { ...ref, note: 'means of the runs before and after the transport step; the transport ratios use these' };
   if (transport) results.transport = transport;
   // ratios against perftest: a transport IO is a round trip (request +
   // response), so its latency is compared with 2x ib_write_lat's one-way
@@ -239,27 +270,27 @@ async function main(): Promise<number> {
     tRlat: (m: string) => `transport ${m} 4 KiB read p50 (QD1) vs C floor`,
     tIops: (m: string) => `transport ${m} peak IOPS vs C floor peak IOPS`,
   };
-  const floorPeak = Math.max(floorIos.mix32?.iops ?? 0, floorIos.mix64?.iops ?? 0) || undefined;
+  const floorPeak = Math.max(ref.floorMix32 ?? 0, ref.floorMix64 ?? 0) || undefined;
   if (floorLat && perfLat) ratios[F.lat] = floorLat.t_typical_usec / perfLat.t_typical_usec;
   if (floorLat && jsLat) ratios[F.jsLat] = jsLat.t_typical_usec / floorLat.t_typical_usec;
   if (floorLat && jsSync) ratios[F.jsSync] = jsSync.t_typical_usec / floorLat.t_typical_usec;
-  if (floorIos.write1 && wlat4) ratios[F.wlat] = floorIos.write1.p50_usec / (2 * wlat4.t_typical_usec);
-  if (floorIos.mix32 && wbw) ratios[F.iops32] = floorIos.mix32.iops / (wbw[4] * 1e6);
-  if (floorPeak && wbw) ratios[F.iopsPeak] = floorPeak / (wbw[4] * 1e6);
+  if (ref.floorWrite1 && ref.writeLat4) ratios[F.wlat] = ref.floorWrite1 / (2 * ref.writeLat4);
+  if (ref.floorMix32 && ref.writeBwMsgs) ratios[F.iops32] = ref.floorMix32 / ref.writeBwMsgs;
+  if (floorPeak && ref.writeBwMsgs) ratios[F.iopsPeak] = floorPeak / ref.writeBwMsgs;
   for (const m of ['strict', 'relaxed']) {
     const t = transport?.[m];
     if (!t) continue;
     const w = best(t.latency, 'write');
     const rd = best(t.latency, 'read');
-    if (w && wlat4) ratios[K.wlat(m)] = w.p50Us / (2 * wlat4.t_typical_usec);
-    if (rd && rlat4) ratios[K.rlat(m)] = rd.p50Us / rlat4.t_typical_usec;
-    if (rd && wlat4) ratios[K.rlat2(m)] = rd.p50Us / (2 * wlat4.t_typical_usec);
-    if (wbw) ratios[K.iops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / (wbw[4] * 1e6);
+    if (w && ref.writeLat4) ratios[K.wlat(m)] = w.p50Us / (2 * ref.writeLat4);
+    if (rd && ref.readLat4) ratios[K.rlat(m)] = rd.p50Us / ref.readLat4;
+    if (rd && ref.writeLat4) ratios[K.rlat2(m)] = rd.p50Us / (2 * ref.writeLat4);
+    if (ref.writeBwMsgs) ratios[K.iops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / ref.writeBwMsgs;
     // the issue's target is set at queue depth 32
     const at32 = t.iops.find((x: any) => x.depth === 32);
-    if (wbw && at32) ratios[K.iops32(m)] = at32.iops / (wbw[4] * 1e6);
-    if (w && floorIos.write1) ratios[F.tWlat(m)] = w.p50Us / floorIos.write1.p50_usec;
-    if (rd && floorIos.read1) ratios[F.tRlat(m)] = rd.p50Us / floorIos.read1.p50_usec;
+    if (ref.writeBwMsgs && at32) ratios[K.iops32(m)] = at32.iops / ref.writeBwMsgs;
+    if (w && ref.floorWrite1) ratios[F.tWlat(m)] = w.p50Us / ref.floorWrite1;
+    if (rd && ref.floorRead1) ratios[F.tRlat(m)] = rd.p50Us / ref.floorRead1;
     if (floorPeak) ratios[F.tIops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / floorPeak;
   }
   results.ratios = ratios;
@@ -297,17 +328,19 @@ async function main(): Promise<number> {
     const w = best(t.latency, 'write');
     const rd = best(t.latency, 'read');
     const others = t.latency.filter((x: any) => x !== w && x !== rd);
-    console.log(`  transport ${m}, 4 KiB, QD1: write p50 ${us(w?.p50Us)} p99 ${us(w?.p99Us)} (vs 2x ib_write_lat 4K ${us(wlat4 && 2 * wlat4.t_typical_usec)}: ${r(ratios[K.wlat(m)])}x);` +
-      ` read p50 ${us(rd?.p50Us)} p99 ${us(rd?.p99Us)} (${r(ratios[K.rlat2(m)])}x; vs ib_read_lat 4K ${us(rlat4?.t_typical_usec)}: ${r(ratios[K.rlat(m)])}x)` +
+    console.log(`  transport ${m}, 4 KiB, QD1: write p50 ${us(w?.p50Us)} p99 ${us(w?.p99Us)} (vs 2x ib_write_lat 4K ${us(ref.writeLat4 && 2 * ref.writeLat4)}: ${r(ratios[K.wlat(m)])}x);` +
+      ` read p50 ${us(rd?.p50Us)} p99 ${us(rd?.p99Us)} (${r(ratios[K.rlat2(m)])}x; vs ib_read_lat 4K ${us(ref.readLat4)}: ${r(ratios[K.rlat(m)])}x)` +
       (w?.setup ? ` [write: ${w.setup}; read: ${rd?.setup}]` : ''));
     if (others.length) console.log(`    also: ${others.map((x: any) => `${x.kind} p50 ${us(x.p50Us)} [${x.setup}]`).join('; ')}`);
     console.log(`  transport ${m}, IOPS by queue depth: ${t.iops.map((x: any) => `${x.depth}:${Math.round(x.iops)}`).join('  ')}` +
       (ratios[K.iops(m)] !== undefined ? `  (peak ${r(ratios[K.iops(m)] * 100)}% of ib_write_bw's msg/s, QD 32 ${r((ratios[K.iops32(m)] ?? NaN) * 100)}%)` : ''));
   }
-  if (floorIos.mix32 || floorIos.write1) {
-    const fi = floorIos;
-    console.log(`  C floor (the transport's messages from C), 4 KiB: write p50 QD1 ${us(fi.write1?.p50_usec)} (${r(ratios[F.wlat])}x 2x ib_write_lat), read p50 QD1 ${us(fi.read1?.p50_usec)};` +
-      ` IOPS QD32 ${Math.round(fi.mix32?.iops ?? NaN)} (${r(ratios[F.iops32])}x ib_write_bw's msg/s), QD64 ${Math.round(fi.mix64?.iops ?? NaN)}`);
+  if (ref.floorMix32 || ref.floorWrite1) {
+    const ab = (x: FloorIo | undefined, y: FloorIo | undefined, k: 'p50_usec' | 'iops') => `${x ? Math.round(x[k]) : '-'}/${y ? Math.round(y[k]) : '-'}`;
+    console.log(`  C floor (the transport's messages from C), 4 KiB: write p50 QD1 ${us(ref.floorWrite1)} (${r(ratios[F.wlat])}x 2x ib_write_lat), read p50 QD1 ${us(ref.floorRead1)};` +
+      ` IOPS QD32 ${Math.round(ref.floorMix32 ?? NaN)} (${r(ratios[F.iops32])}x ib_write_bw's msg/s), QD64 ${Math.round(ref.floorMix64 ?? NaN)}`);
+    console.log(`    (means of the runs before/after the transport: write p50 ${ab(floorIos.write1, fa.write1, 'p50_usec')} us, QD32 ${ab(floorIos.mix32, fa.mix32, 'iops')} IOPS;` +
+      ` ib_write_bw ${wbw ? Math.round(wbw[4] * 1e6) : '-'}/${after.wbw ? Math.round(after.wbw[4] * 1e6) : '-'} msg/s, ib_write_lat 4K ${r(wlat4?.t_typical_usec)}/${r(after.wlat4?.t_typical_usec)} us)`);
     for (const m of ['strict', 'relaxed']) {
       if (ratios[F.tIops(m)] !== undefined) console.log(`    transport ${m} against the C floor: write p50 ${r(ratios[F.tWlat(m)])}x, read p50 ${r(ratios[F.tRlat(m)])}x, peak IOPS ${r(ratios[F.tIops(m)])}x`);
     }
