@@ -20,6 +20,7 @@
  */
 import { execFile, spawn } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { promisify } from 'util';
 import { BenchResults, FloorIo, renderReport } from './report';
@@ -30,12 +31,18 @@ const ROOT = path.resolve(__dirname, '..', '..');
 interface Opts {
   device: string; host: string; gidIndex: string; iters: number; out: string; rounds: number;
   host2: string | undefined; cut: string; pointMs: number; failoverMs: number; environment: string | undefined;
+  /** --cpus CLIENT,SERVER | none: the two ends of every two-ended benchmark on these CPUs */
+  cpus: { client: number; server: number } | undefined;
 }
 
 function parse(argv: string[]): Opts {
   const o: Opts = {
     device: 'rxe0', host: '10.99.1.1', gidIndex: '1', iters: 1000, rounds: 3, out: path.join(ROOT, 'bench', 'results'),
     host2: undefined, cut: 'server', pointMs: 1500, failoverMs: 10_000, environment: undefined,
+    // two CPUs or more: the ends on CPUs 0 and 1 (unpinned, the scheduler
+    // sometimes put both on one CPU: one-way latency then varied 36-49 us in
+    // the guest against 33-40 us pinned)
+    cpus: os.cpus().length >= 2 ? { client: 0, server: 1 } : undefined,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
@@ -50,14 +57,27 @@ function parse(argv: string[]): Opts {
     else if (k === '--point-ms') o.pointMs = Number(v);
     else if (k === '--failover-ms') o.failoverMs = Number(v);
     else if (k === '--environment') o.environment = v;
+    else if (k === '--cpus') {
+      const m = /^(\d+),(\d+)$/.exec(v ?? '');
+      if (!m && v !== 'none') throw new Error('--cpus is CLIENT_CPU,SERVER_CPU or none');
+      o.cpus = m ? { client: Number(m[1]), server: Number(m[2]) } : undefined;
+    }
     else throw new Error(`unknown argument ${k}`);
   }
   return o;
 }
 
+type End = 'client' | 'server';
+let cpus: Opts['cpus'];
+
+/** `cmd args` on the CPU of its end (taskset), when the ends are pinned. */
+function onCpu(end: End | undefined, cmd: string, args: string[]): [string, string[]] {
+  return cpus && end ? ['taskset', ['-c', String(cpus[end]), cmd, ...args]] : [cmd, args];
+}
+
 /** Runs a perftest server and client pair; returns the client's stdout. */
 async function perftest(tool: string, args: string[], host: string): Promise<string> {
-  const server = spawn(tool, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const server = spawn(...onCpu('server', tool, args), { stdio: ['ignore', 'pipe', 'pipe'] });
   let serverOut = '';
   server.stdout.on('data', (d) => (serverOut += d));
   server.stderr.on('data', (d) => (serverOut += d));
@@ -67,7 +87,7 @@ async function perftest(tool: string, args: string[], host: string): Promise<str
     // that cannot connect fails at once and the server keeps waiting, so retry
     for (let attempt = 1; ; attempt++) {
       try {
-        const { stdout } = await exec(tool, [...args, host], { timeout: 120_000 });
+        const { stdout } = await exec(...onCpu('client', tool, [...args, host]), { timeout: 120_000 });
         return stdout;
       } catch (err) {
         if (attempt >= 4 || server.exitCode !== null) throw err;
@@ -98,12 +118,12 @@ function resultRow(out: string, firstCol: string): number[] {
 async function floor(args: string[]): Promise<any> {
   const bin = path.join(ROOT, 'build', 'floor');
   if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: scripts/setup builds it (cc bench/native/floor.c -libverbs)`);
-  const { stdout } = await exec(bin, args, { timeout: 120_000 });
+  const { stdout } = await exec(bin, cpus ? [...args, '-c', `${cpus.client},${cpus.server}`] : args, { timeout: 120_000 });
   return JSON.parse(stdout.trim().split('\n').pop()!);
 }
 
-async function js(args: string[], script = 'verbs.js', timeout = 180_000): Promise<any> {
-  const child = exec(process.execPath, [path.join(__dirname, script), ...args], { timeout, maxBuffer: 64 << 20 });
+async function js(args: string[], script = 'verbs.js', timeout = 180_000, end?: End): Promise<any> {
+  const child = exec(...onCpu(end, process.execPath, [path.join(__dirname, script), ...args]), { timeout, maxBuffer: 64 << 20 });
   // progress lines of the child as they come
   child.child.stderr?.on('data', (d) => process.stderr.write(d));
   const { stdout } = await child;
@@ -113,9 +133,9 @@ async function js(args: string[], script = 'verbs.js', timeout = 180_000): Promi
 async function jsLatency(o: Opts, port: number, loop: 'event' | 'sync' = 'event'): Promise<any> {
   const common = ['latency', '--device', o.device, '--host', o.host, '--port', String(port), '--iters', String(o.iters), '--size', '2',
     '--loop', loop, '--warmup', String(Math.max(5000, o.iters)), '--recv-batch', '8'];
-  const server = js([...common, '--server']);
+  const server = js([...common, '--server'], 'verbs.js', 180_000, 'server');
   await new Promise((r) => setTimeout(r, 1500));
-  const [client] = await Promise.all([js([...common, '--client']), server]);
+  const [client] = await Promise.all([js([...common, '--client'], 'verbs.js', 180_000, 'client'), server]);
   return client;
 }
 
@@ -139,10 +159,11 @@ async function step<T>(failures: Array<{ step: string; error: string }>, name: s
 
 async function main(): Promise<number> {
   const o = parse(process.argv.slice(2));
+  cpus = o.cpus;
   const dev = ['-d', o.device, '-x', o.gidIndex, '-F'];
   const floorDev = ['-d', o.device, '-x', o.gidIndex];
   const failures: Array<{ step: string; error: string }> = [];
-  const results: Record<string, unknown> = { date: new Date().toISOString(), device: o.device, iters: o.iters, environment: o.environment };
+  const results: Record<string, unknown> = { date: new Date().toISOString(), device: o.device, iters: o.iters, environment: o.environment, cpus: o.cpus ?? 'not pinned' };
   const lat = (row: number[]) => ({ t_min_usec: row[2], t_max_usec: row[3], t_typical_usec: row[4], t_avg_usec: row[5], t_p99_usec: row[7] });
   // Latency: an emulated machine is noisy (a run's typical figure moves by
   // 30% and more), so perftest and the JS ping-pong alternate for `rounds`
@@ -191,7 +212,9 @@ async function main(): Promise<number> {
   const floorIos = await floorSet('before');
   const targs = ['--host0', o.host, '--iters', String(o.iters), '--point-ms', String(o.pointMs), '--cut', o.cut, '--failover-ms', String(o.failoverMs)];
   if (o.host2) targs.push('--host1', o.host2);
-  const transport = await step(failures, 'transport (bench/transport.js)', () => js(targs, 'transport.js', 900_000));
+  // the benchmark process is the client; its latency and IOPS servers run in a child on the server's CPU
+  if (o.cpus) targs.push('--server-cpu', String(o.cpus.server));
+  const transport = await step(failures, 'transport (bench/transport.js)', () => js(targs, 'transport.js', 900_000, 'client'));
   // the transport step takes minutes, and an emulated host's speed drifts
   // meanwhile: its references run again after it, and its ratios use the
   // mean of the two runs
@@ -269,6 +292,7 @@ async function main(): Promise<number> {
     tWlat: (m: string) => `transport ${m} 4 KiB write p50 (QD1) vs C floor`,
     tRlat: (m: string) => `transport ${m} 4 KiB read p50 (QD1) vs C floor`,
     tIops: (m: string) => `transport ${m} peak IOPS vs C floor peak IOPS`,
+    tIops32: (m: string) => `transport ${m} IOPS at QD 32 vs C floor at QD 32`,
   };
   const floorPeak = Math.max(ref.floorMix32 ?? 0, ref.floorMix64 ?? 0) || undefined;
   if (floorLat && perfLat) ratios[F.lat] = floorLat.t_typical_usec / perfLat.t_typical_usec;
@@ -292,6 +316,7 @@ async function main(): Promise<number> {
     if (w && ref.floorWrite1) ratios[F.tWlat(m)] = w.p50Us / ref.floorWrite1;
     if (rd && ref.floorRead1) ratios[F.tRlat(m)] = rd.p50Us / ref.floorRead1;
     if (floorPeak) ratios[F.tIops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / floorPeak;
+    if (at32 && ref.floorMix32) ratios[F.tIops32(m)] = at32.iops / ref.floorMix32;
   }
   results.ratios = ratios;
   if (failures.length) results.failures = failures;
@@ -304,7 +329,7 @@ async function main(): Promise<number> {
 
   const r = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
   const us = (x: number | undefined) => (x === undefined ? '-' : `${x.toFixed(1)} us`);
-  console.log(`node-rdma benchmark on ${o.device} (${o.iters} iterations)`);
+  console.log(`node-rdma benchmark on ${o.device} (${o.iters} iterations; ${o.cpus ? `client end on CPU ${o.cpus.client}, server end on CPU ${o.cpus.server}` : 'ends not pinned'})`);
   if (perfLat && jsLat) {
     console.log(`  verbs latency, 2 B, one-way (RTT/2), typical: JS ${r(jsLat.t_typical_usec)} us  vs ib_write_lat ${r(perfLat.t_typical_usec)} us  -> ratio ${r(ratios['JS verbs ping-pong 2 B vs ib_write_lat 2 B (typical)'])}x (target <= 1.15x)`);
     // ib_write_lat polls memory; our ping-pong (and ib_send_lat) take a completion per message
@@ -342,7 +367,7 @@ async function main(): Promise<number> {
     console.log(`    (means of the runs before/after the transport: write p50 ${ab(floorIos.write1, fa.write1, 'p50_usec')} us, QD32 ${ab(floorIos.mix32, fa.mix32, 'iops')} IOPS;` +
       ` ib_write_bw ${wbw ? Math.round(wbw[4] * 1e6) : '-'}/${after.wbw ? Math.round(after.wbw[4] * 1e6) : '-'} msg/s, ib_write_lat 4K ${r(wlat4?.t_typical_usec)}/${r(after.wlat4?.t_typical_usec)} us)`);
     for (const m of ['strict', 'relaxed']) {
-      if (ratios[F.tIops(m)] !== undefined) console.log(`    transport ${m} against the C floor: write p50 ${r(ratios[F.tWlat(m)])}x, read p50 ${r(ratios[F.tRlat(m)])}x, peak IOPS ${r(ratios[F.tIops(m)])}x`);
+      if (ratios[F.tIops(m)] !== undefined) console.log(`    transport ${m} against the C floor: write p50 ${r(ratios[F.tWlat(m)])}x, read p50 ${r(ratios[F.tRlat(m)])}x, IOPS at QD 32 ${r(ratios[F.tIops32(m)])}x, peak IOPS ${r(ratios[F.tIops(m)])}x`);
     }
   }
   const mp = transport?.paths;

@@ -17,7 +17,7 @@
  *   node dist/bench/transport.js --host0 10.99.1.1 [--host1 10.99.2.1] [--iters 1000]
  *        [--point-ms 1500] [--depths 1,2,4,8,16,32,64] [--cut link|server|none]
  *        [--failover-ms 10000] [--port 18700] [--busy-poll true|false]
- *        [--latency-setup separate|same]
+ *        [--latency-setup separate|same] [--server-cpu N]
  * Latency and IOPS run, like perftest, against a server in its own process
  * (latency twice: both sides busy-polling, and on completion channels;
  * --latency-setup same: the server in this process, --busy-poll); the
@@ -45,13 +45,15 @@ interface Args {
   latencySetup: 'separate' | 'same';
   /** internal: run only a server (the latency runs' peer process) */
   serve: 'strict' | 'relaxed' | undefined;
+  /** the CPU of the peer server process (taskset), or none */
+  serverCpu: number | undefined;
 }
 
 function parse(argv: string[]): Args {
   const a: Args = {
     host0: '10.99.1.1', host1: undefined, port: 18700, iters: 1000, pointMs: 1500, depths: [1, 2, 4, 8, 16, 32, 64], size: 4096,
     cut: 'server', failoverMs: 10_000, modes: ['strict', 'relaxed'], busyPoll: false,
-    latencySetup: 'separate', serve: undefined,
+    latencySetup: 'separate', serve: undefined, serverCpu: undefined,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
@@ -69,10 +71,12 @@ function parse(argv: string[]): Args {
     else if (k === '--busy-poll') a.busyPoll = v === 'true';
     else if (k === '--latency-setup') a.latencySetup = v as Args['latencySetup'];
     else if (k === '--serve') a.serve = v as Args['serve'];
+    else if (k === '--server-cpu') a.serverCpu = Number(v);
     else throw new Error(`unknown argument ${k}`);
   }
   if (!['link', 'server', 'none'].includes(a.cut)) throw new Error('--cut must be link, server or none');
   if (!['separate', 'same'].includes(a.latencySetup)) throw new Error('--latency-setup must be separate or same');
+  if (a.serverCpu !== undefined && !(Number.isInteger(a.serverCpu) && a.serverCpu >= 0)) throw new Error('--server-cpu must be a CPU number');
   return a;
 }
 
@@ -97,8 +101,11 @@ async function peerServer(a: Args, strict: boolean, port: number, busy: boolean)
     const server = benchServer([{ host: a.host0, port }], { queueDepth: maxDepth, strict, busyPoll: busy });
     return { close: () => server.close() };
   }
-  const child = spawn(process.execPath, [__filename, '--serve', strict ? 'strict' : 'relaxed', '--host0', a.host0, '--port', String(port),
-    '--depths', String(maxDepth), '--busy-poll', String(busy)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const argv = [process.execPath, __filename, '--serve', strict ? 'strict' : 'relaxed', '--host0', a.host0, '--port', String(port),
+    '--depths', String(maxDepth), '--busy-poll', String(busy)];
+  // taskset execs the command: the child's pid stays the server's
+  if (a.serverCpu !== undefined) argv.unshift('taskset', '-c', String(a.serverCpu));
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`latency server exited (${code})`)));
     child.stdout!.once('data', () => resolve());

@@ -32,7 +32,7 @@
  *
  * Client and server are two threads of this process, each busy-polling its
  * own CQ (as perftest does), on two RC QPs connected by hand through the
- * device's GID -x. One JSON line on stdout. Built by scripts/setup (npm test, npm run bench).
+ * device's GID -x; -c puts them on two given CPUs. One JSON line on stdout. Built by scripts/setup (npm test, npm run bench).
  */
 #define _GNU_SOURCE
 #include <infiniband/verbs.h>
@@ -64,6 +64,7 @@ static uint64_t now_ns(void) {
 struct opts {
   const char *mode, *device;
   int gid_index, size, iters, warmup, depth, seconds, read_pct, recv_batch, signal_every;
+  int client_cpu, server_cpu; /* -c: pin the two ends' threads (-1: not pinned) */
 };
 
 /* One end: its CQ, QP and registered memory, and how to reach the peer's. */
@@ -187,6 +188,16 @@ static uint32_t wait_recv(struct end *e, const atomic_int *stop) {
 static struct end cli, srv;
 static atomic_int stop;
 
+/* Puts the calling thread on `cpu` (the ends of bench/run.ts's benchmarks are pinned the same way). */
+static void pin(int cpu) {
+  if (cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  int rc = pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  if (rc) die("pthread_setaffinity_np", rc);
+}
+
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
@@ -196,6 +207,7 @@ static int cmp_u64(const void *a, const void *b) {
 
 static void *lat_server(void *arg) {
   (void)arg;
+  pin(o.server_cpu);
   for (int i = 0; i < o.warmup + o.iters; i++) {
     wait_recv(&srv, NULL);
     write_imm(&srv, 0, o.size, 0, i, NULL);
@@ -231,6 +243,7 @@ static void run_lat(void) {
 
 static void *io_server(void *arg) {
   (void)arg;
+  pin(o.server_cpu);
   for (;;) {
     uint32_t imm = wait_recv(&srv, &stop);
     if (imm == UINT32_MAX) return NULL;
@@ -319,9 +332,9 @@ static int num(const char *v, const char *name, int lo, int hi) {
 
 int main(int argc, char **argv) {
   o = (struct opts){ .device = "rxe0", .gid_index = 1, .size = -1, .iters = 1000, .warmup = 5000, .depth = 32,
-                     .seconds = 3, .read_pct = 50, .recv_batch = -1, .signal_every = 1 };
+                     .seconds = 3, .read_pct = 50, .recv_batch = -1, .signal_every = 1, .client_cpu = -1, .server_cpu = -1 };
   if (argc < 2 || (strcmp(argv[1], "lat") && strcmp(argv[1], "io"))) {
-    fprintf(stderr, "usage: floor lat|io -d DEVICE -x GID_INDEX [-s SIZE] [-n ITERS] [-w WARMUP] [-q DEPTH] [-t SECONDS] [-r READ_PCT] [-b RECV_BATCH] [-e SIGNAL_EVERY]\n");
+    fprintf(stderr, "usage: floor lat|io -d DEVICE -x GID_INDEX [-s SIZE] [-n ITERS] [-w WARMUP] [-q DEPTH] [-t SECONDS] [-r READ_PCT] [-b RECV_BATCH] [-e SIGNAL_EVERY] [-c CLIENT_CPU,SERVER_CPU]\n");
     return 2;
   }
   o.mode = argv[1];
@@ -337,6 +350,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "-r")) o.read_pct = num(v, "-r", 0, 100);
     else if (!strcmp(k, "-b")) o.recv_batch = num(v, "-b", 1, MAX_BATCH);
     else if (!strcmp(k, "-e")) o.signal_every = num(v, "-e", 1, 64);
+    else if (!strcmp(k, "-c")) {
+      if (!v || sscanf(v, "%d,%d", &o.client_cpu, &o.server_cpu) != 2 || o.client_cpu < 0 || o.server_cpu < 0) {
+        fprintf(stderr, "floor: -c is CLIENT_CPU,SERVER_CPU\n");
+        return 2;
+      }
+    }
     else {
       fprintf(stderr, "floor: unknown argument %s\n", k);
       return 2;
@@ -375,6 +394,7 @@ int main(int argc, char **argv) {
   connect_to(&srv, cli.qp->qp_num, o.gid_index);
   post_recvs(&cli, 2 * o.depth + o.recv_batch);
   post_recvs(&srv, 2 * o.depth + o.recv_batch);
+  pin(o.client_cpu);
   if (lat) run_lat();
   else run_io();
   ibv_destroy_qp(cli.qp);
