@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/util/errors.cc",
+        "native/util/env.cc",
         "native/util/poller.cc",
         "native/device.cc",
         "native/context.cc",

@@ -7,6 +7,7 @@
 
 #include "context.h"
 #include "qp.h"
+#include "util/env.h"
 #include "util/errors.h"
 
 namespace rdma {
@@ -15,7 +16,6 @@ static const napi_type_tag kCmIdTag = {0x6e6f64652d72646dULL, 0x0000000000001009
 
 static const napi_type_tag kCmEventChannelTag = {0x6e6f64652d72646dULL, 0x0000000000001008ULL};
 
-Napi::FunctionReference CmId::constructor;
 
 namespace {
 
@@ -214,7 +214,7 @@ void CmEventChannel::Drain() {
       if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
         // a new id for the incoming connection; wrap it before the ack
         CmId* listener = static_cast<CmId*>(ev->listen_id->context);
-        Napi::Object nid = CmId::constructor.New(
+        Napi::Object nid = GetEnvData(env).cm_id.New(
             {Value(), Napi::External<rdma_cm_id>::New(env, ev->id)});
         o.Set("id", nid);
         if (listener) o.Set("listenId", listener->Value());
@@ -254,8 +254,7 @@ void CmId::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&CmId::GetInfo>("info"),
       InstanceAccessor<&CmId::GetClosed>("closed"),
   });
-  constructor = Napi::Persistent(cls);
-  constructor.SuppressDestruct();
+  GetEnvData(env).cm_id = Napi::Persistent(cls);
   exports.Set("CmId", cls);
 }
 

@@ -50,7 +50,6 @@ class CmId : public Napi::ObjectWrap<CmId> {
 
   rdma_cm_id* Get(Napi::Env env);
   static CmId* From(const Napi::Value& v, const char* name);
-  static Napi::FunctionReference constructor;
   void AttachQp(QueuePair* qp) { qp_ = qp; }
   // Destroys the id (and a QP created on it); safe to call twice.
   int Destroy();

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 #include <vector>
 
@@ -318,12 +319,17 @@ Napi::Value Context::QueryGidTable(const Napi::CallbackInfo& info) {
 
 // Every Context over one device shares librdmacm's ibv_context and so its
 // async fd: one Poller per ibv_context reads the events and hands each to
-// every watching Context.
+// every watching Context. The contexts are shared by the whole process, the
+// Poller runs on one environment's event loop, and an event read there can
+// only be handed to that environment's JS: so one environment (thread) at a
+// time watches a device's events, and the hubs are shared under a mutex.
 namespace {
 struct AsyncHub {
   Poller* poller = nullptr;
+  napi_env owner = nullptr;
   std::set<Context*> watchers;
 };
+std::mutex g_hubs_mu;
 std::map<ibv_context*, AsyncHub> g_hubs;
 }  // namespace
 
@@ -332,8 +338,14 @@ Napi::Value Context::WatchEvents(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_context* ctx = Get(env);
   if (!info[0].IsFunction()) ThrowType(env, "callback must be a function");
+  std::lock_guard<std::mutex> lock(g_hubs_mu);
+  auto found = g_hubs.find(ctx);
+  if (found != g_hubs.end() && found->second.owner != napi_env(env)) {
+    Throw(env, "ibv_get_async_event", EBUSY, "another thread (worker) watches the async events of " + name_);
+  }
   AsyncHub& hub = g_hubs[ctx];
   if (!hub.poller) {
+    hub.owner = env;
     int err = SetNonBlocking(ctx->async_fd);
     if (!err) {
       try {
@@ -359,6 +371,7 @@ Napi::Value Context::WatchEvents(const Napi::CallbackInfo& info) {
 
 void Context::StopWatching() {
   if (ctx_) {
+    std::lock_guard<std::mutex> lock(g_hubs_mu);
     auto it = g_hubs.find(ctx_);
     if (it != g_hubs.end()) {
       it->second.watchers.erase(this);
@@ -376,13 +389,20 @@ Napi::Value Context::UnwatchEvents(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Runs on the owner environment's loop; only that thread adds or removes
+// the hub's watchers, so the copy taken under the lock stays valid for the
+// calls (each is checked again: a callback may unwatch others).
 void Context::DrainEvents(ibv_context* ctx) {
   for (;;) {
-    auto it = g_hubs.find(ctx);
-    if (it == g_hubs.end()) return;
+    std::set<Context*> watchers;
+    {
+      std::lock_guard<std::mutex> lock(g_hubs_mu);
+      auto it = g_hubs.find(ctx);
+      if (it == g_hubs.end()) return;
+      watchers = it->second.watchers;
+    }
     ibv_async_event ev;
     if (ibv_get_async_event(ctx, &ev) != 0) return;  // EAGAIN: drained
-    std::set<Context*> watchers = it->second.watchers;
     Napi::Env env = (*watchers.begin())->Env();
     Napi::HandleScope scope(env);
     Napi::Object o = Napi::Object::New(env);
@@ -408,8 +428,11 @@ void Context::DrainEvents(ibv_context* ctx) {
     }
     ibv_ack_async_event(&ev);
     for (Context* w : watchers) {
-      auto cur = g_hubs.find(ctx);
-      if (cur == g_hubs.end() || !cur->second.watchers.count(w)) continue;  // unwatched meanwhile
+      {
+        std::lock_guard<std::mutex> lock(g_hubs_mu);
+        auto cur = g_hubs.find(ctx);
+        if (cur == g_hubs.end() || !cur->second.watchers.count(w)) continue;  // unwatched meanwhile
+      }
       if (!w->on_event_.IsEmpty()) CallFromLoop(env, w->on_event_, *w->async_, {o});
     }
   }

@@ -156,6 +156,7 @@ QueuePair::QueuePair(const Napi::CallbackInfo& info) : Napi::ObjectWrap<QueuePai
     qp_ = id->qp;
     cm_id_ = id;
     cm_ = Napi::Persistent(info[2].As<Napi::Object>());
+    cm_wrap_ = idw;
     idw->AttachQp(this);
   } else {
     errno = 0;
@@ -175,8 +176,8 @@ int QueuePair::Destroy() {
   int rc = 0;
   if (cm_id_) {
     rdma_destroy_qp(cm_id_);
-    CmId* idw = cm_.IsEmpty() ? nullptr : CmId::Unwrap(cm_.Value());
-    if (idw) idw->AttachQp(nullptr);
+    if (cm_wrap_) cm_wrap_->AttachQp(nullptr);
+    cm_wrap_ = nullptr;
   } else {
     rc = ibv_destroy_qp(qp_);
     if (rc) return rc;
@@ -192,6 +193,7 @@ void QueuePair::DetachFromCm() {
   if (qp_ && cm_id_) rdma_destroy_qp(cm_id_);
   qp_ = nullptr;
   cm_id_ = nullptr;
+  cm_wrap_ = nullptr;
 }
 
 ibv_qp* QueuePair::Get(Napi::Env env) {

@@ -8,6 +8,8 @@
 
 namespace rdma {
 
+class CmId;
+
 class QueuePair : public Napi::ObjectWrap<QueuePair> {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
@@ -34,6 +36,10 @@ class QueuePair : public Napi::ObjectWrap<QueuePair> {
 
   ibv_qp* qp_ = nullptr;
   rdma_cm_id* cm_id_ = nullptr;  // set when created by rdma_create_qp
+  // the id's wrapper, linked both ways: whichever is destroyed first unlinks
+  // the other without Node-API calls (finalizers run in any order when an
+  // environment is torn down, and JS values are unusable then)
+  CmId* cm_wrap_ = nullptr;
   Napi::ObjectReference pd_, send_cq_, recv_cq_, srq_, cm_;
   // the packed fast path's Float64Arrays, bound once (setPackBuffers) so a
   // post is one call with a count: looking a typed array up per call costs

@@ -1,5 +1,7 @@
 #include "util/errors.h"
 
+#include "util/env.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -7,11 +9,6 @@
 namespace rdma {
 
 namespace {
-// One constructor per environment (workers get their own).
-struct ErrorClass {
-  Napi::FunctionReference ctor;
-};
-
 const char* ErrnoName(int err) {
   switch (err) {
 #define E(x) case x: return #x;
@@ -30,12 +27,8 @@ const char* ErrnoName(int err) {
 }  // namespace
 
 void SetErrorClass(Napi::Env env, Napi::Function ctor) {
-  auto* data = env.GetInstanceData<ErrorClass>();
-  if (!data) {
-    data = new ErrorClass();
-    env.SetInstanceData(data);
-  }
-  data->ctor = Napi::Persistent(ctor);
+  // one constructor per environment (workers get their own)
+  GetEnvData(env).error_class = Napi::Persistent(ctor);
 }
 
 Napi::Error MakeError(Napi::Env env, const char* verb, int err, const std::string& detail) {
@@ -44,10 +37,10 @@ Napi::Error MakeError(Napi::Env env, const char* verb, int err, const std::strin
   std::string code = name ? name : ("ERRNO_" + std::to_string(err));
   std::string msg = std::string(verb) + " failed: " + code + " (" + std::strerror(err) + ")";
   if (!detail.empty()) msg += ": " + detail;
-  auto* data = env.GetInstanceData<ErrorClass>();
+  const Napi::FunctionReference& ctor = GetEnvData(env).error_class;
   Napi::Object obj;
-  if (data && !data->ctor.IsEmpty()) {
-    obj = data->ctor.New({Napi::String::New(env, msg)});
+  if (!ctor.IsEmpty()) {
+    obj = ctor.New({Napi::String::New(env, msg)});
   } else {
     obj = Napi::Error::New(env, msg).Value();
   }
@@ -65,10 +58,9 @@ void ThrowType(Napi::Env env, const std::string& msg) { throw Napi::TypeError::N
 void ThrowRange(Napi::Env env, const std::string& msg) { throw Napi::RangeError::New(env, msg); }
 
 void ThrowClosed(Napi::Env env, const char* what) {
-  auto* data = env.GetInstanceData<ErrorClass>();
+  const Napi::FunctionReference& ctor = GetEnvData(env).error_class;
   std::string msg = std::string(what) + " is closed";
-  Napi::Object obj = data && !data->ctor.IsEmpty() ? data->ctor.New({Napi::String::New(env, msg)})
-                                                   : Napi::Error::New(env, msg).Value();
+  Napi::Object obj = !ctor.IsEmpty() ? ctor.New({Napi::String::New(env, msg)}) : Napi::Error::New(env, msg).Value();
   obj.Set("code", "ECLOSED");
   throw Napi::Error(env, obj);
 }

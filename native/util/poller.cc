@@ -25,7 +25,30 @@ Poller* Poller::Create(Napi::Env env, int fd, Callback on_readable) {
   }
   p->handle_.data = p;
   uv_unref(reinterpret_cast<uv_handle_t*>(&p->handle_));
+  if (napi_add_async_cleanup_hook(env, OnEnvTeardown, p, &p->hook_) != napi_ok) {
+    p->owner_released_ = true;
+    p->CloseHandle();  // deletes p from the close callback
+    Throw(env, "napi_add_async_cleanup_hook", EINVAL);
+  }
   return p;
+}
+
+void Poller::OnEnvTeardown(napi_async_cleanup_hook_handle, void* arg) {
+  static_cast<Poller*>(arg)->CloseHandle();
+}
+
+void Poller::CloseHandle() {
+  if (closing_) return;
+  Stop();
+  closing_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&handle_), [](uv_handle_t* h) {
+    auto* self = static_cast<Poller*>(h->data);
+    self->handle_closed_ = true;
+    // the environment may now finish its teardown (and unload the addon)
+    if (self->hook_) napi_remove_async_cleanup_hook(self->hook_);
+    self->hook_ = nullptr;
+    if (self->owner_released_) delete self;
+  });
 }
 
 void Poller::Start() {
@@ -53,11 +76,10 @@ void Poller::Unref() {
 }
 
 void Poller::Close() {
-  if (closing_) return;
-  Stop();
-  closing_ = true;
-  uv_close(reinterpret_cast<uv_handle_t*>(&handle_),
-           [](uv_handle_t* h) { delete static_cast<Poller*>(h->data); });
+  if (owner_released_) return;
+  owner_released_ = true;
+  if (handle_closed_) delete this;  // the environment's teardown closed it already
+  else CloseHandle();
 }
 
 void Poller::OnPoll(uv_poll_t* h, int status, int events) {

@@ -15,6 +15,13 @@ class Poller {
   using Callback = std::function<void()>;
   // fd must already be O_NONBLOCK. Starts unref'd and stopped. The Poller
   // frees itself after Close(): it may be closed from inside its own callback.
+  //
+  // Environment teardown (a worker thread exiting, or the main thread) runs
+  // before the owner's finalizer, and node unloads the addon after it: a uv
+  // handle still open then would be closed later with a close callback in
+  // unloaded code (a worker that exited with a CmId channel open crashed).
+  // So each Poller holds an async cleanup hook: teardown closes the handle
+  // and waits for the close callback; the owner's Close() may come later.
   static Poller* Create(Napi::Env env, int fd, Callback on_readable);
   Poller(const Poller&) = delete;
   Poller& operator=(const Poller&) = delete;
@@ -32,8 +39,13 @@ class Poller {
   Poller(Callback cb) : cb_(std::move(cb)) {}
   ~Poller() = default;
   static void OnPoll(uv_poll_t* h, int status, int events);
+  static void OnEnvTeardown(napi_async_cleanup_hook_handle hook, void* arg);
+  void CloseHandle();  // uv_close once; the close callback removes the hook
   uv_poll_t handle_;
-  bool closing_ = false;
+  napi_async_cleanup_hook_handle hook_ = nullptr;
+  bool closing_ = false;         // uv_close called
+  bool handle_closed_ = false;   // its close callback ran
+  bool owner_released_ = false;  // Close() called: delete once the handle is closed too
   Callback cb_;
   bool started_ = false;
   bool refed_ = false;

@@ -1,0 +1,146 @@
+/**
+ * node-rdma in worker threads. The addon is loaded once per environment (the
+ * main thread and each worker), so anything that holds JS values must be kept
+ * per environment, and what the process shares (librdmacm's device contexts
+ * and their async event fd) must be used by one environment at a time.
+ *
+ * Each scenario runs in a child node process: before the fix the first one
+ * killed its process (SIGSEGV), which must not take jest down with it.
+ */
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+
+const LIB = JSON.stringify(path.resolve(__dirname, '..', '..', 'lib'));
+
+/** Runs `body` (an async function body, `lib` and `Worker` in scope) in a child node; returns its status and output. */
+function child(body: string): { status: number | null; signal: string | null; out: string } {
+  const script = `
+    const lib = require(${LIB});
+    const { Worker } = require('worker_threads');
+    const inWorker = (code) => new Promise((resolve, reject) => {
+      const w = new Worker('const lib = require(${LIB.replace(/"/g, '\\"')}); const { parentPort } = require("worker_threads");' + code, { eval: true });
+      const got = [];
+      w.on('message', (m) => got.push(m));
+      w.once('error', reject);
+      w.once('exit', (code) => resolve({ code, got }));
+    });
+    (async () => { ${body} })().then(() => process.exit(0), (e) => { console.log('FAILED ' + (e && e.stack || e)); process.exit(1); });`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 90_000 });
+  return { status: r.status, signal: r.signal, out: `${r.stdout}${r.stderr}` };
+}
+
+test('a worker that loaded the addon and exited leaves rdma_cm working in the main thread (its incoming connections used to crash the process)', () => {
+  const r = child(`
+    lib.listDevices(); // the main thread loads the addon first
+    const w = await inWorker('const d = lib.openDevice("rxe0"); d.allocPd(); d.close(); parentPort.postMessage("worker done");');
+    console.log('worker', w.code, w.got.join());
+    const listener = lib.CmId.create();
+    listener.listen('10.99.1.1', 20711);
+    const dev = lib.openDevice('rxe0');
+    const pd = dev.allocPd();
+    const cq = dev.createCompletionQueue();
+    const accepted = new Promise((resolve) => listener.once('connection', (req) => {
+      req.createQueuePair(pd, { sendCq: cq, recvCq: cq });
+      resolve(req.accept().then(() => req));
+    }));
+    const cli = lib.CmId.create();
+    await cli.resolveAddr('10.99.1.1', 20711);
+    await cli.resolveRoute();
+    cli.createQueuePair(pd, { sendCq: cq, recvCq: cq });
+    await cli.connect();
+    const req = await accepted;
+    console.log('accepted', req instanceof lib.CmId);
+    cli.close(); req.close(); listener.close(); dev.close();
+  `);
+  expect(r).toEqual({ status: 0, signal: null, out: 'worker 0 worker done\naccepted true\n' });
+});
+
+test('rdma_cm and verbs work inside a worker, and errors there are RdmaErrors', () => {
+  const r = child(`
+    const w = await inWorker(\`
+      const dev = lib.openDevice('rxe0');
+      const pd = dev.allocPd();
+      const cq = dev.createCompletionQueue();
+      const listener = lib.CmId.create();
+      listener.listen('10.99.1.1', 20712);
+      const accepted = new Promise((resolve) => listener.once('connection', (req) => {
+        req.createQueuePair(pd, { sendCq: cq, recvCq: cq });
+        resolve(req.accept().then(() => req));
+      }));
+      (async () => {
+        const cli = lib.CmId.create();
+        await cli.resolveAddr('10.99.1.1', 20712);
+        await cli.resolveRoute();
+        cli.createQueuePair(pd, { sendCq: cq, recvCq: cq });
+        await cli.connect();
+        const req = await accepted;
+        parentPort.postMessage('connected ' + (req instanceof lib.CmId));
+        try { pd.registerMemory(new ArrayBuffer(8), 1 << 30); } catch (e) { parentPort.postMessage(e.name + ' ' + (e instanceof lib.RdmaError || e instanceof RangeError || e instanceof TypeError)); }
+        cli.close(); req.close(); listener.close(); dev.close();
+      })();
+    \`);
+    console.log('worker', w.code, w.got.join(' | '));
+  `);
+  expect(r.status).toBe(0);
+  expect(r.out).toMatch(/^worker 0 connected true \| (RdmaError|RangeError|TypeError) true\n$/);
+});
+
+test('a worker terminated with everything open (connected ids, QPs, CQs waiting, a watched device) takes nothing down with it', () => {
+  const r = child(`
+    const w = new Worker('const lib = require(' + JSON.stringify(${LIB}) + ');' + \`
+      const { parentPort } = require('worker_threads');
+      const dev = lib.openDevice('rxe0');
+      dev.on('event', () => {});
+      const pd = dev.allocPd();
+      const cq = dev.createCompletionQueue();
+      cq.ref();
+      const listener = lib.CmId.create();
+      listener.listen('10.99.1.1', 20713);
+      listener.once('connection', (req) => { req.createQueuePair(pd, { sendCq: cq, recvCq: cq }); req.accept(); });
+      (async () => {
+        const cli = lib.CmId.create();
+        await cli.resolveAddr('10.99.1.1', 20713);
+        await cli.resolveRoute();
+        cli.createQueuePair(pd, { sendCq: cq, recvCq: cq });
+        await cli.connect();
+        cli.queuePair.postRecv([{ wrId: 1 }]);
+        parentPort.postMessage('connected');
+      })();
+    \`, { eval: true });
+    await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+    console.log('terminated', await w.terminate());
+    // the main thread goes on: a device, its events and rdma_cm
+    const dev = lib.openDevice('rxe0');
+    dev.on('event', () => {});
+    const id = lib.CmId.create();
+    await id.resolveAddr('10.99.1.1', 20714);
+    console.log('main ok', dev.name);
+    id.close(); dev.close();
+  `);
+  expect(r).toEqual({ status: 0, signal: null, out: 'terminated 1\nmain ok rxe0\n' });
+});
+
+test('async events: one thread watches a device at a time (EBUSY for another), and events reach a worker that watches', () => {
+  const r = child(`
+    const dev = lib.openDevice('rxe1');
+    const onMain = () => {};
+    dev.on('event', onMain); // the main thread watches rxe1's events
+    const busy = await inWorker('try { lib.openDevice("rxe1").on("event", () => {}); parentPort.postMessage("watching"); } catch (e) { parentPort.postMessage(e.code + ": " + e.message); }');
+    console.log('while main watches:', busy.got.join());
+    dev.off('event', onMain); // now nobody does
+    const w = await inWorker(\`
+      const d = lib.openDevice('rxe1');
+      const timer = setTimeout(() => { parentPort.postMessage('no event'); d.close(); }, 30000);
+      d.on('GID_CHANGE', (ev) => { clearTimeout(timer); parentPort.postMessage(ev.type + ' port ' + ev.port); d.close(); });
+      parentPort.postMessage('watching');
+      require('child_process').execFileSync('ip', ['addr', 'add', '10.99.2.78/24', 'dev', 'eth1']);
+    \`);
+    require('child_process').spawnSync('ip', ['addr', 'del', '10.99.2.78/24', 'dev', 'eth1']);
+    console.log('worker alone:', w.code, w.got.join());
+    dev.close();
+  `);
+  expect(r.status).toBe(0);
+  const lines = r.out.split('\n');
+  expect(lines[0]).toMatch(/^while main watches: EBUSY: ibv_get_async_event failed: EBUSY .*another thread \(worker\) watches the async events of rxe1$/);
+  expect(lines[1]).toBe('worker alone: 0 watching,GID_CHANGE port 1');
+});
