@@ -18,7 +18,8 @@ void AddressHandle::Init(Napi::Env env, Napi::Object exports) {
 }
 
 // new AddressHandle(pd, {dlid, sl, srcPathBits, staticRate, portNum, grh})
-AddressHandle::AddressHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddressHandle>(info) {
+AddressHandle::AddressHandle(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<AddressHandle>(info), Tracked(info.Env(), Tracked::kOnPd) {
   Napi::Env env = info.Env();
   TagObject(info.This().As<Napi::Object>(), &kAddressHandleTag);
   ibv_pd* pd = ProtectionDomain::From(info[0], "pd")->Get(env);
@@ -31,8 +32,11 @@ AddressHandle::AddressHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   pd_ = Napi::Persistent(info[0].As<Napi::Object>());
 }
 
-AddressHandle::~AddressHandle() {
+AddressHandle::~AddressHandle() { ReleaseKernelObjects(); }
+
+void AddressHandle::ReleaseKernelObjects() {
   if (ah_) ibv_destroy_ah(ah_);
+  ah_ = nullptr;
 }
 
 ibv_ah* AddressHandle::Get(Napi::Env env) {

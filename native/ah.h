@@ -3,13 +3,16 @@
 #include <infiniband/verbs.h>
 #include <napi.h>
 
+#include "util/env.h"
+
 namespace rdma {
 
-class AddressHandle : public Napi::ObjectWrap<AddressHandle> {
+class AddressHandle : public Napi::ObjectWrap<AddressHandle>, public Tracked {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit AddressHandle(const Napi::CallbackInfo& info);
   ~AddressHandle() override;
+  void ReleaseKernelObjects() override;
 
   ibv_ah* Get(Napi::Env env);
   static AddressHandle* From(const Napi::Value& v, const char* name);

@@ -121,7 +121,8 @@ void CmEventChannel::Init(Napi::Env env, Napi::Object exports) {
   }));
 }
 
-CmEventChannel::CmEventChannel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CmEventChannel>(info) {
+CmEventChannel::CmEventChannel(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<CmEventChannel>(info), Tracked(info.Env(), Tracked::kCmChannel) {
   Napi::Env env = info.Env();
   TagObject(info.This().As<Napi::Object>(), &kCmEventChannelTag);
   errno = 0;
@@ -138,14 +139,18 @@ CmEventChannel::CmEventChannel(const Napi::CallbackInfo& info) : Napi::ObjectWra
 CmEventChannel::~CmEventChannel() { Release(); }
 
 void CmEventChannel::Release() {
+  ReleaseKernelObjects();
+  on_event_.Reset();
+  async_.reset();
+}
+
+void CmEventChannel::ReleaseKernelObjects() {
   if (poller_) poller_->Close();
   poller_ = nullptr;
   // ids first: an id must not outlive its channel
-  while (!ids_.empty()) (*ids_.begin())->Destroy();
+  while (!ids_.empty()) (*ids_.begin())->DestroyId();
   if (ch_) rdma_destroy_event_channel(ch_);
   ch_ = nullptr;
-  on_event_.Reset();
-  async_.reset();
 }
 
 rdma_event_channel* CmEventChannel::Get(Napi::Env env) {
@@ -259,7 +264,8 @@ void CmId::Init(Napi::Env env, Napi::Object exports) {
 }
 
 // new CmId(channel, portSpace: 'TCP' | 'UDP')   (or, internally, an External)
-CmId::CmId(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CmId>(info) {
+CmId::CmId(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<CmId>(info), Tracked(info.Env(), Tracked::kCmId) {
   Napi::Env env = info.Env();
   TagObject(info.This().As<Napi::Object>(), &kCmIdTag);
   channel_ = CmEventChannel::From(info[0], "channel");
@@ -282,16 +288,25 @@ CmId::~CmId() { Destroy(); }
 
 int CmId::Destroy() {
   if (!id_) return 0;
+  int err = DestroyId();
+  self_.Reset();
+  channel_obj_.Reset();
+  return err;
+}
+
+int CmId::DestroyId() {
+  if (!id_) return 0;
   if (qp_) qp_->DetachFromCm();
   qp_ = nullptr;
   int rc = rdma_destroy_id(id_);
+  int err = rc ? errno : 0;
   id_ = nullptr;
   if (channel_) channel_->Untrack(this);
   channel_ = nullptr;
-  self_.Reset();
-  channel_obj_.Reset();
-  return rc ? errno : 0;
+  return err;
 }
+
+void CmId::ReleaseKernelObjects() { DestroyId(); }
 
 rdma_cm_id* CmId::Get(Napi::Env env) {
   if (!id_) ThrowClosed(env, "CmId");

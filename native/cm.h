@@ -10,16 +10,19 @@
 
 #include "util/poller.h"
 
+#include "util/env.h"
+
 namespace rdma {
 
 class QueuePair;
 class CmId;
 
-class CmEventChannel : public Napi::ObjectWrap<CmEventChannel> {
+class CmEventChannel : public Napi::ObjectWrap<CmEventChannel>, public Tracked {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit CmEventChannel(const Napi::CallbackInfo& info);
   ~CmEventChannel() override;
+  void ReleaseKernelObjects() override;
 
   rdma_event_channel* Get(Napi::Env env);
   static CmEventChannel* From(const Napi::Value& v, const char* name);
@@ -42,17 +45,20 @@ class CmEventChannel : public Napi::ObjectWrap<CmEventChannel> {
   std::set<CmId*> ids_;
 };
 
-class CmId : public Napi::ObjectWrap<CmId> {
+class CmId : public Napi::ObjectWrap<CmId>, public Tracked {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit CmId(const Napi::CallbackInfo& info);
   ~CmId() override;
+  void ReleaseKernelObjects() override;
 
   rdma_cm_id* Get(Napi::Env env);
   static CmId* From(const Napi::Value& v, const char* name);
   void AttachQp(QueuePair* qp) { qp_ = qp; }
   // Destroys the id (and a QP created on it); safe to call twice.
   int Destroy();
+  // The same without Node-API calls (its references stay until the finalizer).
+  int DestroyId();
 
  private:
   Napi::Value Close(const Napi::CallbackInfo& info);

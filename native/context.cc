@@ -153,7 +153,8 @@ void Context::Init(Napi::Env env, Napi::Object exports) {
 // ibv_open_device: librdmacm binds CM ids to these same contexts, so PDs,
 // CQs and MRs made here work with QPs created on CM ids. librdmacm keeps the
 // devices open while it is loaded; close() releases our list.
-Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
+Context::Context(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<Context>(info), Tracked(info.Env(), Tracked::kContext) {
   Napi::Env env = info.Env();
   TagObject(info.This().As<Napi::Object>(), &kContextTag);
   name_ = ArgString(info[0], "name");
@@ -175,6 +176,11 @@ Context::~Context() { Release(); }
 void Context::Release() {
   StopWatching();
   async_.reset();
+  ReleaseKernelObjects();
+}
+
+void Context::ReleaseKernelObjects() {
+  Unwatch();
   ctx_ = nullptr;
   if (list_) rdma_free_devices(list_);
   list_ = nullptr;
@@ -370,6 +376,11 @@ Napi::Value Context::WatchEvents(const Napi::CallbackInfo& info) {
 }
 
 void Context::StopWatching() {
+  Unwatch();
+  on_event_.Reset();
+}
+
+void Context::Unwatch() {
   if (ctx_) {
     std::lock_guard<std::mutex> lock(g_hubs_mu);
     auto it = g_hubs.find(ctx_);
@@ -381,7 +392,6 @@ void Context::StopWatching() {
       }
     }
   }
-  on_event_.Reset();
 }
 
 Napi::Value Context::UnwatchEvents(const Napi::CallbackInfo& info) {

@@ -9,13 +9,16 @@
 
 #include "util/poller.h"
 
+#include "util/env.h"
+
 namespace rdma {
 
-class Context : public Napi::ObjectWrap<Context> {
+class Context : public Napi::ObjectWrap<Context>, public Tracked {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit Context(const Napi::CallbackInfo& info);
   ~Context() override;
+  void ReleaseKernelObjects() override;
 
   // The open context, or throws ECLOSED.
   ibv_context* Get(Napi::Env env, const char* what = "Context");
@@ -32,6 +35,7 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   static void DrainEvents(ibv_context* ctx);
   void StopWatching();
+  void Unwatch();  // StopWatching() without Node-API calls
   void Release();
 
   ibv_context* ctx_ = nullptr;

@@ -26,7 +26,8 @@ void CompletionQueue::Init(Napi::Env env, Napi::Object exports) {
 }
 
 // new CompletionQueue(context, cqe, wcBuffer: Uint32Array)
-CompletionQueue::CompletionQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CompletionQueue>(info) {
+CompletionQueue::CompletionQueue(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<CompletionQueue>(info), Tracked(info.Env(), Tracked::kRegionOrCq) {
   Napi::Env env = info.Env();
   TagObject(info.This().As<Napi::Object>(), &kCompletionQueueTag);
   Context* ctxw = Context::From(info[0], "context");
@@ -65,6 +66,8 @@ CompletionQueue::CompletionQueue(const Napi::CallbackInfo& info) : Napi::ObjectW
 }
 
 CompletionQueue::~CompletionQueue() { Release(); }
+
+void CompletionQueue::ReleaseKernelObjects() { Release(); }
 
 void CompletionQueue::Release() {
   if (poller_) poller_->Close();

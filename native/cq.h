@@ -9,17 +9,20 @@
 
 #include "util/poller.h"
 
+#include "util/env.h"
+
 namespace rdma {
 
 // wr_id lo, wr_id hi, status, opcode, vendor_err, byte_len, imm_data (or
 // invalidated rkey), qp_num, src_qp, wc_flags
 constexpr uint32_t kWcStride = 10;
 
-class CompletionQueue : public Napi::ObjectWrap<CompletionQueue> {
+class CompletionQueue : public Napi::ObjectWrap<CompletionQueue>, public Tracked {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit CompletionQueue(const Napi::CallbackInfo& info);
   ~CompletionQueue() override;
+  void ReleaseKernelObjects() override;
 
   ibv_cq* Get(Napi::Env env);
   static CompletionQueue* From(const Napi::Value& v, const char* name);

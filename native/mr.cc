@@ -26,7 +26,8 @@ void MemoryRegion::Init(Napi::Env env, Napi::Object exports) {
 // new MemoryRegion(pd, 'buffer', bufferOrView, access)
 // new MemoryRegion(pd, 'implicit', null, access)          implicit ODP
 // new MemoryRegion(pd, 'dmabuf', {fd, offset, length, iova}, access)
-MemoryRegion::MemoryRegion(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MemoryRegion>(info) {
+MemoryRegion::MemoryRegion(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<MemoryRegion>(info), Tracked(info.Env(), Tracked::kRegionOrCq) {
   Napi::Env env = info.Env();
   TagObject(info.This().As<Napi::Object>(), &kMemoryRegionTag);
   ProtectionDomain* pdw = ProtectionDomain::From(info[0], "pd");
@@ -71,6 +72,8 @@ MemoryRegion::MemoryRegion(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Me
 }
 
 MemoryRegion::~MemoryRegion() { Release(); }
+
+void MemoryRegion::ReleaseKernelObjects() { Release(); }
 
 void MemoryRegion::Release() {
   if (mr_) {

@@ -8,13 +8,16 @@
 
 #include "memory.h"
 
+#include "util/env.h"
+
 namespace rdma {
 
-class MemoryRegion : public Napi::ObjectWrap<MemoryRegion> {
+class MemoryRegion : public Napi::ObjectWrap<MemoryRegion>, public Tracked {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit MemoryRegion(const Napi::CallbackInfo& info);
   ~MemoryRegion() override;
+  void ReleaseKernelObjects() override;
 
   ibv_mr* Get(Napi::Env env);
   static MemoryRegion* From(const Napi::Value& v, const char* name);

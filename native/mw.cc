@@ -22,7 +22,8 @@ void MemoryWindow::Init(Napi::Env env, Napi::Object exports) {
 }
 
 // new MemoryWindow(pd, type: 1 | 2)
-MemoryWindow::MemoryWindow(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MemoryWindow>(info) {
+MemoryWindow::MemoryWindow(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<MemoryWindow>(info), Tracked(info.Env(), Tracked::kWindow) {
   Napi::Env env = info.Env();
   TagObject(info.This().As<Napi::Object>(), &kMemoryWindowTag);
   ibv_pd* pd = ProtectionDomain::From(info[0], "pd")->Get(env);
@@ -34,8 +35,11 @@ MemoryWindow::MemoryWindow(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Me
   pd_ = Napi::Persistent(info[0].As<Napi::Object>());
 }
 
-MemoryWindow::~MemoryWindow() {
+MemoryWindow::~MemoryWindow() { ReleaseKernelObjects(); }
+
+void MemoryWindow::ReleaseKernelObjects() {
   if (mw_) ibv_dealloc_mw(mw_);
+  mw_ = nullptr;
 }
 
 ibv_mw* MemoryWindow::Get(Napi::Env env) {

@@ -4,13 +4,16 @@
 #include <infiniband/verbs.h>
 #include <napi.h>
 
+#include "util/env.h"
+
 namespace rdma {
 
-class MemoryWindow : public Napi::ObjectWrap<MemoryWindow> {
+class MemoryWindow : public Napi::ObjectWrap<MemoryWindow>, public Tracked {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit MemoryWindow(const Napi::CallbackInfo& info);
   ~MemoryWindow() override;
+  void ReleaseKernelObjects() override;
 
   ibv_mw* Get(Napi::Env env);
   static MemoryWindow* From(const Napi::Value& v, const char* name);

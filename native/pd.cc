@@ -17,7 +17,8 @@ void ProtectionDomain::Init(Napi::Env env, Napi::Object exports) {
   }));
 }
 
-ProtectionDomain::ProtectionDomain(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProtectionDomain>(info) {
+ProtectionDomain::ProtectionDomain(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<ProtectionDomain>(info), Tracked(info.Env(), Tracked::kPd) {
   Napi::Env env = info.Env();
   TagObject(info.This().As<Napi::Object>(), &kProtectionDomainTag);
   Context* ctx = Context::From(info[0], "context");
@@ -27,9 +28,12 @@ ProtectionDomain::ProtectionDomain(const Napi::CallbackInfo& info) : Napi::Objec
   context_ = Napi::Persistent(info[0].As<Napi::Object>());
 }
 
-ProtectionDomain::~ProtectionDomain() {
-  // safety net only: the TS layer closes MRs, MWs and QPs first
+// safety net only: the TS layer closes MRs, MWs and QPs first
+ProtectionDomain::~ProtectionDomain() { ReleaseKernelObjects(); }
+
+void ProtectionDomain::ReleaseKernelObjects() {
   if (pd_) ibv_dealloc_pd(pd_);
+  pd_ = nullptr;
 }
 
 ibv_pd* ProtectionDomain::Get(Napi::Env env) {

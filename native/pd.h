@@ -4,13 +4,16 @@
 #include <infiniband/verbs.h>
 #include <napi.h>
 
+#include "util/env.h"
+
 namespace rdma {
 
-class ProtectionDomain : public Napi::ObjectWrap<ProtectionDomain> {
+class ProtectionDomain : public Napi::ObjectWrap<ProtectionDomain>, public Tracked {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit ProtectionDomain(const Napi::CallbackInfo& info);
   ~ProtectionDomain() override;
+  void ReleaseKernelObjects() override;
 
   ibv_pd* Get(Napi::Env env);
   static ProtectionDomain* From(const Napi::Value& v, const char* name);

@@ -129,7 +129,8 @@ void QueuePair::Init(Napi::Env env, Napi::Object exports) {
 
 // new QueuePair(pd, {type, sendCq, recvCq, srq?, maxSendWr, maxRecvWr,
 //   maxSendSge, maxRecvSge, maxInlineData, sigAll}, cmId?)
-QueuePair::QueuePair(const Napi::CallbackInfo& info) : Napi::ObjectWrap<QueuePair>(info) {
+QueuePair::QueuePair(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<QueuePair>(info), Tracked(info.Env(), Tracked::kQueuePair) {
   Napi::Env env = info.Env();
   TagObject(info.This().As<Napi::Object>(), &kQueuePairTag);
   ProtectionDomain* pdw = ProtectionDomain::From(info[0], "pd");
@@ -170,6 +171,8 @@ QueuePair::QueuePair(const Napi::CallbackInfo& info) : Napi::ObjectWrap<QueuePai
 }
 
 QueuePair::~QueuePair() { Destroy(); }
+
+void QueuePair::ReleaseKernelObjects() { Destroy(); }
 
 int QueuePair::Destroy() {
   if (!qp_) return 0;

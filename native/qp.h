@@ -6,15 +6,18 @@
 #include <napi.h>
 #include <vector>
 
+#include "util/env.h"
+
 namespace rdma {
 
 class CmId;
 
-class QueuePair : public Napi::ObjectWrap<QueuePair> {
+class QueuePair : public Napi::ObjectWrap<QueuePair>, public Tracked {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit QueuePair(const Napi::CallbackInfo& info);
   ~QueuePair() override;
+  void ReleaseKernelObjects() override;
 
   ibv_qp* Get(Napi::Env env);
   static QueuePair* From(const Napi::Value& v, const char* name);

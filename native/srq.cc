@@ -22,7 +22,8 @@ void SharedReceiveQueue::Init(Napi::Env env, Napi::Object exports) {
 }
 
 // new SharedReceiveQueue(pd, {maxWr, maxSge, limit})
-SharedReceiveQueue::SharedReceiveQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SharedReceiveQueue>(info) {
+SharedReceiveQueue::SharedReceiveQueue(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<SharedReceiveQueue>(info), Tracked(info.Env(), Tracked::kOnPd) {
   Napi::Env env = info.Env();
   TagObject(info.This().As<Napi::Object>(), &kSharedReceiveQueueTag);
   ibv_pd* pd = ProtectionDomain::From(info[0], "pd")->Get(env);
@@ -38,8 +39,11 @@ SharedReceiveQueue::SharedReceiveQueue(const Napi::CallbackInfo& info) : Napi::O
   pd_ = Napi::Persistent(info[0].As<Napi::Object>());
 }
 
-SharedReceiveQueue::~SharedReceiveQueue() {
+SharedReceiveQueue::~SharedReceiveQueue() { ReleaseKernelObjects(); }
+
+void SharedReceiveQueue::ReleaseKernelObjects() {
   if (srq_) ibv_destroy_srq(srq_);
+  srq_ = nullptr;
 }
 
 ibv_srq* SharedReceiveQueue::Get(Napi::Env env) {

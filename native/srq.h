@@ -3,13 +3,16 @@
 #include <infiniband/verbs.h>
 #include <napi.h>
 
+#include "util/env.h"
+
 namespace rdma {
 
-class SharedReceiveQueue : public Napi::ObjectWrap<SharedReceiveQueue> {
+class SharedReceiveQueue : public Napi::ObjectWrap<SharedReceiveQueue>, public Tracked {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit SharedReceiveQueue(const Napi::CallbackInfo& info);
   ~SharedReceiveQueue() override;
+  void ReleaseKernelObjects() override;
 
   ibv_srq* Get(Napi::Env env);
   static SharedReceiveQueue* From(const Napi::Value& v, const char* name);
