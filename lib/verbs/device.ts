@@ -161,7 +161,14 @@ export class Device extends Resource {
   on(event: string, listener: (ev: AsyncEvent) => void): this {
     this.assertOpen();
     this.#events.on(event, listener);
-    this.#updateWatch();
+    try {
+      this.#updateWatch();
+    } catch (err) {
+      // not watched (EBUSY: another thread watches this device): the
+      // listener would never be called, so it is not kept
+      this.#events.off(event, listener);
+      throw err;
+    }
     return this;
   }
 
