@@ -174,9 +174,9 @@ Context::Context(const Napi::CallbackInfo& info)
 Context::~Context() { Release(); }
 
 void Context::Release() {
-  StopWatching();
+  ReleaseKernelObjects();  // unwatches too
+  on_event_.Reset();
   async_.reset();
-  ReleaseKernelObjects();
 }
 
 void Context::ReleaseKernelObjects() {

@@ -31,19 +31,19 @@ void SetErrorClass(Napi::Env env, Napi::Function ctor) {
   GetEnvData(env).error_class = Napi::Persistent(ctor);
 }
 
+// An RdmaError (this environment's class) with `msg`; a plain Error before lib/native.ts set the class.
+static Napi::Object NewRdmaError(Napi::Env env, const std::string& msg) {
+  const Napi::FunctionReference& ctor = GetEnvData(env).error_class;
+  return ctor.IsEmpty() ? Napi::Error::New(env, msg).Value() : ctor.New({Napi::String::New(env, msg)});
+}
+
 Napi::Error MakeError(Napi::Env env, const char* verb, int err, const std::string& detail) {
   if (err < 0) err = -err;
   const char* name = ErrnoName(err);
   std::string code = name ? name : ("ERRNO_" + std::to_string(err));
   std::string msg = std::string(verb) + " failed: " + code + " (" + std::strerror(err) + ")";
   if (!detail.empty()) msg += ": " + detail;
-  const Napi::FunctionReference& ctor = GetEnvData(env).error_class;
-  Napi::Object obj;
-  if (!ctor.IsEmpty()) {
-    obj = ctor.New({Napi::String::New(env, msg)});
-  } else {
-    obj = Napi::Error::New(env, msg).Value();
-  }
+  Napi::Object obj = NewRdmaError(env, msg);
   obj.Set("code", code);
   obj.Set("errno", Napi::Number::New(env, err));
   obj.Set("syscall", verb);
@@ -58,9 +58,7 @@ void ThrowType(Napi::Env env, const std::string& msg) { throw Napi::TypeError::N
 void ThrowRange(Napi::Env env, const std::string& msg) { throw Napi::RangeError::New(env, msg); }
 
 void ThrowClosed(Napi::Env env, const char* what) {
-  const Napi::FunctionReference& ctor = GetEnvData(env).error_class;
-  std::string msg = std::string(what) + " is closed";
-  Napi::Object obj = !ctor.IsEmpty() ? ctor.New({Napi::String::New(env, msg)}) : Napi::Error::New(env, msg).Value();
+  Napi::Object obj = NewRdmaError(env, std::string(what) + " is closed");
   obj.Set("code", "ECLOSED");
   throw Napi::Error(env, obj);
 }

@@ -5,7 +5,8 @@
  * set; its rxe counterparts (the clear capability errors) are in
  * test/softroce/verbs-lifetime.test.ts.
  */
-import { Access, CompletionQueue, Device, openDevice, ProtectionDomain, QueuePair, Udmabuf, WorkCompletion } from '../../lib';
+import { Access, CompletionQueue, Device, openDevice, ProtectionDomain, QueuePair, Udmabuf } from '../../lib';
+import { completions } from '../softroce/helpers';
 
 const HW = process.env.RDMA_TEST_DEVICE;
 if (!HW) throw new Error('the hardware tier needs RDMA_TEST_DEVICE: a device with ODP and dma-buf MRs, e.g. mlx5_0');
@@ -30,24 +31,6 @@ function pair(dev: Device, pd: ProtectionDomain): { a: QueuePair; b: QueuePair; 
   return { a, b, cq };
 }
 
-/** The next `n` completions of `cq` (20 s at most). */
-function next(cq: CompletionQueue, n: number): Promise<WorkCompletion[]> {
-  return new Promise((resolve, reject) => {
-    const got: WorkCompletion[] = [];
-    const timer = setTimeout(() => reject(new Error(`${got.length} of ${n} completions within 20 s`)), 20_000);
-    const on = (wcs: WorkCompletion[]) => {
-      got.push(...wcs);
-      if (got.length < n) return;
-      clearTimeout(timer);
-      cq.off('completions', on);
-      cq.unref();
-      resolve(got);
-    };
-    cq.ref();
-    cq.on('completions', on);
-  });
-}
-
 test(`on-demand paging on ${DEVICE}: register, advise, RDMA into and out of the region`, async () => {
   const dev = openDevice(DEVICE);
   try {
@@ -62,13 +45,13 @@ test(`on-demand paging on ${DEVICE}: register, advise, RDMA into and out of the 
     // a pinned source writes into the ODP region (the NIC faults its pages in) ...
     const src = pd.registerMemory(pd.allocate(8192), Access.LOCAL_WRITE);
     Buffer.from(src.buffer as ArrayBuffer).fill(0x5a, 0, 4096);
-    const w = next(cq, 1);
+    const w = completions(cq, 1);
     a.postSend([{ wrId: 1, opcode: 'RDMA_WRITE', sge: [src.sge(0, 4096)], remoteAddr: mr.addr + 65536, rkey: mr.rkey }]);
     expect((await w)[0]).toMatchObject({ ok: true, wrId: 1 });
     expect(odpMem.subarray(65536, 65536 + 4096).every((x) => x === 0x5a)).toBe(true);
     // ... and reads back from it into the source's second page
     odpMem.fill(0xa5, 131072, 131072 + 4096);
-    const r = next(cq, 1);
+    const r = completions(cq, 1);
     a.postSend([{ wrId: 2, opcode: 'RDMA_READ', sge: [src.sge(4096, 4096)], remoteAddr: mr.addr + 131072, rkey: mr.rkey }]);
     expect((await r)[0]).toMatchObject({ ok: true, wrId: 2 });
     expect(Buffer.from(src.buffer as ArrayBuffer).subarray(4096, 8192).every((x) => x === 0xa5)).toBe(true);
@@ -81,7 +64,7 @@ test(`on-demand paging on ${DEVICE}: register, advise, RDMA into and out of the 
       const where = pd.registerMemory(plain, Access.LOCAL_WRITE);
       Buffer.from(plain).fill(0x3c);
       imr.advise('PREFETCH', { ranges: [{ addr: where.addr, length: 4096 }] });
-      const iw = next(cq, 1);
+      const iw = completions(cq, 1);
       a.postSend([{ wrId: 3, opcode: 'RDMA_WRITE', sge: [{ addr: where.addr, length: 4096, lkey: imr.lkey }], remoteAddr: mr.addr + 196608, rkey: mr.rkey }]);
       expect((await iw)[0]).toMatchObject({ ok: true, wrId: 3 });
       expect(odpMem.subarray(196608, 196608 + 4096).every((x) => x === 0x3c)).toBe(true);
@@ -103,7 +86,7 @@ test(`dma-buf regions on ${DEVICE}: register a udmabuf, RDMA WRITE into it`, asy
     const { a, cq } = pair(dev, pd);
     const src = pd.registerMemory(pd.allocate(4096), Access.LOCAL_WRITE);
     Buffer.from(src.buffer as ArrayBuffer).fill(0x77);
-    const w = next(cq, 1);
+    const w = completions(cq, 1);
     a.postSend([{ wrId: 1, opcode: 'RDMA_WRITE', sge: [src.sge()], remoteAddr: mr.addr + 8192, rkey: mr.rkey }]);
     expect((await w)[0]).toMatchObject({ ok: true, wrId: 1 });
     expect(new Uint8Array(buf.buffer, 8192, 4096).every((x) => x === 0x77)).toBe(true);
