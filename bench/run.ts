@@ -192,17 +192,20 @@ async function main(): Promise<number> {
   const jsLat = medianOf(rounds.map((x) => x.js));
   const jsSync = medianOf(rounds.map((x) => x.js_sync));
   const floorLat = medianOf(rounds.map((x) => x.floor));
-  const wbw = await step(failures, 'perftest ib_write_bw 4096 B', async () =>
+  // perftest's 4 KiB runs that are also the transport's references (run
+  // again after the transport, see below)
+  const writeBw = (note = '') => step(failures, `perftest ib_write_bw 4096 B${note}`, async () =>
     resultRow(await perftest('ib_write_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes'));
+  const lat4 = (tool: 'ib_write_lat' | 'ib_read_lat', note = '') => step(failures, `perftest ${tool} 4096 B${note}`, async () =>
+    lat(resultRow(await perftest(tool, [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes')));
+  const wbw = await writeBw();
   const sbw = await step(failures, 'perftest ib_send_bw 4096 B', async () =>
     resultRow(await perftest('ib_send_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes'));
   const rateArgs = ['rate', '--device', o.device, '--size', '4096', '--iters', String(o.iters * 5), '--depth', '64', '--warmup', String(o.iters * 3)];
   const jsRate = await step(failures, 'JS RDMA WRITE message rate 4096 B', () => js(rateArgs));
   const jsSendRate = await step(failures, 'JS SEND message rate 4096 B', () => js([...rateArgs, '--op', 'send']));
-  const wlat4 = await step(failures, 'perftest ib_write_lat 4096 B', async () =>
-    lat(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes')));
-  const rlat4 = await step(failures, 'perftest ib_read_lat 4096 B', async () =>
-    lat(resultRow(await perftest('ib_read_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes')));
+  const wlat4 = await lat4('ib_write_lat');
+  const rlat4 = await lat4('ib_read_lat');
   // the transport's IO from C: write and read at QD1, the 50/50 mix at QD 32 and 64
   const floorIo = async (depth: number, readPct: number, when: string) =>
     step(failures, `C floor transport IO 4096 B, QD${depth}, ${readPct}% reads (${when} the transport)`,
@@ -218,13 +221,11 @@ async function main(): Promise<number> {
   // the transport step takes minutes, and an emulated host's speed drifts
   // meanwhile: its references run again after it, and its ratios use the
   // mean of the two runs
+  const AFTER = ' (after the transport)';
   const after = {
-    wbw: await step(failures, 'perftest ib_write_bw 4096 B (after the transport)', async () =>
-      resultRow(await perftest('ib_write_bw', [...dev, '-n', String(o.iters * 5), '-s', '4096'], o.host), '#bytes')),
-    wlat4: await step(failures, 'perftest ib_write_lat 4096 B (after the transport)', async () =>
-      lat(resultRow(await perftest('ib_write_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes'))),
-    rlat4: await step(failures, 'perftest ib_read_lat 4096 B (after the transport)', async () =>
-      lat(resultRow(await perftest('ib_read_lat', [...dev, '-n', String(o.iters), '-s', '4096'], o.host), '#bytes'))),
+    wbw: await writeBw(AFTER),
+    wlat4: await lat4('ib_write_lat', AFTER),
+    rlat4: await lat4('ib_read_lat', AFTER),
     floor: await floorSet('after'),
   };
   const mean = (...xs: Array<number | undefined>): number | undefined => {
