@@ -15,12 +15,12 @@
  *   node dist/bench/verbs.js rate --device rxe0 --size 4096 --iters 20000 --depth 64 [--op write|send]
  *   (--no-busy-poll: wait on the completion channel; --spin-us N: busy-poll spin budget;
  *    --warmup N: unmeasured round trips / WRITEs first, default 1000; latency only:
- *    --loop event|sync: reply from the 'completions' listener or from a synchronous
- *    cq.poll() loop; --signal-every N: one signaled send in N, 1 to 8; --recv-batch N:
+ *    --loop event|sync: reply from the 'completions' listener with work request objects,
+ *    or from a synchronous cq.pollBatch() loop with prepared sends; --signal-every N: one signaled send in N, 1 to 8; --recv-batch N:
  *    replace receives N at a time, in one post, 1 to 32)
  * Each prints one JSON line with its figures on stdout.
  */
-import { Access, CmId, openDevice, WorkCompletion } from '../lib';
+import { Access, CmId, openDevice, WC_OPCODE, WC_STATUS, WcOpcode, WorkCompletion } from '../lib';
 
 interface Args {
   mode: string;
@@ -131,9 +131,15 @@ async function latency(a: Args): Promise<object> {
   // selective signaling (--signal-every N): one send in N asks for a
   // completion, which also frees the send queue slots of those before it
   const every = a.signalEvery;
-  const write = (n: number) => qp.postSend([{
-    wrId: n, opcode: 'RDMA_WRITE_WITH_IMM', imm: n, sge, remoteAddr, rkey, inline, signaled: n % every === every - 1,
-  }]);
+  // the event loop posts a work request object each time, as most code
+  // does; the sync loop posts prepared sends (one signaled, one not), as a
+  // latency-critical loop would
+  const prepared = [false, true].map((signaled) => qp.prepareSend({ opcode: 'RDMA_WRITE_WITH_IMM', imm: 0, sge, remoteAddr, rkey, inline, signaled }));
+  const write = a.loop === 'sync'
+    ? (n: number) => prepared[n % every === every - 1 ? 1 : 0].post(n, n)
+    : (n: number) => qp.postSend([{
+      wrId: n, opcode: 'RDMA_WRITE_WITH_IMM', imm: n, sge, remoteAddr, rkey, inline, signaled: n % every === every - 1,
+    }]);
   const recvWrs = Array.from({ length: a.recvBatch }, () => ({ wrId: 0 }));
   let consumed = 0;
   const replaceRecv = () => {
@@ -171,14 +177,16 @@ async function latency(a: Args): Promise<object> {
     write(0);
   };
   if (a.loop === 'sync') {
-    // the whole ping-pong in one synchronous loop over cq.poll(), like
-    // perftest's: no event-loop turn between a completion and the reply
+    // the whole ping-pong in one synchronous loop over cq.pollBatch(), like
+    // perftest's: no event-loop turn between a completion and the reply,
+    // and no object allocated per completion or per post
     start();
     let finished = false;
     while (!finished) {
-      for (const w of cq.poll()) {
-        if (!w.ok) throw new Error(`completion ${w.opcodeName}: ${w.statusName}`);
-        if (w.opcodeName === 'RECV_RDMA_WITH_IMM' && onRecv()) finished = true;
+      const b = cq.pollBatch();
+      for (let i = 0; i < b.length; i++) {
+        if (!b.ok(i)) throw new Error(`completion ${WC_OPCODE[b.opcode(i)]}: ${WC_STATUS[b.status(i)]}`);
+        if (b.opcode(i) === WcOpcode.RECV_RDMA_WITH_IMM && onRecv()) finished = true;
       }
     }
   } else {

@@ -45,10 +45,12 @@ export const WC_STATUS = [
 export type WcStatusName = (typeof WC_STATUS)[number] | 'UNKNOWN';
 
 /** Work completion opcodes (enum ibv_wc_opcode). */
-export const WC_OPCODE: Record<number, string> = {
-  0: 'SEND', 1: 'RDMA_WRITE', 2: 'RDMA_READ', 3: 'COMP_SWAP', 4: 'FETCH_ADD', 5: 'BIND_MW',
-  6: 'LOCAL_INV', 7: 'TSO', 128: 'RECV', 129: 'RECV_RDMA_WITH_IMM',
-};
+export const WcOpcode = {
+  SEND: 0, RDMA_WRITE: 1, RDMA_READ: 2, COMP_SWAP: 3, FETCH_ADD: 4, BIND_MW: 5, LOCAL_INV: 6, TSO: 7,
+  RECV: 128, RECV_RDMA_WITH_IMM: 129,
+} as const;
+/** The same opcodes by number. */
+export const WC_OPCODE: Record<number, string> = Object.fromEntries(Object.entries(WcOpcode).map(([k, v]) => [v, k]));
 
 /** Work completion flags (enum ibv_wc_flags). */
 export const WcFlags = { GRH: 1, WITH_IMM: 2, IP_CSUM_OK: 4, WITH_INV: 8 } as const;

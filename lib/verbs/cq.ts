@@ -50,6 +50,126 @@ export interface CompletionQueueOptions {
 
 const STRIDE = 10;
 
+/**
+ * Completions read in place from a CQ's completion buffer (what
+ * CompletionQueue.pollBatch() returns): `length` entries, read by index.
+ * Valid until the CQ is polled again (pollBatch(), poll() or the event
+ * loop's delivery), like the array ibv_poll_cq fills.
+ */
+export class CompletionBatch {
+  /** The number of completions in this batch. */
+  length = 0;
+  readonly #w: Uint32Array;
+  readonly #rxe: boolean;
+
+  /** @internal */
+  constructor(wcs: Uint32Array, rxe: boolean) {
+    this.#w = wcs;
+    this.#rxe = rxe;
+  }
+
+  #at(i: number): number {
+    if (!(i >= 0 && i < this.length && Number.isInteger(i))) throw new RangeError(`index must be an integer from 0 to ${this.length - 1}, got ${i}`);
+    return i * STRIDE;
+  }
+
+  wrId(i: number): number {
+    const o = this.#at(i);
+    return this.#w[o] + this.#w[o + 1] * 0x100000000;
+  }
+
+  status(i: number): number {
+    return this.#w[this.#at(i) + 2];
+  }
+
+  /** status === SUCCESS */
+  ok(i: number): boolean {
+    return this.#w[this.#at(i) + 2] === 0;
+  }
+
+  /** enum ibv_wc_opcode (WC_OPCODE names them). */
+  opcode(i: number): number {
+    return this.#w[this.#at(i) + 3];
+  }
+
+  byteLen(i: number): number {
+    return this.#w[this.#at(i) + 5];
+  }
+
+  /** The immediate data (host order), or undefined when the completion carries none. */
+  imm(i: number): number | undefined {
+    const o = this.#at(i);
+    return this.#w[o + 9] & WcFlags.WITH_IMM ? this.#w[o + 6] : undefined;
+  }
+
+  /** The rkey the peer invalidated (SEND_WITH_INV received), or undefined. */
+  invalidatedRkey(i: number): number | undefined {
+    const o = this.#at(i);
+    return this.#flags(o) & WcFlags.WITH_INV ? this.#w[o + 6] : undefined;
+  }
+
+  wcFlags(i: number): number {
+    return this.#flags(this.#at(i));
+  }
+
+  qpNum(i: number): number {
+    return this.#w[this.#at(i) + 7];
+  }
+
+  srcQp(i: number): number {
+    return this.#w[this.#at(i) + 8];
+  }
+
+  vendorErr(i: number): number {
+    return this.#w[this.#at(i) + 4];
+  }
+
+  /** Completion i as a WorkCompletion object. */
+  get(i: number): WorkCompletion {
+    const o = this.#at(i);
+    const w = this.#w;
+    const status = w[o + 2];
+    const opcode = w[o + 3];
+    const flags = this.#flags(o);
+    const wc: WorkCompletion = {
+      wrId: w[o] + w[o + 1] * 0x100000000,
+      status,
+      statusName: (WC_STATUS[status] ?? 'UNKNOWN') as WcStatusName,
+      ok: status === 0,
+      opcode,
+      opcodeName: WC_OPCODE[opcode] ?? `OPCODE_${opcode}`,
+      vendorErr: w[o + 4],
+      byteLen: w[o + 5],
+      qpNum: w[o + 7],
+      srcQp: w[o + 8],
+      wcFlags: flags,
+    };
+    if (flags & WcFlags.WITH_IMM) wc.imm = w[o + 6];
+    if (flags & WcFlags.WITH_INV) wc.invalidatedRkey = w[o + 6];
+    return wc;
+  }
+
+  /** Every completion of the batch as WorkCompletion objects. */
+  toArray(): WorkCompletion[] {
+    const out: WorkCompletion[] = new Array(this.length);
+    for (let i = 0; i < this.length; i++) out[i] = this.get(i);
+    return out;
+  }
+
+  #flags(o: number): number {
+    const w = this.#w;
+    const flags = w[o + 9];
+    if (this.#rxe && w[o + 3] === 128 && w[o + 2] === 0 && flags & WcFlags.IP_CSUM_OK && !(flags & WcFlags.WITH_INV)) {
+      // rxe (through 6.12 at least) writes the kernel's IB_WC_WITH_INVALIDATE
+      // (1 << 2) into user-space completions, where bit 2 reads as
+      // IBV_WC_IP_CSUM_OK (no meaning on an RC receive): report it as the
+      // invalidation it is
+      return (flags & ~WcFlags.IP_CSUM_OK) | WcFlags.WITH_INV;
+    }
+    return flags;
+  }
+}
+
 export class CompletionQueue extends Resource {
   readonly device: Device;
   readonly busyPoll: boolean;
@@ -57,6 +177,7 @@ export class CompletionQueue extends Resource {
   /** @internal */
   readonly handle: any;
   readonly #wcs: Uint32Array;
+  readonly #batch: CompletionBatch;
   readonly #events = new EventEmitter();
   #outstanding = 0;
   #userRefs = 0;
@@ -81,6 +202,7 @@ export class CompletionQueue extends Resource {
     if (!Number.isInteger(spin) || spin < 0 || spin > 1_000_000) throw new RangeError(`spinUs must be an integer from 0 to 1000000, got ${spin}`);
     this.#spinUs = spin;
     this.#wcs = new Uint32Array(batch * STRIDE);
+    this.#batch = new CompletionBatch(this.#wcs, this.#rxe);
     this.handle = new (native().CompletionQueue)(device.handle, cqe, this.#wcs);
     // the native side keeps this callback for as long as the CQ exists, and
     // QPs keep the native CQ: a callback holding `this` strongly would make a
@@ -136,49 +258,44 @@ export class CompletionQueue extends Resource {
     this.#updateRef();
   }
 
+  /**
+   * Polls once (ibv_poll_cq) without allocating: the completions are read
+   * in place through the returned batch (the same object every time, valid
+   * until this CQ is polled again). For latency-critical loops; emits the
+   * 'completions' event only when something listens.
+   */
+  pollBatch(): CompletionBatch {
+    this.assertOpen();
+    const n = this.handle.poll();
+    this.#batch.length = n;
+    if (n) {
+      this.#settle(n);
+      if (this.#events.listenerCount('completions')) this.#events.emit('completions', this.#batch.toArray());
+    }
+    return this.#batch;
+  }
+
   #deliver(n: number): WorkCompletion[] {
+    this.#batch.length = n;
+    const out = this.#batch.toArray();
+    this.#settle(n);
+    this.#events.emit('completions', out);
+    return out;
+  }
+
+  /** Counts the sends among n fresh completions as settled. */
+  #settle(n: number): void {
     const w = this.#wcs;
-    const out: WorkCompletion[] = new Array(n);
     let sends = 0;
     for (let i = 0; i < n; i++) {
-      const o = i * STRIDE;
-      const status = w[o + 2];
-      const opcode = w[o + 3];
-      const flags = w[o + 9];
-      const wc: WorkCompletion = {
-        wrId: w[o] + w[o + 1] * 0x100000000,
-        status,
-        statusName: (WC_STATUS[status] ?? 'UNKNOWN') as WcStatusName,
-        ok: status === 0,
-        opcode,
-        opcodeName: WC_OPCODE[opcode] ?? `OPCODE_${opcode}`,
-        vendorErr: w[o + 4],
-        byteLen: w[o + 5],
-        qpNum: w[o + 7],
-        srcQp: w[o + 8],
-        wcFlags: flags,
-      };
-      if (flags & WcFlags.WITH_IMM) wc.imm = w[o + 6];
-      if (flags & WcFlags.WITH_INV) wc.invalidatedRkey = w[o + 6];
-      else if (this.#rxe && opcode === 128 && status === 0 && flags & WcFlags.IP_CSUM_OK) {
-        // rxe (through 6.12 at least) writes the kernel's IB_WC_WITH_INVALIDATE
-        // (1 << 2) into user-space completions, where bit 2 reads as
-        // IBV_WC_IP_CSUM_OK (no meaning on an RC receive): report it as the
-        // invalidation it is
-        wc.invalidatedRkey = w[o + 6];
-        wc.wcFlags = (flags & ~WcFlags.IP_CSUM_OK) | WcFlags.WITH_INV;
-      }
       // a flushed send-queue WR may come back without its send opcode; only
       // receives (opcode >= 128 on success) do not settle an outstanding send
-      if (!(status === 0 && opcode >= 128)) sends++;
-      out[i] = wc;
+      if (!(w[i * STRIDE + 2] === 0 && w[i * STRIDE + 3] >= 128)) sends++;
     }
     if (sends) {
       this.#outstanding = Math.max(0, this.#outstanding - sends);
       this.#updateRef();
     }
-    this.#events.emit('completions', out);
-    return out;
   }
 
   #updateRef(): void {

@@ -3,7 +3,8 @@ export * from './constants';
 export { Device, DeviceAttributes, DeviceInfo, GidEntry, AsyncEvent, PortAttributes, forkSafety, listDevices, openDevice } from './device';
 export { ProtectionDomain, DmabufRange } from './pd';
 export { MemoryRegion, MemoryRegionKind, MemoryWindow, Udmabuf, Sge, allocate, pageSize } from './memory';
-export { CompletionQueue, CompletionQueueOptions, WorkCompletion } from './cq';
+export { CompletionBatch, CompletionQueue, CompletionQueueOptions, WorkCompletion } from './cq';
+export { PreparedSend } from './prepared';
 export {
   QueuePair, QueuePairInit, QpAttr, QpQuery, QpCap, AltPath, PathMigState, PathMigStateName, AhAttr, Grh, SendWorkRequest, RecvWorkRequest, AddressHandle,
   SharedReceiveQueue, SharedReceiveQueueInit,

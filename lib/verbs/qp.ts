@@ -6,6 +6,7 @@ import { checkObject, checkUint } from './args';
 import { QpState, QpStateName, QpType, QpTypeName, SendFlags, WrOpcode, WrOpcodeName } from './constants';
 import { CompletionQueue } from './cq';
 import { MemoryRegion, MemoryWindow, Sge } from './memory';
+import { PreparedSend } from './prepared';
 import { Resource } from './resource';
 import type { ProtectionDomain } from './pd';
 
@@ -137,6 +138,7 @@ const STATE_NAMES = Object.keys(QpState) as QpStateName[];
 const PACKED_SGES = 4;
 const SEND_STRIDE = 9 + 3 * PACKED_SGES;
 const RECV_STRIDE = 5;
+const NO_HANDLES: unknown[] = [];
 
 /** Every QpAttr key and the largest value its verbs field holds. */
 const ATTR_MAX: Record<string, number | 'state' | 'mtu' | 'ah' | 'alt' | 'mig' | 'bool' | 'cap'> = {
@@ -160,6 +162,13 @@ function packable(v: number | bigint | undefined): number {
   if (typeof v === 'number') return v;
   if (typeof v === 'bigint' && v >= 0n && v <= 9007199254740991n) return Number(v);
   return -1;
+}
+
+/** A 64-bit field of a prepared send: a number or bigint below 2^53 (a packed record holds doubles). */
+function checkU53(v: unknown, name: string): number {
+  if (typeof v !== 'bigint') return checkUint(v, name, Number.MAX_SAFE_INTEGER);
+  if (v < 0n || v > 9007199254740991n) throw new RangeError(`${name} must be from 0 to 2^53-1 to be prepared, got ${v}`);
+  return Number(v);
 }
 
 /** Refuses unknown keys (a typo would be silently ignored) and values wider than their field. */
@@ -380,6 +389,57 @@ export class QueuePair extends Resource {
     if (n) this.sendCq.expect(n);
   }
 
+  /**
+   * Checks and packs one send work request once, for posting many times
+   * with PreparedSend.post() (no object to build or check per post). Not
+   * for BIND_MW (windows are tracked per bind) or UD sends; at most 4 SGEs.
+   * The prepared send closes with this QP and with the regions its SGEs
+   * name, so it never posts a stale lkey or copies inline data from
+   * deregistered memory.
+   */
+  prepareSend(wr: SendWorkRequest): PreparedSend {
+    this.assertOpen();
+    checkObject(wr, 'work request');
+    if (WrOpcode[wr.opcode] === undefined) throw new TypeError(`opcode must be one of ${Object.keys(WrOpcode).join(', ')}, got ${String(wr.opcode)}`);
+    if (wr.opcode === 'BIND_MW') throw new TypeError('a BIND_MW cannot be prepared: post it with postSend()');
+    if (wr.ud !== undefined) throw new TypeError('a UD send cannot be prepared: post it with postSend()');
+    if (wr.sge !== undefined && (!Array.isArray(wr.sge) || wr.sge.length > PACKED_SGES)) {
+      throw new TypeError(`sge must be an array of at most ${PACKED_SGES} entries to be prepared`);
+    }
+    checkUint(wr.wrId ?? 0, 'wrId', Number.MAX_SAFE_INTEGER);
+    if (wr.opcode === 'SEND_WITH_IMM' || wr.opcode === 'RDMA_WRITE_WITH_IMM') checkUint(wr.imm, 'imm');
+    if (wr.opcode === 'SEND_WITH_INV' || wr.opcode === 'LOCAL_INV') checkUint(wr.invalidateRkey, 'invalidateRkey');
+    const remote = wr.opcode.startsWith('RDMA_') || wr.opcode.startsWith('ATOMIC_');
+    if (remote) {
+      checkU53(wr.remoteAddr, 'remoteAddr');
+      checkUint(wr.rkey, 'rkey');
+    }
+    if (wr.opcode === 'ATOMIC_CMP_AND_SWP' || wr.opcode === 'ATOMIC_FETCH_AND_ADD') checkU53(wr.compareAdd, 'compareAdd');
+    if (wr.opcode === 'ATOMIC_CMP_AND_SWP') checkU53(wr.swap, 'swap');
+    const regions: MemoryRegion[] = [];
+    for (const [j, s] of (wr.sge ?? []).entries()) {
+      checkObject(s, `sge[${j}]`);
+      checkUint(s.addr, `sge[${j}].addr`, Number.MAX_SAFE_INTEGER);
+      checkUint(s.length, `sge[${j}].length`);
+      checkUint(s.lkey, `sge[${j}].lkey`);
+      const mr = this.pd.regionFor(s.lkey);
+      if (mr) regions.push(mr);
+    }
+    this.#checkInline([wr]);
+    const record = new Float64Array(SEND_STRIDE);
+    const signaled = this.#packWr(wr, record, 0);
+    if (signaled < 0) throw new TypeError('this work request cannot be prepared: post it with postSend()');
+    return new PreparedSend(this, wr, record, signaled === 1, regions);
+  }
+
+  /** @internal posts a PreparedSend's record */
+  postPrepared(record: Float64Array, signaled: boolean): void {
+    if (this.#sendPack.length < SEND_STRIDE) this.#growPacks(SEND_STRIDE * 2, this.#recvPack.length);
+    this.#sendPack.set(record);
+    this.handle.postSendPacked(1, NO_HANDLES);
+    if (signaled) this.sendCq.expect(1);
+  }
+
   /** Posts a list of receive work requests (one ibv_post_recv call). */
   postRecv(wrs: RecvWorkRequest[]): void {
     this.assertOpen();
@@ -434,76 +494,83 @@ export class QueuePair extends Resource {
     this.#handles.length = 0;
     let signaled = 0;
     for (let i = 0; i < n; i++) {
-      const wr = wrs[i];
-      if (typeof wr !== 'object' || wr === null) return -1;
-      const op = (WrOpcode as Partial<Record<string, number>>)[wr.opcode];
-      if (typeof op !== 'number' || wr.ud !== undefined) return -1;
-      const o = i * SEND_STRIDE;
-      const wrId = wr.wrId ?? 0;
-      if (typeof wrId !== 'number') return -1;
-      let flags = 0;
-      if (this.sigAll || wr.signaled !== false) {
-        flags |= SendFlags.SIGNALED;
-        signaled++;
-      }
-      if (wr.inline) flags |= SendFlags.INLINE;
-      if (wr.fence) flags |= SendFlags.FENCE;
-      if (wr.solicited) flags |= SendFlags.SOLICITED;
-      f[o] = wrId;
-      f[o + 1] = op;
-      f[o + 2] = flags;
-      const sge = wr.sge;
-      if (sge === undefined) {
-        f[o + 3] = 0;
-      } else if (Array.isArray(sge) && sge.length <= PACKED_SGES) {
-        f[o + 3] = sge.length;
-        for (let j = 0; j < sge.length; j++) {
-          const s = sge[j];
-          if (typeof s !== 'object' || s === null || typeof s.addr !== 'number' || typeof s.length !== 'number' ||
-              typeof s.lkey !== 'number') return -1;
-          const so = o + 9 + 3 * j;
-          f[so] = s.addr;
-          f[so + 1] = s.length;
-          f[so + 2] = s.lkey;
-        }
-      } else return -1;
-      if (op === WrOpcode.BIND_MW) {
-        if (f[o + 3] !== 0) return -1;
-        this.#packBind(wr, o);
-        continue;
-      }
-      switch (op) {
-        case WrOpcode.SEND_WITH_IMM:
-        case WrOpcode.RDMA_WRITE_WITH_IMM:
-          if (typeof wr.imm !== 'number') return -1;
-          f[o + 4] = wr.imm;
-          break;
-        case WrOpcode.SEND_WITH_INV:
-        case WrOpcode.LOCAL_INV:
-          if (typeof wr.invalidateRkey !== 'number') return -1;
-          f[o + 4] = wr.invalidateRkey;
-          break;
-      }
-      if (op === WrOpcode.RDMA_WRITE || op === WrOpcode.RDMA_WRITE_WITH_IMM || op === WrOpcode.RDMA_READ ||
-          op === WrOpcode.ATOMIC_CMP_AND_SWP || op === WrOpcode.ATOMIC_FETCH_AND_ADD) {
-        const remote = packable(wr.remoteAddr);
-        if (remote < 0 || typeof wr.rkey !== 'number') return -1;
-        f[o + 5] = remote;
-        f[o + 6] = wr.rkey;
-      }
-      if (op === WrOpcode.ATOMIC_CMP_AND_SWP || op === WrOpcode.ATOMIC_FETCH_AND_ADD) {
-        const compareAdd = packable(wr.compareAdd);
-        if (compareAdd < 0) return -1;
-        f[o + 7] = compareAdd;
-        f[o + 8] = 0;
-        if (op === WrOpcode.ATOMIC_CMP_AND_SWP) {
-          const swap = packable(wr.swap);
-          if (swap < 0) return -1;
-          f[o + 8] = swap;
-        }
-      }
+      const s = this.#packWr(wrs[i], f, i * SEND_STRIDE);
+      if (s < 0) return -1;
+      signaled += s;
     }
     this.handle.postSendPacked(n, this.#handles);
+    return signaled;
+  }
+
+  /** Packs one WR into f at o: 1 when signaled, 0 when not, -1 when it needs the general path. */
+  #packWr(wr: SendWorkRequest, f: Float64Array, o: number): number {
+    if (typeof wr !== 'object' || wr === null) return -1;
+    const op = (WrOpcode as Partial<Record<string, number>>)[wr.opcode];
+    if (typeof op !== 'number' || wr.ud !== undefined) return -1;
+    const wrId = wr.wrId ?? 0;
+    if (typeof wrId !== 'number') return -1;
+    let flags = 0;
+    let signaled = 0;
+    if (this.sigAll || wr.signaled !== false) {
+      flags |= SendFlags.SIGNALED;
+      signaled = 1;
+    }
+    if (wr.inline) flags |= SendFlags.INLINE;
+    if (wr.fence) flags |= SendFlags.FENCE;
+    if (wr.solicited) flags |= SendFlags.SOLICITED;
+    f[o] = wrId;
+    f[o + 1] = op;
+    f[o + 2] = flags;
+    const sge = wr.sge;
+    if (sge === undefined) {
+      f[o + 3] = 0;
+    } else if (Array.isArray(sge) && sge.length <= PACKED_SGES) {
+      f[o + 3] = sge.length;
+      for (let j = 0; j < sge.length; j++) {
+        const s = sge[j];
+        if (typeof s !== 'object' || s === null || typeof s.addr !== 'number' || typeof s.length !== 'number' ||
+            typeof s.lkey !== 'number') return -1;
+        const so = o + 9 + 3 * j;
+        f[so] = s.addr;
+        f[so + 1] = s.length;
+        f[so + 2] = s.lkey;
+      }
+    } else return -1;
+    if (op === WrOpcode.BIND_MW) {
+      if (f[o + 3] !== 0) return -1;
+      this.#packBind(wr, o);
+      return signaled;
+    }
+    switch (op) {
+      case WrOpcode.SEND_WITH_IMM:
+      case WrOpcode.RDMA_WRITE_WITH_IMM:
+        if (typeof wr.imm !== 'number') return -1;
+        f[o + 4] = wr.imm;
+        break;
+      case WrOpcode.SEND_WITH_INV:
+      case WrOpcode.LOCAL_INV:
+        if (typeof wr.invalidateRkey !== 'number') return -1;
+        f[o + 4] = wr.invalidateRkey;
+        break;
+    }
+    if (op === WrOpcode.RDMA_WRITE || op === WrOpcode.RDMA_WRITE_WITH_IMM || op === WrOpcode.RDMA_READ ||
+        op === WrOpcode.ATOMIC_CMP_AND_SWP || op === WrOpcode.ATOMIC_FETCH_AND_ADD) {
+      const remote = packable(wr.remoteAddr);
+      if (remote < 0 || typeof wr.rkey !== 'number') return -1;
+      f[o + 5] = remote;
+      f[o + 6] = wr.rkey;
+    }
+    if (op === WrOpcode.ATOMIC_CMP_AND_SWP || op === WrOpcode.ATOMIC_FETCH_AND_ADD) {
+      const compareAdd = packable(wr.compareAdd);
+      if (compareAdd < 0) return -1;
+      f[o + 7] = compareAdd;
+      f[o + 8] = 0;
+      if (op === WrOpcode.ATOMIC_CMP_AND_SWP) {
+        const swap = packable(wr.swap);
+        if (swap < 0) return -1;
+        f[o + 8] = swap;
+      }
+    }
     return signaled;
   }
 

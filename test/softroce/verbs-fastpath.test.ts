@@ -1,0 +1,194 @@
+/**
+ * The allocation-free fast path: prepared sends (QueuePair.prepareSend) and
+ * completions read in place (CompletionQueue.pollBatch), on rxe0.
+ */
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+import { Access, CompletionBatch, CompletionQueue, WcOpcode, WorkCompletion } from '../../lib';
+import { bytes, completions, loopback, Loopback, region } from './helpers';
+
+const rangeErr = (re: RegExp) => expect.objectContaining({ name: 'RangeError', message: expect.stringMatching(re) });
+const LIB = JSON.stringify(path.resolve(__dirname, '..', '..', '..', 'dist', 'lib'));
+
+let l: Loopback;
+beforeEach(() => {
+  l = loopback('rxe0', { maxSendWr: 64, maxRecvWr: 64, maxInlineData: 64 });
+});
+afterEach(() => l.close());
+
+/** Spins on pollBatch() until `n` completions arrived; returns them as objects (read from the batch). */
+function batchPoll(cq: CompletionQueue, n: number): WorkCompletion[] {
+  const got: WorkCompletion[] = [];
+  for (let spins = 0; got.length < n; spins++) {
+    if (spins > 5e6) throw new Error(`only ${got.length} of ${n} completions`);
+    const b = cq.pollBatch();
+    for (let i = 0; i < b.length; i++) got.push(b.get(i));
+  }
+  return got;
+}
+
+test('a prepared WRITE_WITH_IMM posted 300 times: every immediate arrives once, in order, with its data', () => {
+  const src = region(l.pd, 4096);
+  const dst = region(l.pd, 4096);
+  const send = l.a.prepareSend({ opcode: 'RDMA_WRITE_WITH_IMM', imm: 0, sge: [src.sge(0, 64)], remoteAddr: dst.addr, rkey: dst.rkey });
+  expect(send.signaled).toBe(true);
+  const seen: number[] = [];
+  for (let i = 0; i < 300; i++) {
+    l.b.postRecv([{ wrId: i }]);
+    bytes(src).fill(i & 0xff, 0, 64);
+    send.post(1000 + i, 0xabc00000 + i);
+    const [rx] = batchPoll(l.cqB, 1);
+    expect(rx).toMatchObject({ ok: true, opcode: WcOpcode.RECV_RDMA_WITH_IMM, byteLen: 64, wrId: i });
+    seen.push(rx.imm!);
+    expect(bytes(dst)[63]).toBe(i & 0xff);
+    const [tx] = batchPoll(l.cqA, 1);
+    expect(tx).toMatchObject({ ok: true, opcodeName: 'RDMA_WRITE', wrId: 1000 + i });
+  }
+  expect(seen).toEqual(Array.from({ length: 300 }, (_, i) => 0xabc00000 + i));
+});
+
+test('length and remoteAddr change what the next posts send and where it lands', () => {
+  const src = region(l.pd, 4096);
+  const dst = region(l.pd, 4096);
+  bytes(src).fill(7);
+  const send = l.a.prepareSend({ opcode: 'RDMA_WRITE_WITH_IMM', imm: 1, sge: [src.sge(0, 16)], remoteAddr: dst.addr, rkey: dst.rkey, signaled: false });
+  l.b.postRecv([{ wrId: 1 }, { wrId: 2 }]);
+  send.length = 100;
+  send.remoteAddr = dst.addr + 1000;
+  send.post();
+  const [rx] = batchPoll(l.cqB, 1);
+  expect(rx.byteLen).toBe(100);
+  expect(bytes(dst).subarray(0, 1000).every((b) => b === 0)).toBe(true);
+  expect(bytes(dst).subarray(1000, 1100).every((b) => b === 7)).toBe(true);
+  expect(bytes(dst)[1100]).toBe(0);
+  expect(send.length).toBe(100);
+  expect(send.remoteAddr).toBe(dst.addr + 1000);
+  // unsignaled: no completion at the sender
+  expect(l.cqA.pollBatch().length).toBe(0);
+});
+
+test('an inline prepared SEND_WITH_IMM: the length cannot run past its region', async () => {
+  const src = region(l.pd, 64);
+  const rx = region(l.pd, 4096);
+  bytes(src).fill(0x5a);
+  const send = l.a.prepareSend({ opcode: 'SEND_WITH_IMM', imm: 9, sge: [src.sge(0, 8)], inline: true });
+  expect(() => { send.length = 65; }).toThrow(RangeError);
+  send.length = 64;
+  const [ca, cb] = [completions(l.cqA, 1), completions(l.cqB, 1)];
+  l.b.postRecv([{ wrId: 5, sge: [rx.sge()] }]);
+  send.post(undefined, 10);
+  const [[sent], [wc]] = await Promise.all([ca, cb]);
+  expect(sent).toMatchObject({ ok: true, opcodeName: 'SEND' });
+  expect(wc).toMatchObject({ ok: true, opcodeName: 'RECV', byteLen: 64, imm: 10 });
+  expect(bytes(rx).subarray(0, 64).every((b) => b === 0x5a)).toBe(true);
+});
+
+test('a prepared send closes with its QP and with the regions its SGEs name', () => {
+  const src = region(l.pd, 4096);
+  const send = l.a.prepareSend({ opcode: 'SEND', sge: [src.sge(0, 8)] });
+  src.close();
+  expect(send.closed).toBe(true);
+  expect(() => send.post()).toThrow(expect.objectContaining({ code: 'ECLOSED' }));
+  const other = l.a.prepareSend({ opcode: 'SEND' });
+  l.a.close();
+  expect(other.closed).toBe(true);
+  expect(() => l.a.prepareSend({ opcode: 'SEND' })).toThrow(expect.objectContaining({ code: 'ECLOSED' }));
+});
+
+test('prepareSend and post refuse what they cannot do, naming the argument', () => {
+  const mr = region(l.pd, 4096);
+  const mw = l.pd.allocMemoryWindow(2);
+  const s = (n: number) => Array.from({ length: n }, () => mr.sge(0, 8));
+  expect(() => l.a.prepareSend(null as never)).toThrow(TypeError);
+  expect(() => l.a.prepareSend({ opcode: 'NOP' as never })).toThrow(/opcode/);
+  expect(() => l.a.prepareSend({ opcode: 'BIND_MW', bind: { mw, mr, access: Access.REMOTE_WRITE } })).toThrow(/BIND_MW cannot be prepared/);
+  expect(() => l.a.prepareSend({ opcode: 'SEND', sge: s(5) })).toThrow(/at most 4/);
+  expect(() => l.a.prepareSend({ opcode: 'SEND_WITH_IMM' })).toThrow(/imm/);
+  expect(() => l.a.prepareSend({ opcode: 'SEND_WITH_INV' })).toThrow(/invalidateRkey/);
+  expect(() => l.a.prepareSend({ opcode: 'RDMA_WRITE', rkey: 1 })).toThrow(/remoteAddr/);
+  expect(() => l.a.prepareSend({ opcode: 'RDMA_WRITE', remoteAddr: 0 })).toThrow(/rkey/);
+  expect(() => l.a.prepareSend({ opcode: 'RDMA_WRITE', remoteAddr: 2n ** 60n, rkey: 1 })).toThrow(rangeErr(/remoteAddr/));
+  expect(() => l.a.prepareSend({ opcode: 'RDMA_WRITE', remoteAddr: -5, rkey: 1 })).toThrow(rangeErr(/remoteAddr/));
+  expect(() => l.a.prepareSend({ opcode: 'ATOMIC_CMP_AND_SWP', remoteAddr: 0, rkey: 1, compareAdd: 0 })).toThrow(/swap/);
+  expect(() => l.a.prepareSend({ opcode: 'SEND', wrId: -1 })).toThrow(/wrId/);
+  expect(() => l.a.prepareSend({ opcode: 'SEND', sge: [{ addr: 1, length: 1, lkey: 2 ** 32 }] })).toThrow(/sge\[0\]\.lkey/);
+  // inline data from memory no region here covers
+  expect(() => l.a.prepareSend({ opcode: 'SEND', inline: true, sge: [{ addr: 4096, length: 8, lkey: mr.lkey }] })).toThrow(/inline/);
+  const send = l.a.prepareSend({ opcode: 'SEND' });
+  expect(() => send.post(-1)).toThrow(RangeError);
+  expect(() => send.post(2 ** 53)).toThrow(RangeError);
+  expect(() => send.post(0, 1)).toThrow(/carries no immediate/);
+  expect(() => { send.length = 1; }).toThrow(/no SGE/);
+  expect(() => { send.remoteAddr = 0; }).toThrow(/no remote address/);
+  const imm = l.a.prepareSend({ opcode: 'SEND_WITH_IMM', imm: 0 });
+  expect(() => imm.post(0, 2 ** 32)).toThrow(RangeError);
+  expect(() => imm.post(0, -1)).toThrow(RangeError);
+  expect(() => imm.post(0, 1.5)).toThrow(RangeError);
+});
+
+test('pollBatch reads the same completions poll() would, in place, and refuses indexes outside the batch', () => {
+  const src = region(l.pd, 4096);
+  const dst = region(l.pd, 4096);
+  for (let i = 0; i < 4; i++) l.b.postRecv([{ wrId: 40 + i }]);
+  const send = l.a.prepareSend({ opcode: 'RDMA_WRITE_WITH_IMM', imm: 0, sge: [src.sge(0, 32)], remoteAddr: dst.addr, rkey: dst.rkey });
+  for (let i = 0; i < 4; i++) send.post(i, 77 + i);
+  batchPoll(l.cqA, 4);
+  let b: CompletionBatch;
+  for (let spins = 0; ; spins++) {
+    b = l.cqB.pollBatch();
+    if (b.length) break;
+    if (spins > 5e6) throw new Error('no completion');
+  }
+  const n = b.length;
+  for (let i = 0; i < n; i++) {
+    const wc = b.get(i);
+    expect([b.wrId(i), b.ok(i), b.status(i), b.opcode(i), b.byteLen(i), b.imm(i), b.qpNum(i), b.wcFlags(i), b.invalidatedRkey(i)])
+      .toEqual([wc.wrId, true, 0, WcOpcode.RECV_RDMA_WITH_IMM, 32, wc.imm, l.b.qpNum, wc.wcFlags, undefined]);
+    expect(b.wrId(i)).toBe(40 + i);
+    expect(b.imm(i)).toBe(77 + i);
+  }
+  expect(b.toArray()).toHaveLength(n);
+  expect(() => b.opcode(n)).toThrow(RangeError);
+  expect(() => b.wrId(-1)).toThrow(RangeError);
+  expect(() => b.get(0.5)).toThrow(RangeError);
+  // the batch is the CQ's one view: the next poll empties it
+  const rest = batchPoll(l.cqB, 4 - n);
+  expect(rest.map((w) => w.wrId)).toEqual(Array.from({ length: 4 - n }, (_, i) => 40 + n + i));
+  expect(l.cqB.pollBatch()).toBe(b);
+  expect(b.length).toBe(0);
+});
+
+test("pollBatch still emits 'completions' when something listens", () => {
+  const heard: WorkCompletion[] = [];
+  l.cqA.on('completions', (wcs) => heard.push(...wcs));
+  const send = l.a.prepareSend({ opcode: 'RDMA_WRITE', remoteAddr: 0, rkey: 0 });
+  l.b.postRecv([{ wrId: 1 }]);
+  l.a.postSend([{ opcode: 'SEND', wrId: 3 }]);
+  const got = batchPoll(l.cqA, 1);
+  expect(heard).toEqual(got);
+  expect(send.closed).toBe(false);
+});
+
+test('signaled prepared posts reaped by pollBatch do not keep the process alive', () => {
+  // a CQ keeps node alive while signaled sends are outstanding: prepared
+  // posts must count, and pollBatch must settle them, or node would hang
+  const script = `
+    const { openDevice, Access } = require(${LIB});
+    const dev = openDevice('rxe0'); const pd = dev.allocPd();
+    const cq = dev.createCompletionQueue({ cqe: 64 });
+    const init = { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 };
+    const a = pd.createQueuePair(init), b = pd.createQueuePair(init);
+    const g = dev.gids().find((e) => e.port === 1 && e.type === 'RoCEv2' && e.gid.startsWith('::ffff:'));
+    a.connectTo({ qpNum: b.qpNum, gid: g.gid, psn: 1 }, { sgidIndex: g.index, psn: 2 });
+    b.connectTo({ qpNum: a.qpNum, gid: g.gid, psn: 2 }, { sgidIndex: g.index, psn: 1 });
+    const mr = pd.registerMemory(pd.allocate(4096), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
+    const send = a.prepareSend({ opcode: 'RDMA_WRITE', sge: [mr.sge(0, 8)], remoteAddr: mr.addr + 8, rkey: mr.rkey });
+    for (let i = 0; i < 10; i++) send.post(i);
+    let n = 0;
+    for (let t = 0; t < 5e6 && n < 10; t++) n += cq.pollBatch().length;
+    console.log('reaped', n);`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+  expect(r.error).toBeUndefined();
+  expect(r.stdout.trim()).toBe('reaped 10');
+  expect(r.status).toBe(0);
+});
