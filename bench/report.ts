@@ -74,6 +74,8 @@ export interface BenchResults {
   /** bench/native/floor.c: the same RDMA messages as the JS benchmarks, from C */
   floor?: {
     lat?: { t_typical_usec: number; t_p99_usec: number };
+    /** the same ping-pong with -W work_ns of CPU work per hop at both ends */
+    work?: Array<{ work_ns: number; t_typical_usec: number; t_p99_usec: number }>;
     io: Partial<Record<'write1' | 'read1' | 'mix32' | 'mix64', FloorIo>>;
   };
   transport?: {
@@ -346,6 +348,9 @@ export function renderReport(r: BenchResults): string {
     const rows = [['benchmark', 'typical / rate', 'p99', 'note']];
     const l = r.floor.lat;
     if (l) rows.push(['WRITE_WITH_IMM ping-pong 2 B (one-way)', `${num(l.t_typical_usec, 2)} us`, `${num(l.t_p99_usec, 2)} us`, 'as the JS ping-pong']);
+    for (const w of r.floor.work ?? []) {
+      rows.push([`the same with ${num(w.work_ns / 1000, 0)} us of work per hop`, `${num(w.t_typical_usec, 2)} us`, `${num(w.t_p99_usec, 2)} us`, 'CPU work between a message and its reply, both ends']);
+    }
     const io = r.floor.io;
     if (io.write1) rows.push(['transport write 4 KiB, QD1', `${num(io.write1.p50_usec, 1)} us`, `${num(io.write1.p99_usec, 1)} us`, 'request + response']);
     if (io.read1) rows.push(['transport read 4 KiB, QD1', `${num(io.read1.p50_usec, 1)} us`, `${num(io.read1.p99_usec, 1)} us`, 'request, data + response']);

@@ -192,6 +192,15 @@ async function main(): Promise<number> {
   const jsLat = medianOf(rounds.map((x) => x.js));
   const jsSync = medianOf(rounds.map((x) => x.js_sync));
   const floorLat = medianOf(rounds.map((x) => x.floor));
+  // the same C ping-pong with W us of CPU work per hop at both ends: what a
+  // binding's own per-hop cost (the JS around two Node-API calls) costs on
+  // this device, which is not linear under SoftRoCE
+  const floorWork: any[] = [];
+  for (const us of [2, 4, 8]) {
+    const got = await step(failures, `C floor WRITE_WITH_IMM ping-pong 2 B with ${us} us of work per hop`,
+      () => floor(['lat', ...floorDev, '-s', '2', '-n', String(o.iters), '-w', String(Math.max(5000, o.iters)), '-W', String(us * 1000)]));
+    if (got) floorWork.push(got);
+  }
   // perftest's 4 KiB runs that are also the transport's references (run
   // again after the transport, see below)
   const writeBw = (note = '') => step(failures, `perftest ib_write_bw 4096 B${note}`, async () =>
@@ -261,7 +270,7 @@ async function main(): Promise<number> {
     };
   }
   if (wlat4 && rlat4) results.perftest4k = { ib_write_lat: wlat4, ib_read_lat: rlat4 };
-  results.floor = { lat: floorLat, io: floorIos, note: 'bench/native/floor.c: the same RDMA messages posted from C (two busy-polling threads)' };
+  results.floor = { lat: floorLat, work: floorWork, io: floorIos, note: 'bench/native/floor.c: the same RDMA messages posted from C (two busy-polling threads)' };
   results.afterTransport = after;
   results.transportReferences = { ...ref, note: 'means of the runs before and after the transport step; the transport ratios use these' };
   if (transport) results.transport = transport;
@@ -343,6 +352,9 @@ async function main(): Promise<number> {
   if (floorLat) {
     console.log(`  C floor (the same WRITE_WITH_IMM ping-pong from C): ${r(floorLat.t_typical_usec)} us -> ${r(ratios[F.lat])}x ib_write_lat;` +
       ` JS is ${r(ratios[F.jsLat])}x the C floor (sync loop ${r(ratios[F.jsSync])}x)`);
+    if (floorWork.length) {
+      console.log(`    the C floor with CPU work per hop at both ends: ${floorWork.map((x) => `${x.work_ns / 1000} us -> ${r(x.t_typical_usec)} us`).join(', ')}`);
+    }
   }
   if (wbw && sbw && jsRate) {
     console.log(`  verbs message rate, RDMA WRITE 4 KiB: JS ${jsRate.msg_rate_mpps.toFixed(4)} Mpps  vs ib_write_bw ${wbw[4]} Mpps  -> ratio ${r(ratios['JS verbs RDMA WRITE rate 4 KiB vs ib_write_bw 4 KiB'])}x`);

@@ -13,7 +13,9 @@
  *       WRITE_WITH_IMM ping-pong (bench/verbs.ts latency): every message
  *       consumes a receive and completes at both ends; receives replaced -b
  *       at a time (8, as the bench's --recv-batch), one send in -e signaled
- *       (1, as the bench); one-way latency = round trip / 2, like ib_write_lat
+ *       (1, as the bench); one-way latency = round trip / 2, like ib_write_lat;
+ *       -W NS: spin NS between a message and its reply at both ends (what a
+ *       binding's own per-hop work costs on this device)
  *   floor io -d rxe0 -x 1 [-s 4096] [-q 32] [-t 3] [-r 50] [-b 1] [-e 1]
  *       the transport's IO (docs/protocol.md): a write is one
  *       WRITE_WITH_IMM of the data into a server chunk and a zero-length
@@ -65,6 +67,7 @@ struct opts {
   const char *mode, *device;
   int gid_index, size, iters, warmup, depth, seconds, read_pct, recv_batch, signal_every;
   int client_cpu, server_cpu; /* -c: pin the two ends' threads (-1: not pinned) */
+  int work_ns;                 /* -W: lat only, CPU work per hop between the receive and the reply */
 };
 
 /* One end: its CQ, QP and registered memory, and how to reach the peer's. */
@@ -205,11 +208,23 @@ static int cmp_u64(const void *a, const void *b) {
 
 /* ---- lat: the WRITE_WITH_IMM ping-pong ---- */
 
+/*
+ * -W: spins for work_ns between seeing a message and posting the reply, at
+ * both ends: what a binding adds per hop (a JS binding's two Node-API calls
+ * and the code around them), measured with the device's own behaviour.
+ */
+static void hop_work(void) {
+  if (o.work_ns <= 0) return;
+  uint64_t until = now_ns() + (uint64_t)o.work_ns;
+  while (now_ns() < until) {}
+}
+
 static void *lat_server(void *arg) {
   (void)arg;
   pin(o.server_cpu);
   for (int i = 0; i < o.warmup + o.iters; i++) {
     wait_recv(&srv, NULL);
+    hop_work();
     write_imm(&srv, 0, o.size, 0, i, NULL);
   }
   return NULL;
@@ -221,6 +236,7 @@ static void run_lat(void) {
   pthread_create(&t, NULL, lat_server, NULL);
   for (int i = 0; i < o.warmup + o.iters; i++) {
     uint64_t t0 = now_ns();
+    if (i > 0) hop_work(); /* the reply to the previous round trip */
     write_imm(&cli, 0, o.size, 0, i, NULL);
     wait_recv(&cli, NULL);
     if (i >= o.warmup) rtt[i - o.warmup] = now_ns() - t0;
@@ -230,8 +246,8 @@ static void run_lat(void) {
   double sum = 0;
   for (int i = 0; i < o.iters; i++) sum += rtt[i];
   printf("{\"bench\":\"floor_write_imm_lat\",\"device\":\"%s\",\"size\":%d,\"iters\":%d,\"warmup\":%d,"
-         "\"recv_batch\":%d,\"signal_every\":%d,\"t_min_usec\":%.2f,\"t_typical_usec\":%.2f,\"t_avg_usec\":%.2f,\"t_p99_usec\":%.2f}\n",
-         o.device, o.size, o.iters, o.warmup, o.recv_batch, o.signal_every, rtt[0] / 2e3, rtt[o.iters / 2] / 2e3, sum / o.iters / 2e3,
+         "\"recv_batch\":%d,\"signal_every\":%d,\"work_ns\":%d,\"t_min_usec\":%.2f,\"t_typical_usec\":%.2f,\"t_avg_usec\":%.2f,\"t_p99_usec\":%.2f}\n",
+         o.device, o.size, o.iters, o.warmup, o.recv_batch, o.signal_every, o.work_ns, rtt[0] / 2e3, rtt[o.iters / 2] / 2e3, sum / o.iters / 2e3,
          rtt[(int)(o.iters * 0.99)] / 2e3);
   free(rtt);
 }
@@ -334,7 +350,7 @@ int main(int argc, char **argv) {
   o = (struct opts){ .device = "rxe0", .gid_index = 1, .size = -1, .iters = 1000, .warmup = 5000, .depth = 32,
                      .seconds = 3, .read_pct = 50, .recv_batch = -1, .signal_every = 1, .client_cpu = -1, .server_cpu = -1 };
   if (argc < 2 || (strcmp(argv[1], "lat") && strcmp(argv[1], "io"))) {
-    fprintf(stderr, "usage: floor lat|io -d DEVICE -x GID_INDEX [-s SIZE] [-n ITERS] [-w WARMUP] [-q DEPTH] [-t SECONDS] [-r READ_PCT] [-b RECV_BATCH] [-e SIGNAL_EVERY] [-c CLIENT_CPU,SERVER_CPU]\n");
+    fprintf(stderr, "usage: floor lat|io -d DEVICE -x GID_INDEX [-s SIZE] [-n ITERS] [-w WARMUP] [-q DEPTH] [-t SECONDS] [-r READ_PCT] [-b RECV_BATCH] [-e SIGNAL_EVERY] [-c CLIENT_CPU,SERVER_CPU] [-W WORK_NS]\n");
     return 2;
   }
   o.mode = argv[1];
@@ -350,6 +366,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "-r")) o.read_pct = num(v, "-r", 0, 100);
     else if (!strcmp(k, "-b")) o.recv_batch = num(v, "-b", 1, MAX_BATCH);
     else if (!strcmp(k, "-e")) o.signal_every = num(v, "-e", 1, 64);
+    else if (!strcmp(k, "-W")) o.work_ns = num(v, "-W", 0, 1000000);
     else if (!strcmp(k, "-c")) {
       if (!v || sscanf(v, "%d,%d", &o.client_cpu, &o.server_cpu) != 2 || o.client_cpu < 0 || o.server_cpu < 0) {
         fprintf(stderr, "floor: -c is CLIENT_CPU,SERVER_CPU\n");

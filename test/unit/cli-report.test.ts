@@ -31,6 +31,7 @@ const FIXED: BenchResults = {
   },
   floor: {
     lat: { t_typical_usec: 21.5, t_p99_usec: 40 },
+    work: [{ work_ns: 4000, t_typical_usec: 33.25, t_p99_usec: 60 }],
     io: {
       write1: { size: 4096, depth: 1, read_pct: 0, iops: 9000, p50_usec: 96, p99_usec: 300 },
       mix32: { size: 4096, depth: 32, read_pct: 50, iops: 7035.4, p50_usec: 4400, p99_usec: 9000 },
@@ -91,6 +92,7 @@ describe('benchmark report', () => {
     expect(html).toContain('<td>strict</td><td>2,000</td><td>2,050</td><td>1.02x</td><td>1010 / 1040</td>');
     // the C floor's figures, the ones that ran (no read at QD1, no QD 64 here)
     expect(html).toContain('<td>WRITE_WITH_IMM ping-pong 2 B (one-way)</td><td>21.50 us</td><td>40.00 us</td>');
+    expect(html).toContain('<td>the same with 4 us of work per hop</td><td>33.25 us</td><td>60.00 us</td>');
     expect(html).toContain('<td>transport write 4 KiB, QD1</td><td>96.0 us</td>');
     expect(html).toContain('<td>transport IOPS 4 KiB, 50% reads, QD 32</td><td>7,035 IOPS</td>');
     expect(html).not.toContain('transport read 4 KiB, QD1');
