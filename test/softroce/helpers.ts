@@ -4,9 +4,31 @@
  * through rdma_cm) and
  * waiting for completions with a bound (a dead rxe peer can hang forever).
  */
+import { spawnSync, SpawnSyncReturns } from 'child_process';
+import * as path from 'path';
 import {
   Access, CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, QueuePairInit, WorkCompletion,
 } from '../../lib';
+
+/**
+ * Runs `body` in a child node after this set-up: `dev` (rxe0), `pd`, one CQ
+ * `cq`, and two RC QPs `a` and `b` on it, connected to each other by hand.
+ * For what must happen in a process of its own (a crash, an exit).
+ */
+export function inChildLoopback(body: string): SpawnSyncReturns<string> {
+  const lib = JSON.stringify(path.resolve(__dirname, '..', '..', 'lib'));
+  const script = `
+    const { openDevice, Access } = require(${lib});
+    const dev = openDevice('rxe0'); const pd = dev.allocPd();
+    const cq = dev.createCompletionQueue({ cqe: 64 });
+    const init = { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 };
+    const a = pd.createQueuePair(init), b = pd.createQueuePair(init);
+    const g = dev.gids().find((e) => e.port === 1 && e.type === 'RoCEv2' && e.gid.startsWith('::ffff:'));
+    a.connectTo({ qpNum: b.qpNum, gid: g.gid, psn: 1 }, { sgidIndex: g.index, psn: 2 });
+    b.connectTo({ qpNum: a.qpNum, gid: g.gid, psn: 2 }, { sgidIndex: g.index, psn: 1 });
+    ${body}`;
+  return spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+}
 
 /** The GID index of the device's RoCE v2 IPv4-mapped GID (::ffff:a.b.c.d). */
 export function ipv4GidIndex(dev: Device): { index: number; gid: string } {

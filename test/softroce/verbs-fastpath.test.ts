@@ -2,13 +2,10 @@
  * The allocation-free fast path: prepared sends (QueuePair.prepareSend) and
  * completions read in place (CompletionQueue.pollBatch), on rxe0.
  */
-import { spawnSync } from 'child_process';
-import * as path from 'path';
 import { Access, CompletionBatch, CompletionQueue, WcOpcode, WorkCompletion } from '../../lib';
-import { bytes, completions, loopback, Loopback, region } from './helpers';
+import { bytes, completions, inChildLoopback, loopback, Loopback, region } from './helpers';
 
 const rangeErr = (re: RegExp) => expect.objectContaining({ name: 'RangeError', message: expect.stringMatching(re) });
-const LIB = JSON.stringify(path.resolve(__dirname, '..', '..', '..', 'dist', 'lib'));
 
 let l: Loopback;
 beforeEach(() => {
@@ -172,22 +169,13 @@ test("pollBatch still emits 'completions' when something listens", () => {
 test('signaled prepared posts reaped by pollBatch do not keep the process alive', () => {
   // a CQ keeps node alive while signaled sends are outstanding: prepared
   // posts must count, and pollBatch must settle them, or node would hang
-  const script = `
-    const { openDevice, Access } = require(${LIB});
-    const dev = openDevice('rxe0'); const pd = dev.allocPd();
-    const cq = dev.createCompletionQueue({ cqe: 64 });
-    const init = { sendCq: cq, recvCq: cq, maxSendWr: 16, maxRecvWr: 16, maxInlineData: 64 };
-    const a = pd.createQueuePair(init), b = pd.createQueuePair(init);
-    const g = dev.gids().find((e) => e.port === 1 && e.type === 'RoCEv2' && e.gid.startsWith('::ffff:'));
-    a.connectTo({ qpNum: b.qpNum, gid: g.gid, psn: 1 }, { sgidIndex: g.index, psn: 2 });
-    b.connectTo({ qpNum: a.qpNum, gid: g.gid, psn: 2 }, { sgidIndex: g.index, psn: 1 });
+  const r = inChildLoopback(`
     const mr = pd.registerMemory(pd.allocate(4096), Access.LOCAL_WRITE | Access.REMOTE_WRITE);
     const send = a.prepareSend({ opcode: 'RDMA_WRITE', sge: [mr.sge(0, 8)], remoteAddr: mr.addr + 8, rkey: mr.rkey });
     for (let i = 0; i < 10; i++) send.post(i);
     let n = 0;
     for (let t = 0; t < 5e6 && n < 10; t++) n += cq.pollBatch().length;
-    console.log('reaped', n);`;
-  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+    console.log('reaped', n);`);
   expect(r.error).toBeUndefined();
   expect(r.stdout.trim()).toBe('reaped 10');
   expect(r.status).toBe(0);
