@@ -1,0 +1,116 @@
+/**
+ * A hand-made transport client for the guest tests ("raw"): it connects with
+ * the private data it is given, does the info exchange, and then sends only
+ * what the test posts, so tests can play a malicious or broken peer.
+ */
+import { CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, WorkCompletion, transport } from '../../lib';
+
+const P = transport;
+const HOST0 = '10.99.1.1';
+
+export function later<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** Collects every completion of a CQ; waits for ones matching a predicate. */
+export class Collector {
+  readonly wcs: WorkCompletion[] = [];
+  #waiters: Array<{ pred: (w: WorkCompletion) => boolean; resolve: (w: WorkCompletion) => void }> = [];
+
+  constructor(cq: CompletionQueue) {
+    cq.ref();
+    cq.on('completions', (ws) => {
+      for (const w of ws) {
+        const i = this.#waiters.findIndex((x) => x.pred(w));
+        if (i >= 0) this.#waiters.splice(i, 1)[0].resolve(w);
+        else this.wcs.push(w); // kept for a later next()
+      }
+    });
+  }
+
+  next(pred: (w: WorkCompletion) => boolean, ms = 30000): Promise<WorkCompletion> {
+    const done = this.wcs.find(pred);
+    if (done) {
+      this.wcs.splice(this.wcs.indexOf(done), 1);
+      return Promise.resolve(done);
+    }
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no matching completion within ${ms} ms (have ${this.wcs.map((w) => `${w.opcodeName}/${w.statusName}`).join(', ')})`)), ms);
+      this.#waiters.push({ pred, resolve: (w) => { clearTimeout(t); resolve(w); } });
+    });
+  }
+}
+
+export interface Raw {
+  id: CmId;
+  dev: Device;
+  pd: ProtectionDomain;
+  cq: CompletionQueue;
+  qp: QueuePair;
+  buf: Buffer;
+  mr: MemoryRegion;
+  acc: transport.AcceptData;
+  keys: transport.ChunkKey[];
+  wcs: Collector;
+  disconnected: Promise<void>;
+  close(): void;
+}
+
+/** A hand-made client: connect with our private data, info exchange, then whatever the test posts. */
+export async function raw(p: number, opts: { sessionId?: string; privateData?: Buffer; host?: string; pathIndex?: number; pathCount?: number } = {}): Promise<Raw> {
+  const pathIndex = opts.pathIndex ?? 0;
+  const pathCount = opts.pathCount ?? 1;
+  const id = CmId.create();
+  await id.resolveAddr(opts.host ?? HOST0, p);
+  await id.resolveRoute();
+  const dev = openDevice(id.info().device!);
+  const pd = dev.allocPd();
+  const cq = dev.createCompletionQueue({ cqe: 256 });
+  const qp = id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 64, maxRecvWr: 64 });
+  const mem = pd.allocate(65536);
+  const mr = pd.registerMemory(mem);
+  const buf = Buffer.from(mem);
+  const wcs = new Collector(cq);
+  qp.postRecv(Array.from({ length: 8 }, (_, i) => ({ wrId: 100 + i, sge: [mr.sge(i * 4096 + 32768, 4096)] })));
+  const disc = later();
+  id.on('disconnected', () => disc.resolve());
+  const close = (): void => {
+    cq.unref();
+    id.close();
+    dev.close();
+  };
+  try {
+    const pdata = opts.privateData ?? P.encodeConnectRequest({ newSession: pathIndex === 0, pathIndex, pathCount, reconnectCount: 0, sessionId: opts.sessionId ?? P.randomSessionId() });
+    const { privateData } = await id.connect({ privateData: pdata });
+    const acc = P.decodeAccept(privateData);
+    const req = P.encodeInfoReq({ recvSize: 4096, name: 'raw' });
+    req.copy(buf, 0);
+    qp.postSend([{ wrId: 1, opcode: 'SEND', sge: [mr.sge(0, req.length)] }]);
+    const asm = new P.InfoAssembler(acc);
+    let keys: transport.ChunkKey[] | undefined;
+    while (!keys) {
+      const w = await wcs.next((x) => x.opcodeName === 'RECV');
+      const slot = w.wrId - 100;
+      const m = P.decodeClientMessage(buf.subarray(32768 + slot * 4096, 32768 + slot * 4096 + w.byteLen), { ...acc, pathCount, pathIndex });
+      qp.postRecv([{ wrId: w.wrId, sge: [mr.sge(slot * 4096 + 32768, 4096)] }]);
+      if (m.type === 'info-rsp') keys = asm.add(m);
+    }
+    return { id, dev, pd, cq, qp, buf, mr, acc, keys, wcs, disconnected: disc.promise, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
+}
+
+/** The raw client sends a write request for chunk c: [data | trailer], seq 1. */
+export function rawWrite(r: Raw, c: number, data: Buffer, seq = 1n): void {
+  data.copy(r.buf, 8192);
+  P.writeWriteTrailer(r.buf, 8192 + data.length, { hdrLen: 0, dataLen: data.length, seq });
+  const k = r.keys[c];
+  r.qp.postSend([{
+    wrId: 2, opcode: 'RDMA_WRITE_WITH_IMM', sge: [r.mr.sge(8192, data.length + 16)], remoteAddr: k.addr, rkey: k.rkey,
+    imm: P.encodeRequestImm('write', c, data.length, r.acc),
+  }]);
+}
