@@ -1,7 +1,9 @@
 /**
- * A hand-made transport client for the guest tests ("raw"): it connects with
- * the private data it is given, does the info exchange, and then sends only
- * what the test posts, so tests can play a malicious or broken peer.
+ * Hand-made transport peers for the guest tests ("raw"): a client that
+ * connects with the private data it is given, does the info exchange and
+ * then sends only what the test posts, and a server that accepts, answers
+ * INFO_REQ and then does the same; so tests can play a malicious or broken
+ * peer on either side.
  */
 import { CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, WorkCompletion, transport } from '../../lib';
 
@@ -113,4 +115,51 @@ export function rawWrite(r: Raw, c: number, data: Buffer, seq = 1n): void {
     wrId: 2, opcode: 'RDMA_WRITE_WITH_IMM', sge: [r.mr.sge(8192, data.length + 16)], remoteAddr: k.addr, rkey: k.rkey,
     imm: P.encodeRequestImm('write', c, data.length, r.acc),
   }]);
+}
+
+/**
+ * A hand-made relaxed-mode server: accepts, answers INFO_REQ with one
+ * descriptor over a plain MR, and then only does what the test posts (it
+ * never answers heartbeats).
+ */
+export async function rawServer(p: number, hb = { hbIntervalMs: 200, hbMissedMax: 3 }, strict = false): Promise<{ port: number; paths: Promise<Raw>; close(): void }> {
+  const listener = CmId.create();
+  const params = { queueDepth: 4, chunkSize: 8192, maxHeaderSize: 128, strict };
+  let resolvePath!: (r: Raw) => void;
+  const paths = new Promise<Raw>((r) => (resolvePath = r));
+  const opened: Array<() => void> = [];
+  listener.on('connection', (id) => {
+    void (async () => {
+      const dev = openDevice(id.info().device!);
+      const pd = dev.allocPd();
+      const cq = dev.createCompletionQueue({ cqe: 256 });
+      const qp = id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 64, maxRecvWr: 64 });
+      const mem = pd.allocate(65536);
+      const mr = pd.registerMemory(mem, 1 | 2); // LOCAL_WRITE | REMOTE_WRITE
+      const buf = Buffer.from(mem);
+      const wcs = new Collector(cq);
+      qp.postRecv(Array.from({ length: 16 }, (_, i) => ({ wrId: 100 + i, sge: [mr.sge(32768 + i * 2048, 2048)] })));
+      const disc = later();
+      id.on('disconnected', () => disc.resolve());
+      const close = (): void => {
+        cq.unref();
+        id.close();
+        dev.close();
+      };
+      opened.push(close);
+      await id.accept({ privateData: P.encodeAccept({ ...params, sessionCreated: true, ...hb }) });
+      await wcs.next((w) => w.opcodeName === 'RECV'); // INFO_REQ
+      // relaxed: one descriptor over the pool; strict: one per chunk
+      const descs = strict
+        ? Array.from({ length: 4 }, (_, c) => ({ addr: BigInt(mr.addr + c * 8192), rkey: mr.rkey, len: 8192 }))
+        : [{ addr: BigInt(mr.addr), rkey: mr.rkey, len: 4 * 8192 }];
+      const [info] = P.encodeInfoRsp(descs);
+      info.copy(buf, 40000);
+      qp.postSend([{ wrId: 1, opcode: 'SEND', sge: [mr.sge(40000, info.length)] }]);
+      const acc = P.decodeAccept(P.encodeAccept({ ...params, sessionCreated: true, ...hb }));
+      resolvePath({ id, dev, pd, cq, qp, buf, mr, acc, keys: [], wcs, disconnected: disc.promise, close });
+    })();
+  });
+  listener.listen(HOST0, p);
+  return { port: p, paths, close: () => { for (const c of opened) c(); listener.close(); } };
 }

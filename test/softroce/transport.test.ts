@@ -8,7 +8,7 @@
  * input closes that path only).
  */
 import { CmId, openDevice, RdmaError, transport } from '../../lib';
-import { Collector, later, raw, Raw, rawWrite } from './transport-raw';
+import { later, raw, rawServer, rawWrite } from './transport-raw';
 
 const { TransportServer, connect } = transport;
 const P = transport;
@@ -32,53 +32,6 @@ function serverWith(opts: Partial<ConstructorParameters<typeof TransportServer>[
   return { server, port: p, logs };
 }
 
-/**
- * A hand-made relaxed-mode server: accepts, answers INFO_REQ with one
- * descriptor over a plain MR, and then only does what the test posts (it
- * never answers heartbeats).
- */
-async function rawServer(hb = { hbIntervalMs: 200, hbMissedMax: 3 }, strict = false): Promise<{ port: number; paths: Promise<Raw>; close(): void }> {
-  const p = port++;
-  const listener = CmId.create();
-  const params = { queueDepth: 4, chunkSize: 8192, maxHeaderSize: 128, strict };
-  let resolvePath!: (r: Raw) => void;
-  const paths = new Promise<Raw>((r) => (resolvePath = r));
-  const opened: Array<() => void> = [];
-  listener.on('connection', (id) => {
-    void (async () => {
-      const dev = openDevice(id.info().device!);
-      const pd = dev.allocPd();
-      const cq = dev.createCompletionQueue({ cqe: 256 });
-      const qp = id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 64, maxRecvWr: 64 });
-      const mem = pd.allocate(65536);
-      const mr = pd.registerMemory(mem, 1 | 2); // LOCAL_WRITE | REMOTE_WRITE
-      const buf = Buffer.from(mem);
-      const wcs = new Collector(cq);
-      qp.postRecv(Array.from({ length: 16 }, (_, i) => ({ wrId: 100 + i, sge: [mr.sge(32768 + i * 2048, 2048)] })));
-      const disc = later();
-      id.on('disconnected', () => disc.resolve());
-      const close = (): void => {
-        cq.unref();
-        id.close();
-        dev.close();
-      };
-      opened.push(close);
-      await id.accept({ privateData: P.encodeAccept({ ...params, sessionCreated: true, ...hb }) });
-      await wcs.next((w) => w.opcodeName === 'RECV'); // INFO_REQ
-      // relaxed: one descriptor over the pool; strict: one per chunk
-      const descs = strict
-        ? Array.from({ length: 4 }, (_, c) => ({ addr: BigInt(mr.addr + c * 8192), rkey: mr.rkey, len: 8192 }))
-        : [{ addr: BigInt(mr.addr), rkey: mr.rkey, len: 4 * 8192 }];
-      const [info] = P.encodeInfoRsp(descs);
-      info.copy(buf, 40000);
-      qp.postSend([{ wrId: 1, opcode: 'SEND', sge: [mr.sge(40000, info.length)] }]);
-      const acc = P.decodeAccept(P.encodeAccept({ ...params, sessionCreated: true, ...hb }));
-      resolvePath({ id, dev, pd, cq, qp, buf, mr, acc, keys: [], wcs, disconnected: disc.promise, close });
-    })();
-  });
-  listener.listen(HOST0, p);
-  return { port: p, paths, close: () => { for (const c of opened) c(); listener.close(); } };
-}
 
 // ------------------------------------------------------------------ tests
 
@@ -637,7 +590,7 @@ describe('cut-off IOs', () => {
 
 describe('client against a raw server', () => {
   test('a server that never answers heartbeats: the client declares the path down and schedules a reconnect', async () => {
-    const rs = await rawServer();
+    const rs = await rawServer(port++);
     const events: string[] = [];
     const client = await connect({ paths: [{ host: HOST0, port: rs.port }], reconnect: { initialDelayMs: 5000 } });
     client.on('path', (_i: number, what: string) => events.push(what));
@@ -653,7 +606,7 @@ describe('client against a raw server', () => {
   });
 
   test('S3 on the client: in strict mode an immediate-only response (no new key) closes the path; the IO fails cleanly', async () => {
-    const rs = await rawServer({ hbIntervalMs: 60000, hbMissedMax: 10 }, true);
+    const rs = await rawServer(port++, { hbIntervalMs: 60000, hbMissedMax: 10 }, true);
     const client = await connect({ paths: [{ host: HOST0, port: rs.port }], reconnect: { initialDelayMs: 5000 } });
     const violations: Array<{ reason: string }> = [];
     client.on('violation', (v) => violations.push(v));
@@ -674,7 +627,7 @@ describe('client against a raw server', () => {
   });
 
   test('S3 on the client: a response for an IO that is not in flight closes the path with a logged reason', async () => {
-    const rs = await rawServer({ hbIntervalMs: 60000, hbMissedMax: 10 });
+    const rs = await rawServer(port++, { hbIntervalMs: 60000, hbMissedMax: 10 });
     const logs: string[] = [];
     const client = await connect({ paths: [{ host: HOST0, port: rs.port }], log: (l) => logs.push(l), reconnect: { initialDelayMs: 5000 } });
     const violations: Array<{ reason: string }> = [];
