@@ -8,24 +8,12 @@
  * session.
  */
 import { transport } from '../../lib';
-import { raw, Raw, rawWrite } from './transport-raw';
+import { raw, Raw, rawWrite, seededRandom } from './transport-raw';
 
 const { TransportServer, connect } = transport;
 const P = transport;
 const HOST0 = '10.99.1.1';
 const PORT = 21000 + (process.pid % 500) * 4;
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // fixed, so CI runs the same messages every time; NODE_RDMA_FUZZ_SEED explores others
 const SEED = Number(process.env.NODE_RDMA_FUZZ_SEED ?? 0x5eed2026);
@@ -123,7 +111,7 @@ test.each([true, false])(`${PEERS} fuzzing peers x ${MESSAGES} random messages (
       }
     })();
 
-    const rnd = prng(SEED);
+    const rnd = seededRandom(SEED);
     let lost = 0;
     const sent: string[] = [];
     for (let p = 0; p < PEERS; p++) {

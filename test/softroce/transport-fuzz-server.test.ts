@@ -7,24 +7,12 @@
  * hangs, nothing escapes, and close() completes.
  */
 import { transport } from '../../lib';
-import { rawServer, Raw } from './transport-raw';
+import { rawServer, Raw, seededRandom } from './transport-raw';
 
 const { connect, TransportError } = transport;
 const P = transport;
 const HOST0 = '10.99.1.1';
 let port = 22000 + (process.pid % 500) * 16;
-
-/** mulberry32, as in transport-fuzz-peer.test.ts. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // fixed, so CI runs the same messages every time; NODE_RDMA_FUZZ_SEED explores others
 const SEED = Number(process.env.NODE_RDMA_FUZZ_SEED ?? 0x5eed2026) ^ 0xc11e47;
@@ -80,7 +68,7 @@ test(`${ROUNDS} fuzzing servers x ${MESSAGES} random messages (seed 0x${SEED.toS
   const onProblem = (e: unknown) => problems.push(String((e as Error)?.stack ?? e));
   process.on('unhandledRejection', onProblem);
   process.on('uncaughtException', onProblem);
-  const rnd = prng(SEED);
+  const rnd = seededRandom(SEED);
   const reasons: Record<string, number> = {};
   const outcomes: Record<string, number> = {};
   try {

@@ -5,7 +5,7 @@
  * INFO_REQ and then does the same; so tests can play a malicious or broken
  * peer on either side.
  */
-import { CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, WorkCompletion, transport } from '../../lib';
+import { Access, CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, WorkCompletion, transport } from '../../lib';
 
 const P = transport;
 const HOST0 = '10.99.1.1';
@@ -60,22 +60,20 @@ export interface Raw {
   close(): void;
 }
 
-/** A hand-made client: connect with our private data, info exchange, then whatever the test posts. */
-export async function raw(p: number, opts: { sessionId?: string; privateData?: Buffer; host?: string; pathIndex?: number; pathCount?: number } = {}): Promise<Raw> {
-  const pathIndex = opts.pathIndex ?? 0;
-  const pathCount = opts.pathCount ?? 1;
-  const id = CmId.create();
-  await id.resolveAddr(opts.host ?? HOST0, p);
-  await id.resolveRoute();
+/**
+ * One end on a CM id: its device, PD, CQ, QP and 64 KiB of registered memory
+ * (receives posted in its upper half: `recvs` of `recvSize` bytes from 32768).
+ */
+function end(id: CmId, access: number, recvs: number, recvSize: number): Omit<Raw, 'acc' | 'keys'> {
   const dev = openDevice(id.info().device!);
   const pd = dev.allocPd();
   const cq = dev.createCompletionQueue({ cqe: 256 });
   const qp = id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 64, maxRecvWr: 64 });
   const mem = pd.allocate(65536);
-  const mr = pd.registerMemory(mem);
+  const mr = pd.registerMemory(mem, access);
   const buf = Buffer.from(mem);
   const wcs = new Collector(cq);
-  qp.postRecv(Array.from({ length: 8 }, (_, i) => ({ wrId: 100 + i, sge: [mr.sge(i * 4096 + 32768, 4096)] })));
+  qp.postRecv(Array.from({ length: recvs }, (_, i) => ({ wrId: 100 + i, sge: [mr.sge(32768 + i * recvSize, recvSize)] })));
   const disc = later();
   id.on('disconnected', () => disc.resolve());
   const close = (): void => {
@@ -83,6 +81,18 @@ export async function raw(p: number, opts: { sessionId?: string; privateData?: B
     id.close();
     dev.close();
   };
+  return { id, dev, pd, cq, qp, buf, mr, wcs, disconnected: disc.promise, close };
+}
+
+/** A hand-made client: connect with our private data, info exchange, then whatever the test posts. */
+export async function raw(p: number, opts: { sessionId?: string; privateData?: Buffer; host?: string; pathIndex?: number; pathCount?: number } = {}): Promise<Raw> {
+  const pathIndex = opts.pathIndex ?? 0;
+  const pathCount = opts.pathCount ?? 1;
+  const id = CmId.create();
+  await id.resolveAddr(opts.host ?? HOST0, p);
+  await id.resolveRoute();
+  const e = end(id, Access.LOCAL_WRITE, 8, 4096);
+  const { qp, buf, mr, wcs, close } = e;
   try {
     const pdata = opts.privateData ?? P.encodeConnectRequest({ newSession: pathIndex === 0, pathIndex, pathCount, reconnectCount: 0, sessionId: opts.sessionId ?? P.randomSessionId() });
     const { privateData } = await id.connect({ privateData: pdata });
@@ -99,7 +109,7 @@ export async function raw(p: number, opts: { sessionId?: string; privateData?: B
       qp.postRecv([{ wrId: w.wrId, sge: [mr.sge(slot * 4096 + 32768, 4096)] }]);
       if (m.type === 'info-rsp') keys = asm.add(m);
     }
-    return { id, dev, pd, cq, qp, buf, mr, acc, keys, wcs, disconnected: disc.promise, close };
+    return { ...e, acc, keys };
   } catch (err) {
     close();
     throw err;
@@ -130,23 +140,9 @@ export async function rawServer(p: number, hb = { hbIntervalMs: 200, hbMissedMax
   const opened: Array<() => void> = [];
   listener.on('connection', (id) => {
     void (async () => {
-      const dev = openDevice(id.info().device!);
-      const pd = dev.allocPd();
-      const cq = dev.createCompletionQueue({ cqe: 256 });
-      const qp = id.createQueuePair(pd, { sendCq: cq, recvCq: cq, maxSendWr: 64, maxRecvWr: 64 });
-      const mem = pd.allocate(65536);
-      const mr = pd.registerMemory(mem, 1 | 2); // LOCAL_WRITE | REMOTE_WRITE
-      const buf = Buffer.from(mem);
-      const wcs = new Collector(cq);
-      qp.postRecv(Array.from({ length: 16 }, (_, i) => ({ wrId: 100 + i, sge: [mr.sge(32768 + i * 2048, 2048)] })));
-      const disc = later();
-      id.on('disconnected', () => disc.resolve());
-      const close = (): void => {
-        cq.unref();
-        id.close();
-        dev.close();
-      };
-      opened.push(close);
+      const e = end(id, Access.LOCAL_WRITE | Access.REMOTE_WRITE, 16, 2048);
+      const { qp, buf, mr, wcs } = e;
+      opened.push(e.close);
       await id.accept({ privateData: P.encodeAccept({ ...params, sessionCreated: true, ...hb }) });
       await wcs.next((w) => w.opcodeName === 'RECV'); // INFO_REQ
       // relaxed: one descriptor over the pool; strict: one per chunk
@@ -157,9 +153,21 @@ export async function rawServer(p: number, hb = { hbIntervalMs: 200, hbMissedMax
       info.copy(buf, 40000);
       qp.postSend([{ wrId: 1, opcode: 'SEND', sge: [mr.sge(40000, info.length)] }]);
       const acc = P.decodeAccept(P.encodeAccept({ ...params, sessionCreated: true, ...hb }));
-      resolvePath({ id, dev, pd, cq, qp, buf, mr, acc, keys: [], wcs, disconnected: disc.promise, close });
+      resolvePath({ ...e, acc, keys: [] });
     })();
   });
   listener.listen(HOST0, p);
   return { port: p, paths, close: () => { for (const c of opened) c(); listener.close(); } };
+}
+
+/** mulberry32: a small seeded PRNG (uniform in [0, 1)), so a fuzzing run can be replayed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
