@@ -15,6 +15,16 @@ const REMOTE_ADDR = 5;
 const SGE0_ADDR = 9;
 const SGE0_LENGTH = 10;
 
+/** Whether a WR of this opcode carries an immediate. */
+export function carriesImm(opcode: SendWorkRequest['opcode']): boolean {
+  return opcode === 'SEND_WITH_IMM' || opcode === 'RDMA_WRITE_WITH_IMM';
+}
+
+/** Whether a WR of this opcode targets peer memory (remoteAddr, rkey). */
+export function targetsPeer(opcode: SendWorkRequest['opcode']): boolean {
+  return opcode.startsWith('RDMA_') || opcode.startsWith('ATOMIC_');
+}
+
 export class PreparedSend extends Resource {
   readonly qp: QueuePair;
   readonly opcode: SendWorkRequest['opcode'];
@@ -33,8 +43,8 @@ export class PreparedSend extends Resource {
     this.opcode = wr.opcode;
     this.signaled = signaled;
     this.#record = record;
-    this.#hasImm = wr.opcode === 'SEND_WITH_IMM' || wr.opcode === 'RDMA_WRITE_WITH_IMM';
-    this.#remote = wr.opcode.startsWith('RDMA_') || wr.opcode.startsWith('ATOMIC_');
+    this.#hasImm = carriesImm(wr.opcode);
+    this.#remote = targetsPeer(wr.opcode);
     this.#inlineRegion = wr.inline && wr.sge?.length ? regions.find((r) => r.lkey === wr.sge![0].lkey) : undefined;
     this.dependOn(qp, ...regions);
   }

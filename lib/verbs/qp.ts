@@ -6,7 +6,7 @@ import { checkObject, checkUint } from './args';
 import { QpState, QpStateName, QpType, QpTypeName, SendFlags, WrOpcode, WrOpcodeName } from './constants';
 import { CompletionQueue } from './cq';
 import { MemoryRegion, MemoryWindow, Sge } from './memory';
-import { PreparedSend } from './prepared';
+import { carriesImm, PreparedSend, targetsPeer } from './prepared';
 import { Resource } from './resource';
 import type { ProtectionDomain } from './pd';
 
@@ -407,10 +407,9 @@ export class QueuePair extends Resource {
       throw new TypeError(`sge must be an array of at most ${PACKED_SGES} entries to be prepared`);
     }
     checkUint(wr.wrId ?? 0, 'wrId', Number.MAX_SAFE_INTEGER);
-    if (wr.opcode === 'SEND_WITH_IMM' || wr.opcode === 'RDMA_WRITE_WITH_IMM') checkUint(wr.imm, 'imm');
+    if (carriesImm(wr.opcode)) checkUint(wr.imm, 'imm');
     if (wr.opcode === 'SEND_WITH_INV' || wr.opcode === 'LOCAL_INV') checkUint(wr.invalidateRkey, 'invalidateRkey');
-    const remote = wr.opcode.startsWith('RDMA_') || wr.opcode.startsWith('ATOMIC_');
-    if (remote) {
+    if (targetsPeer(wr.opcode)) {
       checkU53(wr.remoteAddr, 'remoteAddr');
       checkUint(wr.rkey, 'rkey');
     }
