@@ -162,6 +162,7 @@ async function main(): Promise<number> {
   cpus = o.cpus;
   const dev = ['-d', o.device, '-x', o.gidIndex, '-F'];
   const floorDev = ['-d', o.device, '-x', o.gidIndex];
+  const floorLatArgs = ['lat', ...floorDev, '-s', '2', '-n', String(o.iters), '-w', String(Math.max(5000, o.iters))];
   const failures: Array<{ step: string; error: string }> = [];
   const results: Record<string, unknown> = { date: new Date().toISOString(), device: o.device, iters: o.iters, environment: o.environment, cpus: o.cpus ?? 'not pinned' };
   const lat = (row: number[]) => ({ t_min_usec: row[2], t_max_usec: row[3], t_typical_usec: row[4], t_avg_usec: row[5], t_p99_usec: row[7] });
@@ -179,7 +180,7 @@ async function main(): Promise<number> {
       ib_send_lat: await step(failures, `perftest ib_send_lat 2 B on ${o.device} ${tag}`, async () =>
         lat(resultRow(await perftest('ib_send_lat', [...dev, '-n', String(o.iters), '-s', '2'], o.host), '#bytes'))),
       js_sync: await step(failures, `JS WRITE_WITH_IMM ping-pong 2 B, synchronous poll loop ${tag}`, () => jsLatency(o, 18516 + 2 * i, 'sync')),
-      floor: await step(failures, `C floor WRITE_WITH_IMM ping-pong 2 B ${tag}`, () => floor(['lat', ...floorDev, '-s', '2', '-n', String(o.iters), '-w', String(Math.max(5000, o.iters))])),
+      floor: await step(failures, `C floor WRITE_WITH_IMM ping-pong 2 B ${tag}`, () => floor(floorLatArgs)),
     });
   }
   // the round whose typical figure is the median of the rounds
@@ -198,13 +199,13 @@ async function main(): Promise<number> {
   const floorWork: any[] = [];
   for (const us of [2, 4, 8]) {
     const got = await step(failures, `C floor WRITE_WITH_IMM ping-pong 2 B with ${us} us of work per hop`,
-      () => floor(['lat', ...floorDev, '-s', '2', '-n', String(o.iters), '-w', String(Math.max(5000, o.iters)), '-W', String(us * 1000)]));
+      () => floor([...floorLatArgs, '-W', String(us * 1000)]));
     if (got) floorWork.push(got);
   }
   // perftest's 4 KiB runs that are also the transport's references (run
-  // again after the transport, see below)
-  // message rates: 20x the latency iterations (about 1-2 s under TCG; runs of
-  // 5x, 0.6 s, moved by a third between runs of the same code)
+  // again after the transport, see below). Message rates run 20x the latency
+  // iterations (about 1-2 s under TCG; runs of 5x, 0.6 s, moved by a third
+  // between runs of the same code)
   const rateIters = String(o.iters * 20);
   const writeBw = (note = '') => step(failures, `perftest ib_write_bw 4096 B${note}`, async () =>
     resultRow(await perftest('ib_write_bw', [...dev, '-n', rateIters, '-s', '4096'], o.host), '#bytes'));
@@ -322,13 +323,14 @@ async function main(): Promise<number> {
     if (w && ref.writeLat4) ratios[K.wlat(m)] = w.p50Us / (2 * ref.writeLat4);
     if (rd && ref.readLat4) ratios[K.rlat(m)] = rd.p50Us / ref.readLat4;
     if (rd && ref.writeLat4) ratios[K.rlat2(m)] = rd.p50Us / (2 * ref.writeLat4);
-    if (ref.writeBwMsgs) ratios[K.iops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / ref.writeBwMsgs;
+    const peak = Math.max(...t.iops.map((x: any) => x.iops));
+    if (ref.writeBwMsgs) ratios[K.iops(m)] = peak / ref.writeBwMsgs;
     // the issue's target is set at queue depth 32
     const at32 = t.iops.find((x: any) => x.depth === 32);
     if (ref.writeBwMsgs && at32) ratios[K.iops32(m)] = at32.iops / ref.writeBwMsgs;
     if (w && ref.floorWrite1) ratios[F.tWlat(m)] = w.p50Us / ref.floorWrite1;
     if (rd && ref.floorRead1) ratios[F.tRlat(m)] = rd.p50Us / ref.floorRead1;
-    if (floorPeak) ratios[F.tIops(m)] = Math.max(...t.iops.map((x: any) => x.iops)) / floorPeak;
+    if (floorPeak) ratios[F.tIops(m)] = peak / floorPeak;
     if (at32 && ref.floorMix32) ratios[F.tIops32(m)] = at32.iops / ref.floorMix32;
   }
   results.ratios = ratios;

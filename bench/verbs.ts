@@ -15,9 +15,10 @@
  *   node dist/bench/verbs.js rate --device rxe0 --size 4096 --iters 20000 --depth 64 [--op write|send]
  *   (--no-busy-poll: wait on the completion channel; --spin-us N: busy-poll spin budget;
  *    --warmup N: unmeasured round trips / WRITEs first, default 1000; latency only:
- *    --loop event|sync: reply from the 'completions' listener with work request objects,
- *    or from a synchronous cq.pollBatch() loop with prepared sends; --signal-every N: one signaled send in N, 1 to 8; --recv-batch N:
- *    replace receives N at a time, in one post, 1 to 32)
+ *    --loop event|sync: reply from the 'completions' listener with work request
+ *    objects, or from a synchronous cq.pollBatch() loop with prepared sends;
+ *    --signal-every N: one signaled send in N, 1 to 8; --recv-batch N: replace
+ *    receives N at a time, in one post, 1 to 32)
  * Each prints one JSON line with its figures on stdout.
  */
 import { Access, CmId, openDevice, WC_OPCODE, WC_STATUS, WcOpcode, WorkCompletion } from '../lib';
@@ -134,7 +135,9 @@ async function latency(a: Args): Promise<object> {
   // the event loop posts a work request object each time, as most code
   // does; the sync loop posts prepared sends (one signaled, one not), as a
   // latency-critical loop would
-  const prepared = [false, true].map((signaled) => qp.prepareSend({ opcode: 'RDMA_WRITE_WITH_IMM', imm: 0, sge, remoteAddr, rkey, inline, signaled }));
+  const prepared = a.loop === 'sync'
+    ? [false, true].map((signaled) => qp.prepareSend({ opcode: 'RDMA_WRITE_WITH_IMM', imm: 0, sge, remoteAddr, rkey, inline, signaled }))
+    : [];
   const write = a.loop === 'sync'
     ? (n: number) => prepared[n % every === every - 1 ? 1 : 0].post(n, n)
     : (n: number) => qp.postSend([{
