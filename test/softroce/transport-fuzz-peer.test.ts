@@ -8,7 +8,7 @@
  * session.
  */
 import { transport } from '../../lib';
-import { raw, Raw, rawWrite, seededRandom } from './transport-raw';
+import { captureEscapes, raw, Raw, rawWrite, seededRandom } from './transport-raw';
 
 const { TransportServer, connect } = transport;
 const P = transport;
@@ -76,10 +76,7 @@ function sendOne(r: Raw, rnd: () => number, seq: { n: bigint }): string {
 
 test.each([true, false])(`${PEERS} fuzzing peers x ${MESSAGES} random messages (seed 0x${SEED.toString(16)}, strict=%s): each can only lose its own path; an honest session's IOs all verify`, async (strict) => {
   const logs: string[] = [];
-  const problems: string[] = [];
-  const onProblem = (e: unknown) => problems.push(String((e as Error)?.stack ?? e));
-  process.on('unhandledRejection', onProblem);
-  process.on('uncaughtException', onProblem);
+  const escapes = captureEscapes();
   const server = new TransportServer({
     queueDepth: 8, chunkSize: CHUNK, maxHeaderSize: 512, sessionLingerMs: 200, strict,
     handler: (req) => (req.kind === 'write' ? { status: 0 } : (req.data.fill(0x5a), { length: req.data.length })),
@@ -133,7 +130,7 @@ test.each([true, false])(`${PEERS} fuzzing peers x ${MESSAGES} random messages (
     }
     stop = true;
     await honestLoop;
-    expect(problems).toEqual([]);
+    expect(escapes.problems).toEqual([]);
     // the seed makes most peers break the protocol (or use a key the server
     // took away, which fails their connection): their paths were closed,
     // each with a logged reason; the honest session's path never was
@@ -153,8 +150,7 @@ test.each([true, false])(`${PEERS} fuzzing peers x ${MESSAGES} random messages (
   } finally {
     stop = true;
     await honestLoop.catch(() => undefined); // its failure, if any, failed the test above
-    process.off('unhandledRejection', onProblem);
-    process.off('uncaughtException', onProblem);
+    escapes.stop();
     await honest.close();
     await server.close();
   }

@@ -7,7 +7,7 @@
  * hangs, nothing escapes, and close() completes.
  */
 import { transport } from '../../lib';
-import { rawServer, Raw, seededRandom } from './transport-raw';
+import { captureEscapes, rawServer, Raw, seededRandom } from './transport-raw';
 
 const { connect, TransportError } = transport;
 const P = transport;
@@ -64,10 +64,7 @@ function sendOne(s: Raw, rnd: () => number): string {
 }
 
 test(`${ROUNDS} fuzzing servers x ${MESSAGES} random messages (seed 0x${SEED.toString(16)}): every client IO settles, nothing escapes`, async () => {
-  const problems: string[] = [];
-  const onProblem = (e: unknown) => problems.push(String((e as Error)?.stack ?? e));
-  process.on('unhandledRejection', onProblem);
-  process.on('uncaughtException', onProblem);
+  const escapes = captureEscapes();
   const rnd = seededRandom(SEED);
   const reasons: Record<string, number> = {};
   const outcomes: Record<string, number> = {};
@@ -111,12 +108,11 @@ test(`${ROUNDS} fuzzing servers x ${MESSAGES} random messages (seed 0x${SEED.toS
         rs.close();
       }
     }
-    expect(problems).toEqual([]);
+    expect(escapes.problems).toEqual([]);
     // the client saw malformed input and said what it was
     expect(Object.values(reasons).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
     console.log(`fuzz (client side): ${ROUNDS} servers x ${MESSAGES} messages; violations ${JSON.stringify(reasons)}; IO outcomes ${JSON.stringify(outcomes)}`);
   } finally {
-    process.off('unhandledRejection', onProblem);
-    process.off('uncaughtException', onProblem);
+    escapes.stop();
   }
 });

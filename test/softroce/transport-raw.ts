@@ -171,3 +171,22 @@ export function seededRandom(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/**
+ * Collects what escapes while a fuzzing test runs (unhandled rejections and
+ * uncaught exceptions) instead of letting jest report it elsewhere; stop()
+ * removes the listeners.
+ */
+export function captureEscapes(): { problems: string[]; stop(): void } {
+  const problems: string[] = [];
+  const onProblem = (e: unknown) => problems.push(String((e as Error)?.stack ?? e));
+  process.on('unhandledRejection', onProblem);
+  process.on('uncaughtException', onProblem);
+  return {
+    problems,
+    stop: () => {
+      process.off('unhandledRejection', onProblem);
+      process.off('uncaughtException', onProblem);
+    },
+  };
+}
