@@ -49,9 +49,11 @@ test('devices --json: rxe0 and rxe1 with ports, RoCE v2 GIDs and capabilities', 
     expect(d.ports).toHaveLength(1);
     expect(d.ports[0]).toMatchObject({ port: 1, state: 'ACTIVE', linkLayer: 'Ethernet' });
     expect(d.ports[0].gids).toContainEqual(expect.objectContaining({ gid: `::ffff:10.99.${i + 1}.1`, type: 'RoCEv2', netdev: `eth${i}` }));
-    // rxe: memory windows yes, no ODP in 6.12, dma-buf registration refused (probed with a udmabuf)
+    // rxe: memory windows yes, explicit ODP (7.x; not implicit), dma-buf
+    // registration refused (probed with a udmabuf)
     expect(d.capabilities.memoryWindows).toMatchObject({ type1: true, type2: true });
-    expect(d.capabilities.odp.supported).toBe(false);
+    expect(d.capabilities.odp).toMatchObject({ supported: true, implicit: false });
+    expect(d.capabilities.odp.rc).toEqual(expect.arrayContaining(['SEND', 'RECV', 'WRITE', 'READ', 'ATOMIC']));
     expect(d.capabilities.dmabuf).toEqual({ supported: false, detail: expect.stringMatching(/^no \(EOPNOTSUPP/) });
     expect(typeof d.capabilities.atomics.atomicCap).toBe('string');
     expect(d.limits.maxQp).toBeGreaterThan(0);

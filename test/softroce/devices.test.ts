@@ -48,12 +48,15 @@ describe.each(EXPECTED)('$name', ({ name, netdev, gid }) => {
       expect(attrs.capabilities).toContain('MEM_WINDOW');
       expect(attrs.physPortCnt).toBe(1);
       // rxe's fixed parameters (drivers/infiniband/sw/rxe/rxe_param.h): the
-      // atomic capability, the max sizes, and no on-demand paging
+      // atomic capability, the max sizes; explicit on-demand paging since 6.15
+      // (rxe_odp.c), implicit never
       expect(attrs.atomicCap).toBe('HCA');
       expect(attrs.vendorId).toBe(0xffffff);
       for (const k of ['maxQp', 'maxQpWr', 'maxSge', 'maxCq', 'maxCqe', 'maxMr', 'maxPd', 'maxMw', 'maxSrq', 'maxAh'] as const) expect(attrs[k]).toBeGreaterThan(0);
       expect(attrs.maxMrSize).toBeGreaterThan(0n);
-      expect(attrs.odpCaps.general).toEqual([]);
+      expect(attrs.odpCaps.general).toEqual(['SUPPORT']);
+      expect(attrs.odpCaps.rc).toEqual(expect.arrayContaining(['SEND', 'RECV', 'WRITE', 'READ', 'ATOMIC', 'SRQ_RECV']));
+      expect(attrs.odpCaps.ud).toEqual(expect.arrayContaining(['SEND', 'RECV']));
     } finally {
       dev.close();
     }
