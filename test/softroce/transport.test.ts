@@ -175,7 +175,7 @@ describe('single path', () => {
     const client = new TransportClient({ paths: [{ host: HOST0, port: srv.port }], windowType: 2, reconnect: { maxAttempts: 0 } });
     client.on('error', () => undefined);
     try {
-      await expect(client.connect()).rejects.toMatchObject({ code: expect.stringMatching(/EOPNOTSUPP|ECONNABORTED/) });
+      await expect(client.start()).rejects.toMatchObject({ code: expect.stringMatching(/EOPNOTSUPP|ECONNABORTED/) });
       expect(srv.server.sessionCount).toBe(0);
     } finally {
       await client.close();
