@@ -83,9 +83,11 @@ export interface ClientOptions {
   /**
    * Bytes for the server's authorize hook (at most 23: they travel in the CM
    * connect request, sent in the clear), e.g. a token derived from a shared
-   * secret and the session id (docs/transport.md, "Admission").
+   * secret and the session id (docs/api.md, "Admission"); or a function that
+   * makes them for each connect, so that a reconnect much later sends a
+   * fresh token.
    */
-  credentials?: Uint8Array;
+  credentials?: Uint8Array | ((connect: { sessionId: string; pathIndex: number; reconnectCount: number }) => Uint8Array);
 }
 
 /** Why a path came up: its first connect or a reconnect. */
@@ -320,12 +322,7 @@ export class TransportClient extends EventEmitter {
     optFunction(opts.log, 'log');
     optString(opts.name, 'name');
     this.#windowType = checkWindowType(opts.windowType);
-    if (opts.credentials !== undefined) {
-      if (!(opts.credentials instanceof Uint8Array)) throw new TypeError('credentials must be a Uint8Array');
-      if (opts.credentials.length > P.MAX_CREDENTIALS_SIZE) {
-        throw new RangeError(`credentials must be at most ${P.MAX_CREDENTIALS_SIZE} bytes (they travel in the CM connect request), got ${opts.credentials.length}`);
-      }
-    }
+    if (opts.credentials !== undefined && typeof opts.credentials !== 'function') checkCredentials(opts.credentials);
     this.#sessionId = opts.sessionId ?? P.randomSessionId();
     if (!P.isSessionId(this.#sessionId)) throw new TypeError('sessionId must be a lowercase non-nil UUID');
     const slots = opts.pathSlots ?? opts.paths.length;
@@ -506,6 +503,12 @@ export class TransportClient extends EventEmitter {
 
   // ----------------------------------------------------------- connection
 
+  #credentials(path: ClientPath): Uint8Array | undefined {
+    const c = this.#opts.credentials;
+    if (typeof c !== 'function') return c;
+    return checkCredentials(c({ sessionId: this.#sessionId, pathIndex: path.id, reconnectCount: path.reconnectCount }));
+  }
+
   async #connectPath(path: ClientPath): Promise<void> {
     const sid = this.#sessionId;
     path.connecting = true;
@@ -540,7 +543,7 @@ export class TransportClient extends EventEmitter {
       conn = new Conn(id, dev.pd, { maxRecvWr: maxQd + P.RECV_SLACK, maxSendWr: maxQd * 3 + 32, busyPoll: this.#opts.busyPoll, wire: path.wire });
       const req = P.encodeConnectRequest({
         newSession: !this.#established, pathIndex: path.id, pathCount: this.#pathSlots, reconnectCount: path.reconnectCount, sessionId: this.#sessionId,
-        localReadInvalidate: dev.windowType === 1, credentials: this.#opts.credentials,
+        localReadInvalidate: dev.windowType === 1, credentials: this.#credentials(path),
       });
       let acc: P.AcceptData;
       const cto = this.#opts.connectTimeoutMs ?? 15000;
@@ -1486,4 +1489,12 @@ export class TransportClient extends EventEmitter {
     this.#devs.clear();
     this.#devices.close();
   }
+}
+
+function checkCredentials(c: unknown): Uint8Array {
+  if (!(c instanceof Uint8Array)) throw new TypeError('credentials must be a Uint8Array (or a function returning one)');
+  if (c.length > P.MAX_CREDENTIALS_SIZE) {
+    throw new RangeError(`credentials must be at most ${P.MAX_CREDENTIALS_SIZE} bytes (they travel in the CM connect request), got ${c.length}`);
+  }
+  return c;
 }
