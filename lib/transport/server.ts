@@ -723,7 +723,11 @@ class ServerPath {
       // every key of the chunk, on every device and path; a LOCAL_INV that
       // fails fails its connection, which closes that path (and with it
       // every window bound to its QP)
-      const pending = s.keySets().map((k) => k.invalidate(c)).filter((x): x is Promise<void> => x !== undefined);
+      const sets = s.keySets();
+      // type 1 deallocations are counted on the arrival path (a device's
+      // windows are shared by its paths); LOCAL_INVs by the path posting them
+      for (const k of sets) if (k.type === 1 && k.key(c) !== 0) this.#wire.invalidations++;
+      const pending = sets.map((k) => k.invalidate(c)).filter((x): x is Promise<void> => x !== undefined);
       if (pending.length > 0) await Promise.allSettled(pending);
       if (this.closed) return;
     }

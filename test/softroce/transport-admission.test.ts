@@ -15,11 +15,16 @@ type PeerInfo = transport.PeerInfo;
 const HOST0 = '10.99.1.1';
 let port = 21000 + (process.pid % 500) * 8;
 
-/** pd/mr/qp counts of the kernel's resource tracking on rxe0 (what this process and every other hold) */
+/**
+ * The PDs, MRs and QPs this process holds on rxe0, from the kernel's resource
+ * tracking (`rdma -j resource show pd|mr|qp`, entries carry the owner's pid).
+ */
 function resources(): { pd: number; mr: number; qp: number } {
-  const out = execFileSync('rdma', ['resource', 'show', 'rxe0'], { encoding: 'utf8' });
-  const n = (k: string): number => Number(new RegExp(`\\b${k} (\\d+)`).exec(out)?.[1] ?? NaN);
-  return { pd: n('pd'), mr: n('mr'), qp: n('qp') };
+  const count = (what: string): number => {
+    const rows = JSON.parse(execFileSync('rdma', ['-j', 'resource', 'show', what], { encoding: 'utf8' }) || '[]') as Array<{ ifname?: string; pid?: number }>;
+    return rows.filter((r) => r.ifname === 'rxe0' && r.pid === process.pid).length;
+  };
+  return { pd: count('pd'), mr: count('mr'), qp: count('qp') };
 }
 
 const rssMiB = (): number => process.memoryUsage().rss / 2 ** 20;
@@ -80,11 +85,12 @@ describe('admission', () => {
     const p2 = port++;
     server = new TransportServer({ ...POOL, handler: () => ({}), authorize: () => true });
     server.listen([{ host: HOST0, port: p2 }]);
+    const pre = resources();
     const ok = await connect({ paths: [{ host: HOST0, port: p2 }] });
     try {
       const during = resources();
-      expect(during.pd).toBeGreaterThanOrEqual(before.pd + 2); // the server's session PD and the client's
-      expect(during.mr).toBeGreaterThan(before.mr);
+      expect(during.pd).toBeGreaterThanOrEqual(pre.pd + 2); // the server's session PD and the client's
+      expect(during.mr).toBeGreaterThan(pre.mr);
       expect(server.sessionCount).toBe(1);
     } finally {
       await ok.close();
