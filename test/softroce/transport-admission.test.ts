@@ -5,8 +5,9 @@
  * server's PDs, MRs and memory as they were; the shared-secret pattern of
  * docs/api.md ("Admission") admits the holder of the secret only.
  */
-import { execFileSync } from 'child_process';
+import { spawnSync } from 'child_process';
 import { createHmac, timingSafeEqual } from 'crypto';
+import * as path from 'path';
 import { transport } from '../../lib';
 
 const { TransportServer, TransportClient, connect } = transport;
@@ -14,20 +15,6 @@ type PeerInfo = transport.PeerInfo;
 
 const HOST0 = '10.99.1.1';
 let port = 21000 + (process.pid % 500) * 8;
-
-/**
- * The PDs, MRs and QPs this process holds on rxe0, from the kernel's resource
- * tracking (`rdma -j resource show pd|mr|qp`, entries carry the owner's pid).
- */
-function resources(): { pd: number; mr: number; qp: number } {
-  const count = (what: string): number => {
-    const rows = JSON.parse(execFileSync('rdma', ['-j', 'resource', 'show', what], { encoding: 'utf8' }) || '[]') as Array<{ ifname?: string; pid?: number }>;
-    return rows.filter((r) => r.ifname === 'rxe0' && r.pid === process.pid).length;
-  };
-  return { pd: count('pd'), mr: count('mr'), qp: count('qp') };
-}
-
-const rssMiB = (): number => process.memoryUsage().rss / 2 ** 20;
 
 /** The shared-secret pattern (docs/api.md, "Admission"): 4 bytes of time, 16 of HMAC-SHA256(secret, session id | time). */
 function token(secret: string, sessionId: string, at = Math.floor(Date.now() / 1000)): Buffer {
@@ -55,46 +42,57 @@ describe('admission', () => {
     server = undefined;
   });
 
-  test('a refused client gets EACCES; no session, PD, MR or pinned pool exists for it; the hook saw who it was', async () => {
-    const seen: PeerInfo[] = [];
-    const logs: string[] = [];
+  test('a refused client gets EACCES; no session, PD, MR or pinned pool exists for it; the hook saw who it was', () => {
+    // in a process of its own: this one holds objects of earlier tests that
+    // its GC reclaims at any moment, which would move the counts
+    const lib = JSON.stringify(path.resolve(__dirname, '..', '..', 'lib'));
     const p = port++;
-    server = new TransportServer({ ...POOL, handler: () => ({}), log: (l) => logs.push(l), authorize: (peer) => (seen.push(peer), false) });
-    server.listen([{ host: HOST0, port: p }]);
-    const before = resources();
-    const rss0 = rssMiB();
-    const client = new TransportClient({ paths: [{ host: HOST0, port: p }], credentials: Buffer.from('not-a-token'), reconnect: { maxAttempts: 0 } });
-    client.on('error', () => undefined);
-    let err: unknown;
-    try {
-      await client.start();
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toMatchObject({ name: 'TransportError', code: 'EACCES' });
-    expect(server.sessionCount).toBe(0);
-    // the client's own side is closed by now (start() failed): what is left is the server's
-    expect(resources()).toEqual(before);
-    expect(rssMiB() - rss0).toBeLessThan(16);
-    expect(seen).toHaveLength(1);
-    expect(seen[0]).toMatchObject({ address: HOST0, device: 'rxe0', pathIndex: 0, pathCount: 1, newSession: true, credentials: Buffer.from('not-a-token') });
-    expect(seen[0].sessionId).toMatch(/^[0-9a-f-]{36}$/);
-    expect(logs.join('\n')).toMatch(/reject 10\.99\.1\.1: EACCES: not authorized/);
-    // the control: the same client admitted costs a PD and the pool's MR on the server
-    await server.close();
-    const p2 = port++;
-    server = new TransportServer({ ...POOL, handler: () => ({}), authorize: () => true });
-    server.listen([{ host: HOST0, port: p2 }]);
-    const pre = resources();
-    const ok = await connect({ paths: [{ host: HOST0, port: p2 }] });
-    try {
-      const during = resources();
-      expect(during.pd).toBeGreaterThanOrEqual(pre.pd + 2); // the server's session PD and the client's
-      expect(during.mr).toBeGreaterThan(pre.mr);
-      expect(server.sessionCount).toBe(1);
-    } finally {
-      await ok.close();
-    }
+    const script = `
+      const { execFileSync } = require('child_process');
+      const { transport } = require(${lib});
+      const count = (what) => JSON.parse(execFileSync('rdma', ['-j', 'resource', 'show', what], { encoding: 'utf8' }) || '[]')
+        .filter((r) => r.ifname === 'rxe0' && r.pid === process.pid).length;
+      const res = () => ({ pd: count('pd'), mr: count('mr'), qp: count('qp') });
+      const rss = () => process.memoryUsage().rss / 2 ** 20;
+      (async () => {
+        const seen = [];
+        const logs = [];
+        const POOL = { queueDepth: 8, chunkSize: 4 << 20, maxHeaderSize: 512 };
+        const server = new transport.TransportServer({ ...POOL, handler: () => ({}), log: (l) => logs.push(l),
+          authorize: (peer) => (seen.push({ ...peer, credentials: peer.credentials.toString() }), false) });
+        server.listen([{ host: '${HOST0}', port: ${p} }]);
+        const before = res(); const rss0 = rss();
+        const client = new transport.TransportClient({ paths: [{ host: '${HOST0}', port: ${p} }], credentials: Buffer.from('not-a-token'), reconnect: { maxAttempts: 0 } });
+        client.on('error', () => undefined);
+        const err = await client.start().then(() => null, (e) => ({ name: e.name, code: e.code }));
+        const after = res(); const rss1 = rss(); const sessions = server.sessionCount;
+        await server.close();
+        // the control: the same pool admitted costs PDs and MRs on the server
+        const ok = new transport.TransportServer({ ...POOL, handler: () => ({}), authorize: () => true });
+        ok.listen([{ host: '${HOST0}', port: ${p + 1} }]);
+        const c = await transport.connect({ paths: [{ host: '${HOST0}', port: ${p + 1} }] });
+        const admitted = res(); const rss2 = rss();
+        await c.close(); await ok.close();
+        console.log(JSON.stringify({ err, before, after, admitted, rssGrowth: rss1 - rss0, rssAdmitted: rss2 - rss0, sessions, seen, logs }));
+      })().catch((e) => { console.error(e); process.exit(1); });`;
+    port++;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 90_000 });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const o = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(o.err).toEqual({ name: 'TransportError', code: 'EACCES' });
+    expect(o.sessions).toBe(0);
+    // the refused client's own objects are gone too (start() closed it): nothing is left at all
+    expect(o.after).toEqual(o.before);
+    expect(o.rssGrowth).toBeLessThan(16);
+    expect(o.seen).toHaveLength(1);
+    expect(o.seen[0]).toMatchObject({ address: HOST0, device: 'rxe0', pathIndex: 0, pathCount: 1, newSession: true, credentials: 'not-a-token' });
+    expect(o.seen[0].sessionId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(o.logs.join('\n')).toMatch(/reject 10\.99\.1\.1: EACCES: not authorized/);
+    // the control shows the counts can see a session: the server's PD and the client's, the pool's MR, and the 32 MiB pinned
+    expect(o.admitted.pd).toBeGreaterThanOrEqual(o.before.pd + 2);
+    expect(o.admitted.mr).toBeGreaterThan(o.before.mr);
+    expect(o.rssAdmitted).toBeGreaterThan(24);
   });
 
   test('shared secret: the holder of the secret is admitted and served; a wrong secret, a stale token and no token are refused', async () => {
