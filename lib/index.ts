@@ -1,5 +1,5 @@
 /** node-rdma's public surface. */
-export { RdmaError } from './errors';
+export { ErrnoCode, RdmaError, RdmaErrorCode } from './errors';
 export * from './verbs';
 /** PCI peer-to-peer memory (p2pmem): discovery, distance, choice, allocation. */
 export * as p2p from './p2p';

@@ -2,14 +2,15 @@
  * Devices: listing (no open), opening, queries and async events.
  */
 import { EventEmitter } from 'events';
-import { native, NativeAsyncEvent, NativeContext, NativeDeviceInfo, NativeGidEntry } from '../native';
+import { native, NativeContext, NativeDeviceInfo, NativeGidEntry } from '../native';
 import { CompletionQueue, CompletionQueueOptions } from './cq';
 import { ProtectionDomain } from './pd';
+import { AsyncEvent, DeviceEvents } from './events';
 import { Resource } from './resource';
 
 export type DeviceInfo = NativeDeviceInfo;
 export type GidEntry = NativeGidEntry;
-export type AsyncEvent = NativeAsyncEvent;
+export type { AsyncEvent } from './events';
 
 export interface PortAttributes {
   state: 'NOP' | 'DOWN' | 'INIT' | 'ARMED' | 'ACTIVE' | 'ACTIVE_DEFER' | 'UNKNOWN';
@@ -158,22 +159,23 @@ export class Device extends Resource {
     return new CompletionQueue(this, options);
   }
 
-  on(event: string, listener: (ev: AsyncEvent) => void): this {
+  /** `'event'` for every async event, or one type name ('PORT_ERR', ...): see DeviceEvents. */
+  on<K extends keyof DeviceEvents>(event: K, listener: (...args: DeviceEvents[K]) => void): this {
     this.assertOpen();
-    this.#events.on(event, listener);
+    this.#events.on(event, listener as (ev: AsyncEvent) => void);
     try {
       this.#updateWatch();
     } catch (err) {
       // not watched (EBUSY: another thread watches this device): the
       // listener would never be called, so it is not kept
-      this.#events.off(event, listener);
+      this.#events.off(event, listener as (ev: AsyncEvent) => void);
       throw err;
     }
     return this;
   }
 
-  off(event: string, listener: (ev: AsyncEvent) => void): this {
-    this.#events.off(event, listener);
+  off<K extends keyof DeviceEvents>(event: K, listener: (...args: DeviceEvents[K]) => void): this {
+    this.#events.off(event, listener as (ev: AsyncEvent) => void);
     this.#updateWatch();
     return this;
   }
