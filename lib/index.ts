@@ -1,3 +1,6 @@
+/// <reference types="node" preserve="true" />
+// (kept in index.d.ts, so that a consumer compiling with "types": [] still
+// gets Node's types: Buffer, EventEmitter and AbortSignal are in this API)
 /** node-rdma's public surface. */
 export { ErrnoCode, RdmaError, RdmaErrorCode } from './errors';
 export * from './verbs';

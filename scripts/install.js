@@ -52,6 +52,7 @@ function tryPrebuilt() {
   }
   try {
     require(file);
+    say(`the prebuilt addon ${path.relative(ROOT, file)} loads: nothing to build`);
     return true;
   } catch (err) {
     const msg = String(err && err.message).split('\n')[0];
