@@ -1,7 +1,10 @@
 import { constants as osConstants } from 'os';
 
-/** An errno name ('EINVAL', 'ENOSYS', ...), as Node's os.constants.errno names them. */
-export type ErrnoCode = keyof typeof osConstants.errno;
+/** Errno names the addon gives that Node's os.constants.errno lacks (EREMOTEIO: p2pmem registration). */
+export const EXTRA_ERRNO_CODES = ['EREMOTEIO'] as const;
+
+/** An errno name ('EINVAL', 'ENOSYS', ...), as Node's os.constants.errno names them, and EXTRA_ERRNO_CODES. */
+export type ErrnoCode = keyof typeof osConstants.errno | (typeof EXTRA_ERRNO_CODES)[number];
 
 /**
  * Every `code` an RdmaError can have: the errno name of a failing verb

@@ -92,15 +92,15 @@ function addonFile(): string {
  */
 export function explainLoadError(file: string, err: unknown): RdmaError | undefined {
   const msg = String((err as Error)?.message).split('\n')[0];
-  if (/lib(ibverbs|rdmacm)\.so/.test(msg)) {
-    return new RdmaError(`node-rdma: rdma-core's runtime libraries are missing (${msg}). Install them: ${RUNTIME_PACKAGES}`, 'ENOLIB');
-  }
   if (/(IBVERBS|RDMACM)_[0-9.]+' not found/.test(msg)) {
     return new RdmaError(
       `node-rdma: this system's rdma-core is too old (${msg}): node-rdma needs rdma-core 35 or newer ` +
         `(libibverbs1 and librdmacm1 from Debian 12, Ubuntu 22.04, RHEL 9 or newer)`,
       'ENOLIB',
     );
+  }
+  if (/lib(ibverbs|rdmacm)\.so/.test(msg)) {
+    return new RdmaError(`node-rdma: rdma-core's runtime libraries are missing (${msg}). Install them: ${RUNTIME_PACKAGES}`, 'ENOLIB');
   }
   if (/(GLIBC|GLIBCXX|CXXABI)_[0-9.]+' not found/.test(msg)) {
     return new RdmaError(

@@ -56,7 +56,7 @@ const ERRNO_NAMES = new Map<number, ErrnoCode>(
 );
 
 /** An RdmaError from a CM event's (negative errno) status. */
-function cmError(verb: string, status: number, what: string, fallback: ErrnoCode = 'ECONNABORTED'): RdmaError {
+function cmError(verb: string, status: number, what: string, fallback: keyof typeof osConstants.errno = 'ECONNABORTED'): RdmaError {
   const errno = status < 0 ? -status : status > 0 ? status : osConstants.errno[fallback];
   const code = ERRNO_NAMES.get(errno) ?? fallback;
   return new RdmaError(`${verb} failed: ${code}: ${what}`, code, errno, verb);
