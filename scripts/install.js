@@ -36,9 +36,11 @@ function buildFromSource() {
 
 /** The prebuilt addon node-gyp-build picks for this platform, or undefined. */
 function prebuilt() {
+  // only prebuilds/ (node-gyp-build reads this when it is loaded): an
+  // earlier build/Release is not what the package ships
+  process.env.PREBUILDS_ONLY = '1';
   try {
-    const file = require('node-gyp-build').resolve(ROOT);
-    return file.startsWith(path.join(ROOT, 'prebuilds') + path.sep) ? file : undefined;
+    return require('node-gyp-build').resolve(ROOT);
   } catch {
     return undefined;
   }
