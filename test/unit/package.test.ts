@@ -63,13 +63,14 @@ describe('package.json', () => {
 });
 
 describe('entry points', () => {
-  test('the ESM entry exports every name of the CommonJS entry, as the same objects', () => {
+  test('the ESM entry exports every name of the CommonJS entry, as the same objects, named and on the default export', () => {
     const script = `
       import * as esm from ${JSON.stringify(path.join(ROOT, 'dist/lib/index.mjs'))};
+      import def from ${JSON.stringify(path.join(ROOT, 'dist/lib/index.mjs'))};
       import { createRequire } from 'module';
       const cjs = createRequire(import.meta.url)(${JSON.stringify(path.join(ROOT, 'dist/lib/index.js'))});
       const missing = Object.keys(cjs).filter((k) => !(k in esm));
-      const different = Object.keys(cjs).filter((k) => k in esm && esm[k] !== cjs[k]);
+      const different = Object.keys(cjs).filter((k) => (k in esm && esm[k] !== cjs[k]) || def[k] !== cjs[k]);
       console.log(JSON.stringify({ missing, different, n: Object.keys(cjs).length }));`;
     const r = node(['--input-type=module', '-e', script]);
     expect(r.stderr).toBe('');
