@@ -77,7 +77,8 @@ function checkPrerequisites() {
   const missing = [];
   if (!has('pkg-config', ['--version'])) missing.push('pkg-config');
   else if (!has('pkg-config', ['--exists', 'libibverbs', 'librdmacm'])) missing.push("rdma-core's headers (libibverbs-dev, librdmacm-dev)");
-  if (!has(process.env.CXX || 'c++', ['--version'])) missing.push('a C++ compiler');
+  // CXX may carry flags ("g++ -m32"): its first word is the compiler
+  if (!has((process.env.CXX || 'c++').trim().split(/\s+/)[0], ['--version'])) missing.push('a C++ compiler');
   if (!has('make', ['--version'])) missing.push('make');
   if (!has('python3', ['--version'])) missing.push('python3');
   return missing;

@@ -140,6 +140,19 @@ describe('loading the addon: messages for the package user', () => {
       fs.rmSync(empty, { recursive: true, force: true });
     }
   });
+
+  test("install.js --build-from-source without rdma-core's -dev packages: exit 1 naming them, not gyp's raw pkg-config error", () => {
+    // pkg-config finds nothing under an empty search path: as on a machine without libibverbs-dev/librdmacm-dev
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'node-rdma-nodev-'));
+    try {
+      const r = node([path.join(ROOT, 'scripts', 'install.js')], { npm_config_build_from_source: 'true', PKG_CONFIG_LIBDIR: dir, PKG_CONFIG_PATH: '' }, dir);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/cannot build the native addon: rdma-core's headers \(libibverbs-dev, librdmacm-dev\) missing/);
+      expect(r.stderr).not.toMatch(/gyp/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 /** Event names a source file emits: `<emitter>.emit('name'`. */
