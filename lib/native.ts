@@ -110,7 +110,8 @@ export function explainLoadError(file: string, err: unknown): RdmaError | undefi
     );
   }
   if ((err as NodeJS.ErrnoException)?.code === 'MODULE_NOT_FOUND' || /cannot open shared object file/.test(msg)) {
-    return new RdmaError(`node-rdma: the native addon ${file} cannot be loaded (${msg}). Reinstall or rebuild it: npm rebuild node-rdma`, 'ENOADDON');
+    const why = process.env.NODE_RDMA_ADDON ? ' (NODE_RDMA_ADDON names it)' : '';
+    return new RdmaError(`node-rdma: the native addon ${file}${why} cannot be loaded (${msg}). Reinstall or rebuild it: npm rebuild node-rdma`, 'ENOADDON');
   }
   return undefined;
 }
