@@ -1,3 +1,19 @@
+import { constants as osConstants } from 'os';
+
+/** Errno names the addon gives that Node's os.constants.errno lacks (EREMOTEIO: p2pmem registration). */
+export const EXTRA_ERRNO_CODES = ['EREMOTEIO'] as const;
+
+/** An errno name ('EINVAL', 'ENOSYS', ...), as Node's os.constants.errno names them, and EXTRA_ERRNO_CODES. */
+export type ErrnoCode = keyof typeof osConstants.errno | (typeof EXTRA_ERRNO_CODES)[number];
+
+/**
+ * Every `code` an RdmaError can have: the errno name of a failing verb
+ * (`ERRNO_<n>` for an errno without a name), and node-rdma's own: ECLOSED
+ * (use of a closed object), ENOADDON (no native addon for this platform),
+ * ENOLIB (rdma-core's runtime libraries are missing), ERDMA (no code given).
+ */
+export type RdmaErrorCode = ErrnoCode | `ERRNO_${number}` | 'ECLOSED' | 'ENOADDON' | 'ENOLIB' | 'ERDMA';
+
 /**
  * Errors from node-rdma. A failing verb throws an RdmaError with the POSIX
  * `code` ('EINVAL', 'EOPNOTSUPP', ...), the `errno` and the verb's name in
@@ -5,11 +21,11 @@
  * object throws code 'ECLOSED'. Bad arguments throw TypeError / RangeError.
  */
 export class RdmaError extends Error {
-  code: string;
+  code: RdmaErrorCode;
   errno?: number;
   syscall?: string;
 
-  constructor(message: string, code?: string, errno?: number, syscall?: string) {
+  constructor(message: string, code?: RdmaErrorCode, errno?: number, syscall?: string) {
     super(message);
     this.name = 'RdmaError';
     this.code = code ?? 'ERDMA';

@@ -1,5 +1,8 @@
+/// <reference types="node" preserve="true" />
+// (kept in index.d.ts, so that a consumer compiling with "types": [] still
+// gets Node's types: Buffer, EventEmitter and AbortSignal are in this API)
 /** node-rdma's public surface. */
-export { RdmaError } from './errors';
+export { ErrnoCode, RdmaError, RdmaErrorCode } from './errors';
 export * from './verbs';
 /** PCI peer-to-peer memory (p2pmem): discovery, distance, choice, allocation. */
 export * as p2p from './p2p';

@@ -464,7 +464,14 @@ export async function demoCommand(argv: string[], io: CliIo = defaultIo, opts: {
     io.stderr(`node-rdma demo: ${err.message}\n`);
     return 2;
   }
-  let endpoints = localEndpoints();
+  let endpoints: PathEndpoint[];
+  try {
+    endpoints = localEndpoints();
+  } catch (err) {
+    // ENOSYS: the kernel has no RDMA verbs interface at all
+    io.stderr(`node-rdma demo: ${(err as Error).message}\n`);
+    return 1;
+  }
   if (o.address) {
     const want = o.address as string[];
     const byHost = new Map(endpoints.map((e) => [e.host, e]));

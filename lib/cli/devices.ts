@@ -25,8 +25,12 @@ Options:
   --json          machine-readable output
   -h, --help      this text
 
-Exit status: 0 ok (also when there are no devices), 1 a device failed to
-open or query, 2 usage error.
+Exit status: 0 ok, also when the kernel has RDMA support and no devices
+(like ibv_devices; ibv_devinfo exits 255 there); 1 when the devices cannot
+be listed, as ibv_devinfo fails too: the kernel has no RDMA verbs interface
+(ENOSYS: the ib_uverbs module is not loaded; --json still prints
+{ "devices": [], "error": { "code": "ENOSYS", ... } }), or a device failed
+to open or query; 2 usage error.
 `;
 
 export interface DmabufProbe {
@@ -189,7 +193,9 @@ export async function devicesCommand(argv: string[], io: CliIo = defaultIo): Pro
   try {
     names = listDevices().map((d) => d.name);
   } catch (err) {
-    io.stderr(`node-rdma devices: cannot list RDMA devices: ${(err as Error).message}\n`);
+    const e = err as Error & { code?: string };
+    if (o.json) io.stdout(JSON.stringify({ devices: [], error: { code: e.code ?? 'ERDMA', message: e.message } }, null, 2) + '\n');
+    io.stderr(`node-rdma devices: cannot list RDMA devices: ${e.message}\n`);
     return 1;
   }
   if (o.device !== undefined) {

@@ -17,6 +17,7 @@ import { PathIterator, PathLike, PathSelector, PolicyName, DEFAULT_POLICY } from
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
 import { clientMetrics } from './stats';
+import type { TransportClientEvents } from './events';
 import { checkWindowType, windowTypeFor, WindowTypeOption } from './windows';
 
 export interface ClientPathOptions {
@@ -266,6 +267,17 @@ export async function connect(opts: ClientOptions): Promise<TransportClient> {
   return c;
 }
 
+// typed listener methods over the event map in events.ts (declaration merging:
+// they replace EventEmitter's untyped ones; emit stays EventEmitter's)
+export interface TransportClient {
+  on<K extends keyof TransportClientEvents>(event: K, listener: (...args: TransportClientEvents[K]) => void): this;
+  once<K extends keyof TransportClientEvents>(event: K, listener: (...args: TransportClientEvents[K]) => void): this;
+  off<K extends keyof TransportClientEvents>(event: K, listener: (...args: TransportClientEvents[K]) => void): this;
+  addListener<K extends keyof TransportClientEvents>(event: K, listener: (...args: TransportClientEvents[K]) => void): this;
+  removeListener<K extends keyof TransportClientEvents>(event: K, listener: (...args: TransportClientEvents[K]) => void): this;
+  prependListener<K extends keyof TransportClientEvents>(event: K, listener: (...args: TransportClientEvents[K]) => void): this;
+  prependOnceListener<K extends keyof TransportClientEvents>(event: K, listener: (...args: TransportClientEvents[K]) => void): this;
+}
 export class TransportClient extends EventEmitter {
   #sessionId: string;
   #params: P.SessionParams | undefined;

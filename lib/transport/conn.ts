@@ -7,12 +7,13 @@
  */
 import { CmId, CompletionQueue, Device, MemoryRegion, MemoryWindow, openDevice, ProtectionDomain, QueuePair, SendWorkRequest, WorkCompletion } from '../verbs';
 import { Access } from '../verbs/constants';
+import type { TransportErrorCode } from './error-codes';
 import { encodeHbImm, IMM_PAYLOAD_MASK } from './protocol';
 
 /** Errors of the transport's IO API: `code` says what happened. */
 export class TransportError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
+  readonly code: TransportErrorCode;
+  constructor(code: TransportErrorCode, message: string) {
     super(`${code}: ${message}`);
     this.name = 'TransportError';
     this.code = code;

@@ -31,9 +31,11 @@ export * from './protocol';
 export * from './policy';
 export * from './backoff';
 export { TransportError, WireStats } from './conn';
+export { TransportErrorCode } from './error-codes';
 export { TransportServer, ServerOptions, TransportHandler, TransportRequest, TransportResponse, ServerPathStats, PeerInfo } from './server';
 export { WindowTypeOption } from './windows';
 export {
   TransportClient, connect, ClientOptions, ClientPathOptions, ClientPathState, ClientPathStats, ClientSessionStats, IoOptions, IoResult, PathUpReason, SessionUpReason,
 } from './client';
 export { clientMetrics, serverMetrics, escapeLabel } from './stats';
+export { TransportClientEvents, TransportServerEvents, TransportFailure, ClientViolation, ServerViolation } from './events';

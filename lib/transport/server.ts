@@ -15,6 +15,7 @@ import { Area, Conn, DeviceCache, registerArea, TransportError, wireCounters, Wi
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
 import { serverMetrics } from './stats';
+import type { TransportServerEvents } from './events';
 import { ChunkKeys, DeviceWindows, PathWindows } from './server-keys';
 import { checkWindowType, windowTypeFor, WindowTypeOption } from './windows';
 
@@ -141,6 +142,17 @@ interface DevState {
 
 const EMPTY = Buffer.alloc(0);
 
+// typed listener methods over the event map in events.ts (declaration merging:
+// they replace EventEmitter's untyped ones; emit stays EventEmitter's)
+export interface TransportServer {
+  on<K extends keyof TransportServerEvents>(event: K, listener: (...args: TransportServerEvents[K]) => void): this;
+  once<K extends keyof TransportServerEvents>(event: K, listener: (...args: TransportServerEvents[K]) => void): this;
+  off<K extends keyof TransportServerEvents>(event: K, listener: (...args: TransportServerEvents[K]) => void): this;
+  addListener<K extends keyof TransportServerEvents>(event: K, listener: (...args: TransportServerEvents[K]) => void): this;
+  removeListener<K extends keyof TransportServerEvents>(event: K, listener: (...args: TransportServerEvents[K]) => void): this;
+  prependListener<K extends keyof TransportServerEvents>(event: K, listener: (...args: TransportServerEvents[K]) => void): this;
+  prependOnceListener<K extends keyof TransportServerEvents>(event: K, listener: (...args: TransportServerEvents[K]) => void): this;
+}
 export class TransportServer extends EventEmitter {
   readonly params: P.SessionParams;
   readonly hbIntervalMs: number;

@@ -12,13 +12,14 @@
  */
 import { EventEmitter } from 'events';
 import { constants as osConstants } from 'os';
-import { RdmaError } from '../errors';
+import { ErrnoCode, RdmaError } from '../errors';
 import { native } from '../native';
 import { checkOptions, checkUint } from './args';
 import { Device, openDevice } from './device';
 import { QueuePair, QueuePairInit } from './qp';
 import { Resource } from './resource';
 import type { ProtectionDomain } from './pd';
+import type { CmIdEvents } from './events';
 
 export interface ConnParam {
   /** At most 56 bytes for connect and 196 for accept on RoCE/IB (the CM's limits). */
@@ -50,13 +51,13 @@ interface NativeCmEvent {
   privateData: Buffer;
 }
 
-const ERRNO_NAMES = new Map<number, string>(
-  Object.entries(osConstants.errno).map(([name, num]) => [num as number, name]),
+const ERRNO_NAMES = new Map<number, ErrnoCode>(
+  Object.entries(osConstants.errno).map(([name, num]) => [num as number, name as ErrnoCode]),
 );
 
 /** An RdmaError from a CM event's (negative errno) status. */
-function cmError(verb: string, status: number, what: string, fallback = 'ECONNABORTED'): RdmaError {
-  const errno = status < 0 ? -status : status > 0 ? status : (osConstants.errno as Record<string, number>)[fallback];
+function cmError(verb: string, status: number, what: string, fallback: keyof typeof osConstants.errno = 'ECONNABORTED'): RdmaError {
+  const errno = status < 0 ? -status : status > 0 ? status : osConstants.errno[fallback];
   const code = ERRNO_NAMES.get(errno) ?? fallback;
   return new RdmaError(`${verb} failed: ${code}: ${what}`, code, errno, verb);
 }
@@ -143,20 +144,19 @@ export class CmId extends Resource {
     sharedChannel().ids.set(handle, this);
   }
 
-  on(event: 'connection', listener: (id: CmId, privateData: Buffer) => void): this;
-  on(event: 'established' | 'disconnected' | 'device-removal' | 'addr-change' | 'timewait-exit', listener: () => void): this;
-  on(event: string, listener: (...args: any[]) => void): this {
-    this.#events.on(event, listener);
+  /** The events of CmIdEvents: `id.on('connection', (child, privateData) => ...)`. */
+  on<K extends keyof CmIdEvents>(event: K, listener: (...args: CmIdEvents[K]) => void): this {
+    this.#events.on(event, listener as (...args: unknown[]) => void);
     return this;
   }
 
-  once(event: string, listener: (...args: any[]) => void): this {
-    this.#events.once(event, listener);
+  once<K extends keyof CmIdEvents>(event: K, listener: (...args: CmIdEvents[K]) => void): this {
+    this.#events.once(event, listener as (...args: unknown[]) => void);
     return this;
   }
 
-  off(event: string, listener: (...args: any[]) => void): this {
-    this.#events.off(event, listener);
+  off<K extends keyof CmIdEvents>(event: K, listener: (...args: CmIdEvents[K]) => void): this {
+    this.#events.off(event, listener as (...args: unknown[]) => void);
     return this;
   }
 

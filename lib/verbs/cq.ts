@@ -10,6 +10,7 @@ import { WC_OPCODE, WC_STATUS, WcFlags, WcStatusName } from './constants';
 import { checkOptions } from './args';
 import { Resource } from './resource';
 import type { Device } from './device';
+import type { CompletionQueueEvents } from './events';
 
 export interface WorkCompletion {
   wrId: number;
@@ -220,13 +221,13 @@ export class CompletionQueue extends Resource {
     return this.handle.cqe;
   }
 
-  /** Listen for batches: (wcs: WorkCompletion[]) => void. */
-  on(event: 'completions', listener: (wcs: WorkCompletion[]) => void): this {
+  /** Listen for batches: (wcs: WorkCompletion[]) => void (CompletionQueueEvents). */
+  on<K extends keyof CompletionQueueEvents>(event: K, listener: (...args: CompletionQueueEvents[K]) => void): this {
     this.#events.on(event, listener);
     return this;
   }
 
-  off(event: 'completions', listener: (wcs: WorkCompletion[]) => void): this {
+  off<K extends keyof CompletionQueueEvents>(event: K, listener: (...args: CompletionQueueEvents[K]) => void): this {
     this.#events.off(event, listener);
     return this;
   }

@@ -2,14 +2,16 @@
  * Devices: listing (no open), opening, queries and async events.
  */
 import { EventEmitter } from 'events';
-import { native, NativeAsyncEvent, NativeContext, NativeDeviceInfo, NativeGidEntry } from '../native';
+import { RdmaError } from '../errors';
+import { native, NativeContext, NativeDeviceInfo, NativeGidEntry } from '../native';
 import { CompletionQueue, CompletionQueueOptions } from './cq';
 import { ProtectionDomain } from './pd';
+import { AsyncEvent, DeviceEvents } from './events';
 import { Resource } from './resource';
 
 export type DeviceInfo = NativeDeviceInfo;
 export type GidEntry = NativeGidEntry;
-export type AsyncEvent = NativeAsyncEvent;
+export type { AsyncEvent } from './events';
 
 export interface PortAttributes {
   state: 'NOP' | 'DOWN' | 'INIT' | 'ARMED' | 'ACTIVE' | 'ACTIVE_DEFER' | 'UNKNOWN';
@@ -91,9 +93,26 @@ export function forkSafety(): 'disabled' | 'enabled' | 'unneeded' {
   return native().forkStatus();
 }
 
-/** RDMA devices present (ibv_get_device_list); [] on a host without any. */
+/**
+ * RDMA devices present (ibv_get_device_list); [] when the kernel has RDMA
+ * support and no devices. Throws RdmaError ENOSYS when the kernel has no
+ * RDMA verbs interface at all (ib_uverbs not loaded), as ibv_devinfo fails
+ * there: that is a different fix from "no devices".
+ */
 export function listDevices(): DeviceInfo[] {
-  return native().getDevices();
+  try {
+    return native().getDevices();
+  } catch (err) {
+    if (err instanceof RdmaError && err.code === 'ENOSYS') {
+      throw new RdmaError(
+        'ibv_get_device_list failed: ENOSYS: this kernel has no RDMA verbs interface (no /sys/class/infiniband_verbs: ' +
+          'the ib_uverbs module is not loaded, or the kernel was built without InfiniBand support). ' +
+          'Load it with the driver of the adapter: modprobe ib_uverbs mlx5_ib (or rdma_rxe for SoftRoCE)',
+        'ENOSYS', err.errno, 'ibv_get_device_list',
+      );
+    }
+    throw err;
+  }
 }
 
 /**
@@ -158,22 +177,23 @@ export class Device extends Resource {
     return new CompletionQueue(this, options);
   }
 
-  on(event: string, listener: (ev: AsyncEvent) => void): this {
+  /** `'event'` for every async event, or one type name ('PORT_ERR', ...): see DeviceEvents. */
+  on<K extends keyof DeviceEvents>(event: K, listener: (...args: DeviceEvents[K]) => void): this {
     this.assertOpen();
-    this.#events.on(event, listener);
+    this.#events.on(event, listener as (ev: AsyncEvent) => void);
     try {
       this.#updateWatch();
     } catch (err) {
       // not watched (EBUSY: another thread watches this device): the
       // listener would never be called, so it is not kept
-      this.#events.off(event, listener);
+      this.#events.off(event, listener as (ev: AsyncEvent) => void);
       throw err;
     }
     return this;
   }
 
-  off(event: string, listener: (ev: AsyncEvent) => void): this {
-    this.#events.off(event, listener);
+  off<K extends keyof DeviceEvents>(event: K, listener: (...args: DeviceEvents[K]) => void): this {
+    this.#events.off(event, listener as (ev: AsyncEvent) => void);
     this.#updateWatch();
     return this;
   }
@@ -204,9 +224,16 @@ export class Device extends Resource {
 /**
  * Opens a device by name. The context is librdmacm's (rdma_get_devices), so
  * objects made on it work with QPs created on CM ids bound to the same
- * device. Throws ENODEV if there is no such device.
+ * device. Throws ENODEV if there is no such device, ENOSYS when the kernel
+ * has no RDMA verbs interface (see listDevices).
  */
 export function openDevice(name: string): Device {
   if (typeof name !== 'string' || name.length === 0) throw new TypeError('name must be a non-empty string');
-  return new Device(new (native().Context)(name));
+  try {
+    return new Device(new (native().Context)(name));
+  } catch (err) {
+    // no such device: on a kernel without the verbs interface, say that instead (ENOSYS)
+    if (err instanceof RdmaError && err.code === 'ENODEV') listDevices();
+    throw err;
+  }
 }

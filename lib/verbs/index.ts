@@ -11,3 +11,4 @@ export {
 } from './qp';
 export { CmId, ConnParam, CmAddress, CmInfo } from './cm';
 export { Resource } from './resource';
+export { AsyncEventType, CmIdEvents, CompletionQueueEvents, DeviceEvents } from './events';

@@ -95,7 +95,7 @@ function twoPaths(p: number): Array<{ host: string; port: number }> {
 
 function events(client: TransportClient): Array<[string, ...unknown[]]> {
   const out: Array<[string, ...unknown[]]> = [];
-  for (const name of ['path-up', 'path-down', 'session-up', 'session-down']) {
+  for (const name of ['path-up', 'path-down', 'session-up', 'session-down'] as const) {
     client.on(name, (...args: unknown[]) => out.push([name, ...args]));
   }
   return out;

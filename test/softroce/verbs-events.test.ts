@@ -5,10 +5,10 @@
  * delivers completions without the completion channel.
  */
 import { execFileSync } from 'child_process';
-import { AsyncEvent, openDevice } from '../../lib';
+import { AsyncEvent, AsyncEventType, openDevice } from '../../lib';
 import { bytes, completions, connectedPair, region } from './helpers';
 
-function nextEvent(dev: ReturnType<typeof openDevice>, type: string, ms = 30_000): Promise<AsyncEvent> {
+function nextEvent(dev: ReturnType<typeof openDevice>, type: AsyncEventType, ms = 30_000): Promise<AsyncEvent> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       dev.off(type, on);
