@@ -32,7 +32,7 @@ export * from './policy';
 export * from './backoff';
 export { TransportError, WireStats } from './conn';
 export { TransportErrorCode } from './error-codes';
-export { TransportServer, ServerOptions, TransportHandler, TransportRequest, TransportResponse, ServerPathStats, PeerInfo } from './server';
+export { TransportServer, ServerOptions, TransportHandler, TransportRequest, TransportResponse, ServerPathStats, PeerInfo, AuthorizeResult } from './server';
 export { WindowTypeOption } from './windows';
 export {
   TransportClient, connect, ClientOptions, ClientPathOptions, ClientPathState, ClientPathStats, ClientSessionStats, IoOptions, IoResult, PathUpReason, SessionUpReason,

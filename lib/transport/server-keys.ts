@@ -30,8 +30,10 @@ export interface ChunkKeys {
    * first in that post (type 2), or undefined (type 1: already posted).
    */
   rekey(c: number, conn: Conn, index: number): SendWorkRequest | undefined;
-  /** forget a key whose bind was never posted */
+  /** stop handing out chunk c's key (its bind's post failed) */
   forget(c: number): void;
+  /** whether a peer might hold a usable key for chunk c (strict invalidation has work to do) */
+  exposed(c: number): boolean;
   /** chunk c's key (strict) or the pool's (relaxed), bound through conn if there is none; resolves once it is valid */
   ready(c: number, conn: Conn): Promise<number>;
   close(): void;
@@ -110,8 +112,15 @@ export class DeviceWindows implements ChunkKeys {
   readonly #layout: PoolLayout;
   readonly #mws: MemoryWindow[] = [];
   readonly #keys: Uint32Array;
-  /** the completion of each chunk's latest bind (its key is valid once it resolves) */
-  readonly #bound: Array<Promise<void> | undefined>;
+  /**
+   * 1 once a bind was posted on the chunk's current window: the kernel may
+   * have run it whatever became of its completion (a path that closed before
+   * the completion was polled leaves a live key the server no longer knows),
+   * so only deallocating the window clears it
+   */
+  readonly #live: Uint8Array;
+  /** each chunk's latest bind: its key is valid once it completed */
+  readonly #bound: Array<{ done: Promise<void>; settled: boolean } | undefined>;
   readonly #spares: Spares;
 
   constructor(pd: ProtectionDomain, pool: MemoryRegion, layout: PoolLayout) {
@@ -119,6 +128,7 @@ export class DeviceWindows implements ChunkKeys {
     this.#layout = layout;
     const n = layout.strict ? layout.queueDepth : 1;
     this.#keys = new Uint32Array(n);
+    this.#live = new Uint8Array(n);
     this.#bound = new Array(n).fill(undefined);
     this.#spares = new Spares(pd, 1);
     for (let i = 0; i < n; i++) this.#mws.push(pd.allocMemoryWindow(1));
@@ -128,32 +138,50 @@ export class DeviceWindows implements ChunkKeys {
     return this.#keys[this.#layout.strict ? c : 0];
   }
 
-  invalidate(c: number): void {
-    if (!this.#layout.strict || this.#keys[c] === 0) return;
-    this.#keys[c] = 0;
-    this.#bound[c] = undefined;
+  exposed(c: number): boolean {
+    return this.#live[this.#layout.strict ? c : 0] === 1;
+  }
+
+  invalidate(c: number): void | Promise<void> {
+    if (!this.#layout.strict || !this.#live[c]) return;
+    const b = this.#bound[c];
+    // a bind still queued on some QP names the window by index and key: let
+    // it finish (or its QP go) first, else it would fail that path or, once
+    // the index is reused, bind whatever window holds it then
+    if (b && !b.settled) return b.done.catch(() => undefined).then(() => this.invalidate(c));
+    this.#dealloc(c);
+  }
+
+  #dealloc(c: number): void {
+    // the fresh window first: if that fails, the old one (and its key) stays
+    // and the caller fails the IO's path instead of serving it
+    const fresh = this.#spares.take();
     this.#mws[c].close();
-    this.#mws[c] = this.#spares.take();
+    this.#mws[c] = fresh;
+    this.#keys[c] = 0;
+    this.#live[c] = 0;
+    this.#bound[c] = undefined;
   }
 
   rekey(c: number, conn: Conn): undefined {
-    this.#bind(c, conn);
+    void this.#bind(c, conn).catch(() => undefined);
     return undefined;
   }
 
   forget(c: number): void {
+    // the key is not handed out again; the window stays live until deallocated
     this.#keys[this.#layout.strict ? c : 0] = 0;
   }
 
   async ready(c: number, conn: Conn): Promise<number> {
     const i = this.#layout.strict ? c : 0;
     for (;;) {
-      const pending = this.#bound[i];
-      if (pending) {
+      const b = this.#bound[i];
+      if (b) {
         // a bind posted on another path: its key is valid only once it
         // completed (a dead path's never does, and is bound again here)
-        await pending.catch(() => undefined);
-        if (this.#bound[i] !== pending) continue;
+        await b.done.catch(() => undefined);
+        if (this.#bound[i] !== b) continue;
         if (this.#keys[i] !== 0) return this.#keys[i];
       }
       await this.#bind(i, conn);
@@ -164,20 +192,26 @@ export class DeviceWindows implements ChunkKeys {
     const cs = this.#layout.chunkSize;
     const [addr, len] = this.#layout.strict ? [this.#pool.addr + i * cs, cs] : [this.#pool.addr, this.#layout.queueDepth * cs];
     const mw = this.#mws[i];
-    const done = conn.bindWindowAndWait(mw, this.#pool, addr, len, Access.REMOTE_WRITE);
+    this.#live[i] = 1;
+    const waited = conn.bindWindowAndWait(mw, this.#pool, addr, len, Access.REMOTE_WRITE);
     // the new key is known at once (ibv_bind_mw took the next key byte)
     this.#keys[i] = mw.rkey;
-    const bound: Promise<void> = done.then(() => undefined, (err: Error) => {
-      // the bind never completed (its path failed): the key is not valid
-      if (this.#bound[i] === bound) {
+    const b: { done: Promise<void>; settled: boolean } = { done: Promise.resolve(), settled: false };
+    b.done = waited.then(() => {
+      b.settled = true;
+    }, (err: Error) => {
+      b.settled = true;
+      // never completed (its path failed): the key is not handed out; the
+      // window stays live (the kernel may have bound it) until deallocated
+      if (this.#bound[i] === b) {
         this.#keys[i] = 0;
         this.#bound[i] = undefined;
       }
       throw err;
     });
-    bound.catch(() => undefined);
-    this.#bound[i] = bound;
-    return bound;
+    b.done.catch(() => undefined);
+    this.#bound[i] = b;
+    return b.done;
   }
 
   close(): void {
@@ -222,9 +256,10 @@ export class PathWindows implements ChunkKeys {
     if (!this.#layout.strict || rkey === 0 || this.#conn.failed) return;
     this.#keys[c] = 0;
     if (this.#spares) {
+      const fresh = this.#spares.take();
       this.#mws[c].close();
       this.onInvalidate();
-      this.#mws[c] = this.#spares.take();
+      this.#mws[c] = fresh;
       return;
     }
     // a LOCAL_INV that fails fails its connection, which closes the path
@@ -248,6 +283,10 @@ export class PathWindows implements ChunkKeys {
 
   forget(c: number): void {
     this.#keys[this.#layout.strict ? c : 0] = 0;
+  }
+
+  exposed(c: number): boolean {
+    return this.key(c) !== 0;
   }
 
   async ready(c: number): Promise<number> {

@@ -78,13 +78,23 @@ export interface ServerOptions {
   /**
    * Admission (docs/protocol.md §3.4): called for every connect request
    * before anything is allocated, registered or keyed for it. Return (or
-   * resolve) true to admit; anything else, a throw or a rejection refuses
-   * the connection with reject code EACCES. Default: admit everyone.
+   * resolve) true, or a principal name, to admit: a session belongs to the
+   * principal that created it, and a connect admitted for another cannot
+   * join it. false (or any other value) refuses with EACCES; a throw, a
+   * rejection or a timeout refuses with EBUSY and RETRY (the hook's backend
+   * may be back soon). Default: admit everyone.
    */
-  authorize?: (peer: PeerInfo) => boolean | Promise<boolean>;
-  /** how long authorize may take before the connection is refused (ms), default 5000 */
+  authorize?: (peer: PeerInfo) => AuthorizeResult | Promise<AuthorizeResult>;
+  /** how long authorize may take before the connection is refused (ms), 1..60000, default 5000 */
   authorizeTimeoutMs?: number;
+  /** connect requests whose authorize has not answered yet, at most (more: EBUSY with RETRY); default 128 */
+  maxPendingAdmissions?: number;
 }
+
+/** What authorize answers: true or a principal name admits, anything else refuses. */
+export type AuthorizeResult = boolean | string;
+
+const TIMED_OUT = Symbol('timed out');
 
 /** What the server knows of a connecting peer when it decides on admission. */
 export interface PeerInfo {
@@ -168,8 +178,10 @@ export class TransportServer extends EventEmitter {
   readonly invalidation: 'auto' | 'local-inv' | 'dealloc';
   /** @internal */
   readonly windowType: WindowTypeOption;
-  readonly #authorize: ((peer: PeerInfo) => boolean | Promise<boolean>) | undefined;
+  readonly #authorize: ((peer: PeerInfo) => AuthorizeResult | Promise<AuthorizeResult>) | undefined;
   readonly #authorizeTimeoutMs: number;
+  readonly #maxPendingAdmissions: number;
+  #pendingAdmissions = 0;
   readonly #devices = new DeviceCache();
   readonly #listeners: CmId[] = [];
   readonly #sessions = new Map<string, ServerSession>();
@@ -208,9 +220,11 @@ export class TransportServer extends EventEmitter {
     if (!['auto', 'local-inv', 'dealloc'].includes(this.invalidation)) throw new RangeError("invalidation must be 'auto', 'local-inv' or 'dealloc'");
     this.windowType = checkWindowType(opts.windowType);
     optFunction(opts.authorize, 'authorize');
-    optUint(opts.authorizeTimeoutMs, 'authorizeTimeoutMs', 0x7fffffff, 1);
+    optUint(opts.authorizeTimeoutMs, 'authorizeTimeoutMs', 60_000, 1);
+    optUint(opts.maxPendingAdmissions, 'maxPendingAdmissions', 0xffff, 1);
     this.#authorize = opts.authorize;
     this.#authorizeTimeoutMs = opts.authorizeTimeoutMs ?? 5000;
+    this.#maxPendingAdmissions = opts.maxPendingAdmissions ?? 128;
   }
 
   /** Listens on every address (rdma_cm, RC). */
@@ -321,46 +335,60 @@ export class TransportServer extends EventEmitter {
       return;
     }
     if (this.#closing) return this.#reject(id, 'ESHUTDOWN', 'server closing');
-    if (!this.#authorize) return this.#admit(id, req);
+    if (!this.#authorize) return this.#admit(id, req, '');
     // admission first: until the hook says yes, the peer has no session, no
     // pool, no registration and no key (docs/protocol.md §3.4)
+    if (this.#pendingAdmissions >= this.#maxPendingAdmissions) {
+      return this.#reject(id, 'EBUSY', `${this.#pendingAdmissions} admissions pending`, { retry: true, detail: this.#maxPendingAdmissions });
+    }
     const info = id.info();
     const peer: PeerInfo = {
       address: info.peer?.host ?? '', port: info.peer?.port ?? 0, device: info.device ?? '',
       sessionId: req.sessionId, pathIndex: req.pathIndex, pathCount: req.pathCount, reconnectCount: req.reconnectCount,
       newSession: req.newSession, credentials: Buffer.from(req.credentials ?? []),
     };
-    let verdict: boolean | Promise<boolean>;
+    // an explicit no is EACCES (final); a hook that throws, rejects or does
+    // not answer in time is EBUSY with RETRY: its backend may be back soon
+    const decide = (v: unknown): void => {
+      if (this.#closing) return this.#reject(id, 'ESHUTDOWN', 'server closing');
+      if (v === true) return this.#admit(id, req, '');
+      if (typeof v === 'string') return this.#admit(id, req, v);
+      this.#reject(id, 'EACCES', 'not authorized');
+    };
+    const unavailable = (why: string): void => this.#reject(id, 'EBUSY', why, { retry: true });
+    let verdict: AuthorizeResult | Promise<AuthorizeResult>;
     try {
       verdict = this.#authorize(peer);
     } catch (err) {
-      return this.#reject(id, 'EACCES', `authorize threw: ${(err as Error)?.message ?? String(err)}`);
+      return unavailable(`authorize threw: ${(err as Error)?.message ?? String(err)}`);
     }
-    if (verdict === true) return this.#admit(id, req);
-    if (!isThenable(verdict)) return this.#reject(id, 'EACCES', 'not authorized');
+    if (!isThenable(verdict)) return decide(verdict);
+    this.#pendingAdmissions++;
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), this.#authorizeTimeoutMs);
+    const timeout = new Promise<symbol>((resolve) => {
+      timer = setTimeout(() => resolve(TIMED_OUT), this.#authorizeTimeoutMs);
     });
     Promise.race([Promise.resolve(verdict), timeout]).then(
-      (v) => {
-        if (v === true) return this.#closing ? this.#reject(id, 'ESHUTDOWN', 'server closing') : this.#admit(id, req);
-        this.#reject(id, 'EACCES', v === 'timeout' ? `authorize did not answer within ${this.#authorizeTimeoutMs} ms` : 'not authorized');
-      },
-      (err: unknown) => this.#reject(id, 'EACCES', `authorize rejected: ${(err as Error)?.message ?? String(err)}`),
+      (v) => (v === TIMED_OUT ? unavailable(`authorize did not answer within ${this.#authorizeTimeoutMs} ms`) : decide(v)),
+      (err: unknown) => unavailable(`authorize rejected: ${(err as Error)?.message ?? String(err)}`),
     ).catch((err: unknown) => this.log(`admission of ${peer.address}: ${(err as Error)?.message ?? String(err)}`))
-      .finally(() => clearTimeout(timer));
+      .finally(() => {
+        clearTimeout(timer);
+        this.#pendingAdmissions--;
+      });
   }
 
-  /** Session lookup and accept, for an admitted connect request (§3.3). */
-  #admit(id: CmId, req: P.ConnectRequest): void {
+  /** Session lookup and accept, for a connect request admitted for `principal` (§3.3, §3.4). */
+  #admit(id: CmId, req: P.ConnectRequest, principal: string): void {
     let s = this.#sessions.get(req.sessionId);
     let created = false;
+    // a session belongs to the principal that created it: another may not join it
+    if (s && s.principal !== principal) return this.#reject(id, 'EACCES', `session ${s.id} belongs to another principal`);
     if (!s) {
       if (!req.newSession || this.#closedSessions.has(req.sessionId)) return this.#reject(id, 'ESTALE', `unknown session ${req.sessionId}`);
       if (this.#sessions.size >= this.#maxSessions) return this.#reject(id, 'EUSERS', 'session limit', { retry: true, detail: this.#maxSessions });
       try {
-        s = new ServerSession(this, req.sessionId, req.pathCount);
+        s = new ServerSession(this, req.sessionId, req.pathCount, principal);
       } catch (err) {
         return this.#reject(id, 'ENOMEM', `pool allocation failed: ${(err as Error).message}`, { retry: true });
       }
@@ -397,10 +425,17 @@ export class TransportServer extends EventEmitter {
     }
     s.attach(path);
     const accept = P.encodeAccept({ ...this.params, sessionCreated: created, hbIntervalMs: this.hbIntervalMs, hbMissedMax: this.hbMissedMax });
-    id.accept({ privateData: accept, retryCount: 7, rnrRetryCount: 7 }).then(
-      () => path.established(),
-      (err) => path.close(`accept failed: ${(err as Error).message}`),
-    );
+    const failed = (err: unknown): void => {
+      path.close(`accept failed: ${(err as Error)?.message ?? String(err)}`);
+      // a session this connect created has nothing to linger for
+      if (created && !s!.paths.some((x) => x && x.state !== 'closed')) void s!.destroy('its first connect failed');
+    };
+    try {
+      // (rdma_accept throws at once when the peer already gave up)
+      id.accept({ privateData: accept, retryCount: 7, rnrRetryCount: 7 }).then(() => path.established(), failed);
+    } catch (err) {
+      failed(err);
+    }
   }
 }
 
@@ -417,9 +452,13 @@ class ServerSession {
   #linger: NodeJS.Timeout | undefined;
   closing = false;
 
-  constructor(server: TransportServer, id: string, pathCount: number) {
+  /** who the authorize hook admitted when the session was created ('' without a hook, or for `true`) */
+  readonly principal: string;
+
+  constructor(server: TransportServer, id: string, pathCount: number, principal: string) {
     this.server = server;
     this.id = id;
+    this.principal = principal;
     this.pathCount = pathCount;
     this.params = server.params;
     this.#poolSize = this.params.queueDepth * this.params.chunkSize;
@@ -738,9 +777,27 @@ class ServerPath {
       const sets = s.keySets();
       // type 1 deallocations are counted on the arrival path (a device's
       // windows are shared by its paths); LOCAL_INVs by the path posting them
-      for (const k of sets) if (k.type === 1 && k.key(c) !== 0) this.#wire.invalidations++;
-      const pending = sets.map((k) => k.invalidate(c)).filter((x): x is Promise<void> => x !== undefined);
-      if (pending.length > 0) await Promise.allSettled(pending);
+      for (const k of sets) if (k.type === 1 && k.exposed(c)) this.#wire.invalidations++;
+      const pending: Promise<void>[] = [];
+      try {
+        for (const k of sets) {
+          const x = k.invalidate(c);
+          if (x) pending.push(x);
+        }
+      } catch (err) {
+        // no fresh window (the device's windows are used up): the chunk's
+        // key stays, so its handler must not run; the client fails over
+        this.close(`cannot take chunk ${c}'s key away: ${(err as Error).message}`);
+        return;
+      }
+      if (pending.length > 0) {
+        const settled = await Promise.allSettled(pending);
+        const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed && s.keySets().some((k) => k.type === 1 && k.exposed(c))) {
+          this.close(`cannot take chunk ${c}'s key away: ${(failed.reason as Error)?.message}`);
+          return;
+        }
+      }
       if (this.closed) return;
     }
     if (this.state !== 'connected') return;

@@ -126,7 +126,40 @@ describe('admission', () => {
     }
   });
 
-  test('an async hook: a late answer is refused after authorizeTimeoutMs, a rejection and a throw are refusals; a slow yes admits', async () => {
+  test("principals: a session belongs to whom the hook admitted; another principal's valid token cannot join it; a refusal is final (the client does not retry)", async () => {
+    const p = port++;
+    const secrets: Record<string, string> = { alice: 'alice-secret', bob: 'bob-secret' };
+    const calls = new Map<string, number>();
+    server = new TransportServer({
+      ...POOL, handler: () => ({}),
+      authorize: (peer) => {
+        calls.set(peer.sessionId, (calls.get(peer.sessionId) ?? 0) + 1);
+        return Object.keys(secrets).find((who) => checkToken(secrets[who], peer)) ?? false;
+      },
+    });
+    server.listen([{ host: HOST0, port: p }]);
+    const sessionId = transport.randomSessionId();
+    const alice = await connect({ paths: [{ host: HOST0, port: p }], sessionId, credentials: ({ sessionId: sid }) => token(secrets.alice, sid) });
+    try {
+      // bob holds a valid token of his own for alice's session id: admitted as bob, refused as a joiner
+      const bob = new TransportClient({ paths: [{ host: HOST0, port: p }], sessionId, credentials: token(secrets.bob, sessionId), reconnect: { maxAttempts: 0 } });
+      bob.on('error', () => undefined);
+      await expect(bob.start()).rejects.toMatchObject({ code: 'EACCES' });
+      expect(server.sessionCount).toBe(1);
+      expect((await alice.write(Buffer.alloc(0), Buffer.alloc(5))).status).toBe(0);
+      // a refused client with the default reconnect policy: EACCES is final, the hook ran once
+      const stranger = transport.randomSessionId();
+      const c = new TransportClient({ paths: [{ host: HOST0, port: p }], sessionId: stranger, credentials: token('guess', stranger) });
+      c.on('error', () => undefined);
+      await expect(c.start()).rejects.toMatchObject({ code: 'EACCES' });
+      await new Promise((r) => setTimeout(r, 2500)); // past the first reconnect delay (1 s + jitter)
+      expect(calls.get(stranger)).toBe(1);
+    } finally {
+      await alice.close();
+    }
+  });
+
+  test('an async hook: a slow yes admits; no answer within authorizeTimeoutMs, a rejection and a throw refuse with EBUSY + RETRY (the backend may come back)', async () => {
     const p = port++;
     const mode = { v: 'slow-yes' as 'slow-yes' | 'never' | 'reject' | 'throw' };
     const logs: string[] = [];
@@ -146,11 +179,12 @@ describe('admission', () => {
       mode.v = v;
       const c = new TransportClient({ paths: [{ host: HOST0, port: p }], reconnect: { maxAttempts: 0 } });
       c.on('error', () => undefined);
-      await expect(c.start()).rejects.toMatchObject({ code: 'EACCES' });
+      await expect(c.start()).rejects.toMatchObject({ code: 'EBUSY', retry: true });
+      expect(server.sessionCount).toBe(0);
     }
     const all = logs.join('\n');
-    expect(all).toMatch(/EACCES: authorize did not answer within 1500 ms/);
-    expect(all).toMatch(/EACCES: authorize rejected: denied by policy/);
-    expect(all).toMatch(/EACCES: authorize threw: directory unavailable/);
+    expect(all).toMatch(/EBUSY: authorize did not answer within 1500 ms/);
+    expect(all).toMatch(/EBUSY: authorize rejected: denied by policy/);
+    expect(all).toMatch(/EBUSY: authorize threw: directory unavailable/);
   });
 });
