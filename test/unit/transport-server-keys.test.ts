@@ -1,0 +1,126 @@
+/**
+ * The server's type 1 chunk keys (lib/transport/server-keys.ts DeviceWindows),
+ * with fake windows and connections: what the kernel may have bound is taken
+ * away, whatever the server learnt about the bind's completion.
+ */
+import { DeviceWindows } from '../../lib/transport/server-keys';
+
+class FakeWindow {
+  static next = 1;
+  readonly index = FakeWindow.next++;
+  rkey = (this.index << 8) | 7;
+  closed = false;
+  bound = false;
+  close(): void {
+    this.closed = true;
+  }
+}
+
+function fixture(opts: { strict?: boolean; allocFails?: () => boolean } = {}) {
+  const windows: FakeWindow[] = [];
+  const pd = {
+    closed: false,
+    allocMemoryWindow: (type: number) => {
+      if (type !== 1) throw new Error(`type ${type} window on rxe`);
+      if (opts.allocFails?.()) throw new Error('ENOMEM: ibv_alloc_mw');
+      const w = new FakeWindow();
+      windows.push(w);
+      return w;
+    },
+  };
+  const pool = { addr: 0x10000, length: 4 * 4096 };
+  // a connection whose binds the test completes or fails by hand
+  const binds: Array<{ mw: FakeWindow; resolve: () => void; reject: (e: Error) => void }> = [];
+  const conn = {
+    failed: false,
+    bindWindowAndWait: (mw: FakeWindow) => {
+      mw.rkey = (mw.rkey & ~0xff) | ((mw.rkey + 1) & 0xff);
+      mw.bound = true; // the kernel runs the bind when it is posted, whatever JS learns later
+      return new Promise<number>((resolve, reject) => binds.push({ mw, resolve: () => resolve(mw.rkey), reject }));
+    },
+  };
+  const dw = new DeviceWindows(pd as never, pool as never, { queueDepth: 4, chunkSize: 4096, strict: opts.strict ?? true });
+  return { dw, conn: conn as never, binds, windows };
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+test('a re-key whose completion never came (its path closed first) is still taken away on the next arrival', async () => {
+  const { dw, conn, binds } = fixture();
+  const ready = dw.ready(0, conn);
+  binds[0].resolve();
+  const k0 = await ready;
+  dw.invalidate(0);
+  expect(dw.key(0)).toBe(0);
+  // the response's re-key on path A; path A closes before its completion is polled
+  dw.rekey(0, conn);
+  const bound = binds[1].mw;
+  binds[1].reject(new Error('ECLOSED: the connection was closed'));
+  await tick();
+  // the server no longer hands the key out...
+  expect(dw.key(0)).toBe(0);
+  // ...but the kernel bound it: the next arrival must deallocate the window
+  expect(dw.exposed(0)).toBe(true);
+  await dw.invalidate(0);
+  expect(bound.closed).toBe(true);
+  expect(dw.exposed(0)).toBe(false);
+  expect(k0).not.toBe(0);
+});
+
+test('an arrival while a re-key is still queued waits for it before deallocating the window', async () => {
+  const { dw, conn, binds } = fixture();
+  const r = dw.ready(0, conn);
+  binds[0].resolve();
+  await r;
+  dw.invalidate(0);
+  dw.rekey(0, conn);
+  const queued = binds[1].mw;
+  const inv = dw.invalidate(0);
+  expect(inv).toBeInstanceOf(Promise);
+  await tick();
+  expect(queued.closed).toBe(false); // not while the bind may still run
+  binds[1].resolve();
+  await inv;
+  expect(queued.closed).toBe(true);
+  expect(dw.key(0)).toBe(0);
+});
+
+test('no fresh window: invalidate throws and the old window (and its key) stays for the caller to fail the path', async () => {
+  let fail = false;
+  const { dw, conn, binds } = fixture({ allocFails: () => fail });
+  const r = dw.ready(1, conn);
+  binds[0].resolve();
+  const k = await r;
+  await tick(); // the spares' refill ran
+  fail = true;
+  // drain the spares: each invalidation takes one
+  let threw: unknown;
+  for (let i = 0; i < 20 && !threw; i++) {
+    try {
+      dw.invalidate(1);
+      const rr = dw.ready(1, conn);
+      binds[binds.length - 1].resolve();
+      await rr;
+    } catch (e) {
+      threw = e;
+    }
+  }
+  expect(String(threw)).toMatch(/ENOMEM/);
+  expect(dw.exposed(1)).toBe(true);
+  expect(k).not.toBe(0);
+});
+
+test('ready() hands out a key only once its bind completed; a failed bind is bound again through the caller', async () => {
+  const { dw, conn, binds } = fixture();
+  dw.rekey(2, conn); // posted on path A
+  let got = 0;
+  const onB = dw.ready(2, conn).then((k) => (got = k));
+  await tick();
+  expect(got).toBe(0);
+  binds[0].reject(new Error('path A died'));
+  await tick();
+  expect(binds).toHaveLength(2); // bound again for path B
+  binds[1].resolve();
+  await onB;
+  expect(got).toBe(binds[1].mw.rkey);
+});
