@@ -171,8 +171,9 @@ function odpRegion(pd: ProtectionDomain, size: number, access: number) {
 }
 
 function probeGid(device: Device): { index: number; gid: string } {
+  // the IPv4-mapped RoCE v2 GID where there is one (what rdma_cm uses on rxe)
   const gids = device.gids().filter((g) => g.port === 1);
-  const e = gids.find((g) => g.type === 'RoCEv2') ?? gids[0];
+  const e = gids.find((g) => g.type === 'RoCEv2' && g.gid.startsWith('::ffff:')) ?? gids.find((g) => g.type === 'RoCEv2') ?? gids[0];
   if (!e) throw new Error(`${device.name} port 1 has no GID`);
   return { index: e.index, gid: e.gid };
 }

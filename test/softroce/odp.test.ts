@@ -88,10 +88,10 @@ describe('RC on ODP memory', () => {
     want.copy(Buffer.from(src.buffer as ArrayBuffer));
     const dst = odpRegion(pagesFor(offset, length));
     await post('RDMA_WRITE', src, 0, length, dst.mr, offset);
-    expectOnly(dst.mem, offset, want);
-    // the NIC faulted exactly the pages it wrote in
+    // the NIC faulted exactly the pages it wrote in (checked before the CPU reads any)
     const touched = Math.floor((offset + length - 1) / PAGE) - Math.floor(offset / PAGE) + 1;
     expect(residentPages(dst.mr.buffer as ArrayBuffer)).toBe(touched);
+    expectOnly(dst.mem, offset, want);
     dst.mr.close();
     src.close();
   });
@@ -321,7 +321,7 @@ describe('devices', () => {
     let out = '';
     const io = { stdout: (s: string) => void (out += s), stderr: (s: string) => void (out += s) };
     expect(await devicesCommand(['--device', 'rxe0'], io)).toBe(0);
-    expect(out).toMatch(/ODP {13}yes; rc: SEND,RECV,WRITE,READ,ATOMIC,SRQ_RECV; ud: SEND,RECV,SRQ_RECV; data checked \(loopback probe\)/);
+    expect(out).toMatch(/ODP +yes; rc: SEND,RECV,WRITE,READ,ATOMIC,SRQ_RECV[^;]*; ud: SEND,RECV,SRQ_RECV[^;]*; data checked \(loopback probe\)/);
     out = '';
     expect(await devicesCommand(['--device', 'rxe0', '--json'], io)).toBe(0);
     expect(JSON.parse(out).devices[0].capabilities.odp).toMatchObject({ supported: true, implicit: false, check: 'ok' });
