@@ -5,11 +5,19 @@
  * through a QueuePair, or an explicit ref()), so an idle CQ never does.
  */
 import { EventEmitter } from 'events';
+import { constants as osConstants } from 'os';
+import { RdmaError } from '../errors';
 import { native } from '../native';
 import { WC_OPCODE, WC_STATUS, WcFlags, WcStatusName } from './constants';
 import { checkOptions } from './args';
 import { Resource } from './resource';
 import type { Device } from './device';
+
+/** 'EIO' for 5: the POSIX name of an errno. */
+function errnoName(errno: number): string {
+  const e = Object.entries(osConstants.errno).find(([, v]) => v === errno);
+  return e ? e[0] : `ERRNO_${errno}`;
+}
 
 export interface WorkCompletion {
   wrId: number;
@@ -210,7 +218,10 @@ export class CompletionQueue extends Resource {
     const self = new WeakRef(this);
     this.handle.start((n: number) => {
       const cq = self.deref();
-      if (cq) cq.#deliver(n);
+      if (cq) {
+        if (n < 0) cq.#channelFailed(-n);
+        else cq.#deliver(n);
+      }
     });
     this.dependOn(device);
   }
@@ -220,15 +231,45 @@ export class CompletionQueue extends Resource {
     return this.handle.cqe;
   }
 
-  /** Listen for batches: (wcs: WorkCompletion[]) => void. */
-  on(event: 'completions', listener: (wcs: WorkCompletion[]) => void): this {
+  /**
+   * Listen for batches: (wcs: WorkCompletion[]) => void; or for 'error'
+   * (err: RdmaError): the CQ can no longer be armed, its device was
+   * removed, and nothing more will complete here (see `failure`).
+   */
+  on(event: 'completions', listener: (wcs: WorkCompletion[]) => void): this;
+  on(event: 'error', listener: (err: RdmaError) => void): this;
+  on(event: 'completions' | 'error', listener: (arg: any) => void): this {
     this.#events.on(event, listener);
     return this;
   }
 
-  off(event: 'completions', listener: (wcs: WorkCompletion[]) => void): this {
+  off(event: 'completions' | 'error', listener: (arg: any) => void): this {
     this.#events.off(event, listener);
     return this;
+  }
+
+  #failure: RdmaError | undefined;
+
+  /**
+   * Why this CQ delivers nothing any more (its device was removed: the
+   * verb's EIO), or undefined. Work requests still posted on its QPs never
+   * complete; the device's DEVICE_FATAL event and rdma_cm's DEVICE_REMOVAL
+   * say the same to their listeners.
+   */
+  get failure(): RdmaError | undefined {
+    return this.#failure;
+  }
+
+  #channelFailed(errno: number): void {
+    const code = errnoName(errno);
+    this.#failure = new RdmaError(
+      `ibv_req_notify_cq failed: ${code}: the completions of ${this.device.name} can no longer be waited for ` +
+        '(the device was removed); nothing more will complete on this CQ', code, errno, 'ibv_req_notify_cq');
+    // nothing will settle the outstanding sends: they must not keep the process alive
+    this.#outstanding = 0;
+    this.#userRefs = 0;
+    this.#updateRef();
+    if (this.#events.listenerCount('error')) this.#events.emit('error', this.#failure);
   }
 
   /** Polls once (ibv_poll_cq), without waiting. Also emits the batch. */
