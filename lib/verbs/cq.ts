@@ -168,7 +168,7 @@ export class CompletionBatch {
     const w = this.#w;
     const flags = w[o + 9];
     if (this.#rxe && w[o + 3] === 128 && w[o + 2] === 0 && flags & WcFlags.IP_CSUM_OK && !(flags & WcFlags.WITH_INV)) {
-      // rxe (through 6.12 at least) writes the kernel's IB_WC_WITH_INVALIDATE
+      // rxe (6.12 to at least 7.3.4: rxe_resp.c) writes the kernel's IB_WC_WITH_INVALIDATE
       // (1 << 2) into user-space completions, where bit 2 reads as
       // IBV_WC_IP_CSUM_OK (no meaning on an RC receive): report it as the
       // invalidation it is
