@@ -20,11 +20,6 @@ const TIERS = {
   hardware: { testTimeout: 60_000, verbose: true },
 };
 const tier = process.env.NODE_RDMA_TIER || 'unit';
-// *.ownguest.test.ts: tests that cripple the guest's kernel for whatever runs
-// after them (deleting an rxe device): scripts/test runs each such file in a
-// guest of its own, with NODE_RDMA_OWN_GUEST=1, after the tier's main run,
-// which leaves them out
-const ownGuest = process.env.NODE_RDMA_OWN_GUEST === '1';
 if (!TIERS[tier]) {
   throw new Error(`NODE_RDMA_TIER must be one of ${Object.keys(TIERS).join(', ')} (got '${tier}')`);
 }
@@ -32,8 +27,7 @@ if (!TIERS[tier]) {
 /** @type {import('jest').Config} */
 module.exports = {
   rootDir: path.resolve(__dirname, '..', 'dist', 'test', tier),
-  testMatch: [ownGuest ? '**/*.ownguest.test.js' : '**/*.test.js'],
-  testPathIgnorePatterns: ownGuest ? ['/node_modules/'] : ['/node_modules/', '\\.ownguest\\.test\\.js$'],
+  testMatch: ['**/*.test.js'],
   testEnvironment: 'node',
   testTimeout: TIERS[tier].testTimeout,
   verbose: TIERS[tier].verbose,

@@ -4,9 +4,10 @@
  * connect in progress raises DEVICE_FATAL on the device and DEVICE_REMOVAL
  * on every CM id, fails what is pending with ENODEV, returns at once, and
  * everything closes cleanly; a transport session with a path on rxe1 fails
- * over to rxe0 without losing or repeating an IO. An own-guest file
- * (docs/testing.md): the guest has no rxe1 for whatever would run after it,
- * so each test puts rxe1 back (rdma link add) before the next.
+ * over to rxe0 without losing or repeating an IO. In the isolated tier (a
+ * guest of its own, docs/testing.md): a removal that went wrong could leave
+ * the kernel unfit for other tests; each test puts rxe1 back (rdma link
+ * add) before the next.
  */
 import { execFile, execFileSync } from 'child_process';
 import { CmId, CompletionQueue, Device, openDevice, RdmaError, transport } from '../../lib';
