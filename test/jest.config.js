@@ -2,6 +2,7 @@
 //   unit      host, no RDMA hardware needed    (dist/test/unit)
 //   softroce  inside the SoftRoCE guest        (dist/test/softroce; scripts/test
 //             boots it, see docs/testing.md)
+//   isolated  inside a SoftRoCE guest of its own per file (dist/test/isolated)
 //   hardware  on the host, on the capable device RDMA_TEST_DEVICE names
 //             (dist/test/hardware; mlx5: ODP, dma-buf)
 // Tests are TypeScript compiled by `tsc -p tsconfig.json` into dist/, and jest
@@ -18,6 +19,10 @@ const TIERS = {
   // verbose: per-test times in the CI log, to spot tests that sit in timeouts
   softroce: { testTimeout: 120_000, verbose: true },
   hardware: { testTimeout: 60_000, verbose: true },
+  // tests that could crash the guest's kernel if what they check broke (a
+  // hostile peer's SEND_WITH_INV): scripts/test runs each file in a guest of
+  // its own, so a panic fails that file and nothing else
+  isolated: { testTimeout: 300_000, verbose: true },
 };
 const tier = process.env.NODE_RDMA_TIER || 'unit';
 if (!TIERS[tier]) {

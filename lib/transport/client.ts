@@ -17,6 +17,7 @@ import { PathIterator, PathLike, PathSelector, PolicyName, DEFAULT_POLICY } from
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
 import { clientMetrics } from './stats';
+import { checkWindowType, windowTypeFor, WindowTypeOption } from './windows';
 
 export interface ClientPathOptions {
   host: string;
@@ -72,6 +73,21 @@ export interface ClientOptions {
   portSettleMs?: number;
   /** declare a path down at once when its device reports PORT_ERR for its port (default true) */
   watchPortEvents?: boolean;
+  /**
+   * Which memory windows expose read destinations to the server
+   * (docs/protocol.md §1.1): 'auto' (default) = type 1 on rxe, where a peer's
+   * SEND_WITH_INV of a type 2 window can crash the kernel (the client then
+   * takes each window away itself), type 2 elsewhere; 2 on rxe is refused.
+   */
+  windowType?: WindowTypeOption;
+  /**
+   * Bytes for the server's authorize hook (at most 23: they travel in the CM
+   * connect request, sent in the clear), e.g. a token derived from a shared
+   * secret and the session id (docs/api.md, "Admission"); or a function that
+   * makes them for each connect, so that a reconnect much later sends a
+   * fresh token.
+   */
+  credentials?: Uint8Array | ((connect: { sessionId: string; pathIndex: number; reconnectCount: number }) => Uint8Array);
 }
 
 /** Why a path came up: its first connect or a reconnect. */
@@ -139,7 +155,9 @@ interface DevState {
   pd: ProtectionDomain;
   /** the staging slots, registered once the pool parameters are known */
   staging: MemoryRegion | undefined;
-  /** type-2 windows known to be unbound */
+  /** the type of the windows over read destinations on this device */
+  windowType: 1 | 2;
+  /** type 2 windows known to be unbound (type 1 ones are never reused) */
   freeMws: MemoryWindow[];
 }
 
@@ -257,6 +275,7 @@ export class TransportClient extends EventEmitter {
   /** the live paths (removed ones leave the list) */
   #paths: ClientPath[];
   readonly #pathSlots: number;
+  readonly #windowType: WindowTypeOption;
   /** slot -> the highest reconnect count a removed path used in it (the server refuses lower ones) */
   readonly #slotReconnect = new Map<number, number>();
   #sessionUp = false;
@@ -302,6 +321,8 @@ export class TransportClient extends EventEmitter {
     for (const k of ['requireStrict', 'busyPoll', 'watchPortEvents', 'rejoinOnServerRestart'] as const) optBool(opts[k], k);
     optFunction(opts.log, 'log');
     optString(opts.name, 'name');
+    this.#windowType = checkWindowType(opts.windowType);
+    if (opts.credentials !== undefined && typeof opts.credentials !== 'function') checkCredentials(opts.credentials);
     this.#sessionId = opts.sessionId ?? P.randomSessionId();
     if (!P.isSessionId(this.#sessionId)) throw new TypeError('sessionId must be a lowercase non-nil UUID');
     const slots = opts.pathSlots ?? opts.paths.length;
@@ -443,7 +464,9 @@ export class TransportClient extends EventEmitter {
   #devState(name: string): DevState {
     let d = this.#devs.get(name);
     if (d) return d;
-    d = { pd: this.#devices.get(name).allocPd(), staging: undefined, freeMws: [] };
+    const device = this.#devices.get(name);
+    const windowType = windowTypeFor(device, this.#windowType);
+    d = { pd: device.allocPd(), staging: undefined, windowType, freeMws: [] };
     this.#devs.set(name, d);
     return d;
   }
@@ -480,6 +503,12 @@ export class TransportClient extends EventEmitter {
 
   // ----------------------------------------------------------- connection
 
+  #credentials(path: ClientPath): Uint8Array | undefined {
+    const c = this.#opts.credentials;
+    if (typeof c !== 'function') return c;
+    return checkCredentials(c({ sessionId: this.#sessionId, pathIndex: path.id, reconnectCount: path.reconnectCount }));
+  }
+
   async #connectPath(path: ClientPath): Promise<void> {
     const sid = this.#sessionId;
     path.connecting = true;
@@ -514,6 +543,7 @@ export class TransportClient extends EventEmitter {
       conn = new Conn(id, dev.pd, { maxRecvWr: maxQd + P.RECV_SLACK, maxSendWr: maxQd * 3 + 32, busyPoll: this.#opts.busyPoll, wire: path.wire });
       const req = P.encodeConnectRequest({
         newSession: !this.#established, pathIndex: path.id, pathCount: this.#pathSlots, reconnectCount: path.reconnectCount, sessionId: this.#sessionId,
+        localReadInvalidate: dev.windowType === 1, credentials: this.#credentials(path),
       });
       let acc: P.AcceptData;
       const cto = this.#opts.connectTimeoutMs ?? 15000;
@@ -796,7 +826,7 @@ export class TransportClient extends EventEmitter {
     if (wasConnected) this.#checkSessionDown(err);
     if (this.#closing || path.removed) return;
     const te = err as TransportError & { retry?: boolean };
-    const fatalReject = te instanceof TransportError && ['EPROTO', 'EPROTONOSUPPORT', 'EINVAL', 'ESHUTDOWN', 'EPERM'].includes(te.code) && !te.retry;
+    const fatalReject = te instanceof TransportError && ['EPROTO', 'EPROTONOSUPPORT', 'EINVAL', 'ESHUTDOWN', 'EPERM', 'EACCES', 'EOPNOTSUPP'].includes(te.code) && !te.retry;
     if (te instanceof TransportError && te.code === 'ESTALE') {
       if (this.#opts.rejoinOnServerRestart && !this.#fatal) {
         this.#rejoin(path);
@@ -1093,7 +1123,7 @@ export class TransportClient extends EventEmitter {
       }]);
       return;
     }
-    // read: a type-2 window over the destination, bound on this path's QP
+    // read: a window over the destination, bound on this path's QP
     const hdrLen = io.header.length;
     const reqAt = p.chunkSize - hdrLen - P.READ_TRAILER_SIZE;
     const wrs: SendWorkRequest[] = [];
@@ -1105,7 +1135,7 @@ export class TransportClient extends EventEmitter {
         // a pooled window may have been closed with a dead connection's QP
         let free = dev.freeMws.pop();
         while (free && free.closed) free = dev.freeMws.pop();
-        mw = free ?? dev.pd.allocMemoryWindow(2);
+        mw = free ?? dev.pd.allocMemoryWindow(dev.windowType);
       } catch (err) {
         this.#fail(io, err as Error);
         return;
@@ -1115,11 +1145,17 @@ export class TransportClient extends EventEmitter {
       const mr = io.zeroCopy ? this.#userMr(io.data, path.device!, dev)! : this.#staged(dev);
       const at = io.zeroCopy ? mr.addr + io.data.byteOffset : this.#staged(dev).addr + base;
       io.sendsPending++;
-      // the bind's new key is chosen here (the next key byte), so the request
-      // can carry it and both go out in one post (one doorbell)
-      const keyByte = (mw.rkey + 1) & 0xff;
-      wrs.push({ opcode: 'BIND_MW', wrId: wrId(WrKind.SEND, c), bind: { mw, mr, addr: at, length: io.len, access: Access.REMOTE_WRITE, keyByte } });
-      rkey = ((mw.rkey & 0xffffff00) | keyByte) >>> 0;
+      if (dev.windowType === 1) {
+        // type 1 (rxe): ibv_bind_mw posts the bind ahead of the request
+        rkey = conn.bindWindow(mw, mr, at, io.len, Access.REMOTE_WRITE, c);
+        if (rkey === 0) return; // the connection failed: the path fails the IO over
+      } else {
+        // the bind's new key is chosen here (the next key byte), so the request
+        // can carry it and both go out in one post (one doorbell)
+        const keyByte = (mw.rkey + 1) & 0xff;
+        wrs.push({ opcode: 'BIND_MW', wrId: wrId(WrKind.SEND, c), bind: { mw, mr, addr: at, length: io.len, access: Access.REMOTE_WRITE, keyByte } });
+        rkey = ((mw.rkey & 0xffffff00) | keyByte) >>> 0;
+      }
       addr = BigInt(at);
     }
     P.writeReadTrailer(this.#stagingBuf, base + reqAt + hdrLen, { hdrLen, len: io.len, seq: io.seq, addr, rkey });
@@ -1313,10 +1349,11 @@ export class TransportClient extends EventEmitter {
       const inv = m?.wc.invalidatedRkey;
       if (io.mw) {
         if (inv !== undefined && inv !== io.mw.rkey) throw new ProtocolError('invalidated-rkey', `the server invalidated rkey ${inv}, the IO's window is ${io.mw.rkey}`);
-        if (inv === undefined) {
-          // not reported as invalidated (the server did not, or rxe reported
-          // it under the kernel's flag value): deallocate the window, which
-          // is safe in any state, unlike LOCAL_INV on rxe (see server.ts)
+        if (inv === undefined || io.mw.type === 1) {
+          // not invalidated by the server (a type 1 window never is: the
+          // kernel refuses it; or rxe reported it under the kernel's flag
+          // value): deallocate the window, which is safe in any state and
+          // leaves no key behind that a late SEND_WITH_INV could meet
           io.mw.close();
           io.mw = undefined;
           path.wire.invalidations++;
@@ -1342,7 +1379,8 @@ export class TransportClient extends EventEmitter {
       }
     }
     if (io.mw) {
-      io.mwDev!.freeMws.push(io.mw);
+      if (io.mw.type === 1) io.mw.close(); // never reused: see #onResponse
+      else io.mwDev!.freeMws.push(io.mw);
       io.mw = undefined;
     }
     const r = io.rsp;
@@ -1451,4 +1489,12 @@ export class TransportClient extends EventEmitter {
     this.#devs.clear();
     this.#devices.close();
   }
+}
+
+function checkCredentials(c: unknown): Uint8Array {
+  if (!(c instanceof Uint8Array)) throw new TypeError('credentials must be a Uint8Array (or a function returning one)');
+  if (c.length > P.MAX_CREDENTIALS_SIZE) {
+    throw new RangeError(`credentials must be at most ${P.MAX_CREDENTIALS_SIZE} bytes (they travel in the CM connect request), got ${c.length}`);
+  }
+  return c;
 }

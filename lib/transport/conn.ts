@@ -5,7 +5,7 @@
  * Owners get receive completions through onRecv and every failure (a
  * failed work completion, a failed post) exactly once through onError.
  */
-import { CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, SendWorkRequest, WorkCompletion } from '../verbs';
+import { CmId, CompletionQueue, Device, MemoryRegion, MemoryWindow, openDevice, ProtectionDomain, QueuePair, SendWorkRequest, WorkCompletion } from '../verbs';
 import { Access } from '../verbs/constants';
 import { encodeHbImm, IMM_PAYLOAD_MASK } from './protocol';
 
@@ -229,6 +229,42 @@ export class Conn {
       this.fail(err as Error);
       return false;
     }
+  }
+
+  /**
+   * Binds a type 1 window (ibv_bind_mw: a bind WR on this QP's send queue,
+   * ahead of whatever is posted after it). Returns the new rkey, or 0 when
+   * it could not post (the connection failed).
+   */
+  bindWindow(mw: MemoryWindow, mr: MemoryRegion, addr: number, length: number, access: number, index: number): number {
+    if (this.failed) return 0;
+    try {
+      const rkey = mw.bind(this.qp, mr, { addr, length, access, wrId: wrId(WrKind.SEND, index) });
+      if (TRACE) trace(`qp ${this.qp.qpNum} bind type-1 ${length} B -> rkey=${rkey}`);
+      this.wire.binds++;
+      return rkey;
+    } catch (err) {
+      this.fail(err as Error);
+      return 0;
+    }
+  }
+
+  /** bindWindow, resolved when the bind has completed (the key is usable). */
+  bindWindowAndWait(mw: MemoryWindow, mr: MemoryRegion, addr: number, length: number, access: number): Promise<number> {
+    if (this.failed) return Promise.reject(new TransportError('ECONNRESET', 'the connection failed'));
+    const n = this.#waitSeq = (this.#waitSeq + 1) % KIND_MUL;
+    const done = new Promise<void>((resolve, reject) => this.#waiters.set(n, { resolve, reject }));
+    let rkey: number;
+    try {
+      rkey = mw.bind(this.qp, mr, { addr, length, access, wrId: wrId(WrKind.WAIT, n) });
+      this.wire.binds++;
+    } catch (err) {
+      this.#waiters.delete(n);
+      done.catch(() => undefined);
+      this.fail(err as Error);
+      return Promise.reject(new TransportError('ECONNRESET', 'the connection failed'));
+    }
+    return done.then(() => rkey);
   }
 
   /** Posts WRs and resolves when all completed successfully. */

@@ -22,7 +22,8 @@
  * limits), ECLOSED, ECONNABORTED (no path could complete the IO), ESTALE
  * (the server lost the session), ETIMEDOUT (no path came back within
  * reconnectWaitMs), ENOSPC (addPath: no free path slot), ABORT_ERR
- * (AbortSignal). Events: path-up, path-down, session-up, session-down
+ * (AbortSignal); a refused connect: EACCES (the server's authorize hook), EOPNOTSUPP
+ * (windowType 2 on rxe). Events: path-up, path-down, session-up, session-down
  * (docs/protocol.md "Client API"). Statistics:
  * client.stats() / server.stats(), or .prometheus() for the text format.
  */
@@ -30,7 +31,8 @@ export * from './protocol';
 export * from './policy';
 export * from './backoff';
 export { TransportError, WireStats } from './conn';
-export { TransportServer, ServerOptions, TransportHandler, TransportRequest, TransportResponse, ServerPathStats } from './server';
+export { TransportServer, ServerOptions, TransportHandler, TransportRequest, TransportResponse, ServerPathStats, PeerInfo } from './server';
+export { WindowTypeOption } from './windows';
 export {
   TransportClient, connect, ClientOptions, ClientPathOptions, ClientPathState, ClientPathStats, ClientSessionStats, IoOptions, IoResult, PathUpReason, SessionUpReason,
 } from './client';

@@ -13,7 +13,7 @@ import { randomUUID } from 'crypto';
 
 export const MAGIC = 0x524e; // bytes 4E 52 = "NR"
 export const VERSION_MAJOR = 1;
-export const VERSION_MINOR = 0;
+export const VERSION_MINOR = 1;
 export const VERSION = (VERSION_MAJOR << 8) | VERSION_MINOR;
 
 export const MAX_PATHS = 128;
@@ -56,6 +56,13 @@ export const MAX_HB_MISSED = 255;
 
 /** Connect request flags (§3.1). */
 export const CONN_FLAG_NEW_SESSION = 1 << 0;
+/**
+ * 1.1: the client takes its read windows away itself (type 1 windows, which
+ * SEND_WITH_INV cannot invalidate): the server answers reads with SEND (§7.4).
+ */
+export const CONN_FLAG_LOCAL_READ_INVALIDATE = 1 << 1;
+/** 1.1: bytes of client credentials the connect request carries (§3.1). */
+export const MAX_CREDENTIALS_SIZE = 23;
 /** Accept flags (§3.2). */
 export const ACCEPT_FLAG_STRICT = 1 << 0;
 export const ACCEPT_FLAG_SESSION_CREATED = 1 << 1;
@@ -98,6 +105,8 @@ export const RejectReason = {
   ENOMEM: 12,
   EUSERS: 87,
   ESHUTDOWN: 108,
+  EACCES: 13,
+  EOPNOTSUPP: 95,
 } as const;
 export type RejectCode = keyof typeof RejectReason;
 const REJECT_CODE_BY_ERRNO = new Map<number, RejectCode>(
@@ -299,6 +308,10 @@ export interface ConnectRequest {
   pathCount: number;
   reconnectCount: number;
   sessionId: string;
+  /** 1.1: the client invalidates its read windows itself (answer reads with SEND) */
+  localReadInvalidate?: boolean;
+  /** 1.1: what the client offers the server's authorize hook (at most MAX_CREDENTIALS_SIZE bytes) */
+  credentials?: Uint8Array;
 }
 
 export function encodeConnectRequest(req: Omit<ConnectRequest, 'version'> & { version?: number }): Buffer {
@@ -307,11 +320,16 @@ export function encodeConnectRequest(req: Omit<ConnectRequest, 'version'> & { ve
   const pathIndex = argUint(req.pathIndex, pathCount - 1, 'pathIndex');
   const reconnectCount = argUint(req.reconnectCount, 0xffffffff, 'reconnectCount');
   if (!isSessionId(req.sessionId)) throw new TypeError(`sessionId must be a lowercase non-nil UUID (got ${String(req.sessionId)})`);
+  const cred = req.credentials ?? new Uint8Array(0);
+  if (!(cred instanceof Uint8Array)) throw new TypeError('credentials must be a Uint8Array');
+  if (cred.length > MAX_CREDENTIALS_SIZE) throw new RangeError(`credentials must be at most ${MAX_CREDENTIALS_SIZE} bytes (they travel in the CM connect request), got ${cred.length}`);
   const buf = Buffer.alloc(CONNECT_REQUEST_SIZE);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   dv.setUint16(2, MAGIC, true);
   dv.setUint16(4, version, true);
-  dv.setUint16(6, req.newSession ? CONN_FLAG_NEW_SESSION : 0, true);
+  dv.setUint16(6, (req.newSession ? CONN_FLAG_NEW_SESSION : 0) | (req.localReadInvalidate ? CONN_FLAG_LOCAL_READ_INVALIDATE : 0), true);
+  dv.setUint8(32, cred.length);
+  buf.set(cred, 33);
   dv.setUint16(8, pathIndex, true);
   dv.setUint16(10, pathCount, true);
   dv.setUint32(12, reconnectCount, true);
@@ -328,9 +346,12 @@ export function decodeConnectRequest(data: Uint8Array): ConnectRequest {
   const checkReserved = checkPeerVersion(version, what);
   if (dv.getUint8(0) !== 0 || dv.getUint8(1) !== 0) fail('reserved-nonzero', `${what}: cma/ip version bytes must be 0`);
   const flags = dv.getUint16(6, true);
+  // 1.0 peers send zeros at 32..55, which read as "no credentials"
+  const credLen = dv.getUint8(32);
+  if (credLen > MAX_CREDENTIALS_SIZE) fail('credentials', `${what}: credentials length ${credLen} > ${MAX_CREDENTIALS_SIZE}`);
   if (checkReserved) {
-    checkFlags(flags, CONN_FLAG_NEW_SESSION, what);
-    checkZero(dv, 32, CONNECT_REQUEST_SIZE, what);
+    checkFlags(flags, CONN_FLAG_NEW_SESSION | CONN_FLAG_LOCAL_READ_INVALIDATE, what);
+    checkZero(dv, 33 + credLen, CONNECT_REQUEST_SIZE, what);
   }
   const pathIndex = dv.getUint16(8, true);
   const pathCount = dv.getUint16(10, true);
@@ -345,6 +366,8 @@ export function decodeConnectRequest(data: Uint8Array): ConnectRequest {
     pathCount,
     reconnectCount: dv.getUint32(12, true),
     sessionId,
+    localReadInvalidate: (flags & CONN_FLAG_LOCAL_READ_INVALIDATE) !== 0,
+    credentials: Buffer.from(data.subarray(33, 33 + credLen)), // a copy: CM private data is reused
   };
 }
 

@@ -7,15 +7,16 @@
  * header go back in one message. Strict mode (default) invalidates a chunk's
  * keys on every path before the handler runs and re-keys on completion.
  */
-import { randomFillSync } from 'crypto';
 import { EventEmitter } from 'events';
-import { CmId, MemoryRegion, MemoryWindow, ProtectionDomain, SendWorkRequest, WorkCompletion } from '../verbs';
+import { CmId, MemoryRegion, ProtectionDomain, SendWorkRequest, WorkCompletion } from '../verbs';
 import { Access } from '../verbs/constants';
 import { checkUint, optBool, optFunction, optUint } from '../verbs/args';
 import { Area, Conn, DeviceCache, registerArea, TransportError, wireCounters, WireStats, wireStats, wrId, WrKind } from './conn';
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
 import { serverMetrics } from './stats';
+import { ChunkKeys, DeviceWindows, PathWindows } from './server-keys';
+import { checkWindowType, windowTypeFor, WindowTypeOption } from './windows';
 
 export interface TransportRequest {
   kind: 'write' | 'read';
@@ -61,14 +62,44 @@ export interface ServerOptions {
   /** busy-poll completion queues while work is outstanding (see CompletionQueueOptions.busyPoll) */
   busyPoll?: boolean;
   /**
-   * How strict mode takes a chunk's key away: 'local-inv' (a LOCAL_INV work
-   * request), 'dealloc' (free the window and allocate a fresh one), or
-   * 'auto' (default): 'dealloc' on rxe, whose kernel driver (6.12)
-   * dereferences a NULL pointer when LOCAL_INV meets an already invalid
-   * type-2 window (a peer can invalidate windows with SEND_WITH_INV, and rxe
-   * does not check the PD), 'local-inv' elsewhere.
+   * How strict mode takes a type 2 window's key away: 'local-inv' (a
+   * LOCAL_INV work request), 'dealloc' (free the window and allocate a fresh
+   * one), or 'auto' (default, = 'local-inv'). Type 1 windows are always
+   * deallocated (LOCAL_INV does not apply to them).
    */
   invalidation?: 'auto' | 'local-inv' | 'dealloc';
+  /**
+   * Which memory windows expose the pool (docs/protocol.md §1.1): 'auto'
+   * (default) = type 1 on rxe, where a peer's SEND_WITH_INV of a type 2
+   * window can crash the kernel, type 2 elsewhere; 2 on rxe is refused.
+   */
+  windowType?: WindowTypeOption;
+  /**
+   * Admission (docs/protocol.md §3.4): called for every connect request
+   * before anything is allocated, registered or keyed for it. Return (or
+   * resolve) true to admit; anything else, a throw or a rejection refuses
+   * the connection with reject code EACCES. Default: admit everyone.
+   */
+  authorize?: (peer: PeerInfo) => boolean | Promise<boolean>;
+  /** how long authorize may take before the connection is refused (ms), default 5000 */
+  authorizeTimeoutMs?: number;
+}
+
+/** What the server knows of a connecting peer when it decides on admission. */
+export interface PeerInfo {
+  /** the peer's address and port (rdma_cm) */
+  address: string;
+  port: number;
+  /** the device the request arrived on */
+  device: string;
+  sessionId: string;
+  pathIndex: number;
+  pathCount: number;
+  reconnectCount: number;
+  /** the client says it has no session yet */
+  newSession: boolean;
+  /** the client's `credentials` option (0..23 bytes; empty when it sent none) */
+  credentials: Buffer;
 }
 
 export interface ServerPathStats {
@@ -102,50 +133,10 @@ interface ChunkRecord {
 interface DevState {
   pd: ProtectionDomain;
   pool: MemoryRegion;
-  /** strict mode invalidates by deallocating windows (see ServerOptions.invalidation) */
+  /** type 1: the session's windows on this device, shared by its paths here; type 2: each path has its own */
+  windows: DeviceWindows | undefined;
+  /** type 2 strict mode invalidates by deallocating windows (see ServerOptions.invalidation) */
   deallocInvalidate: boolean;
-  /**
-   * windows allocated ahead (dealloc invalidation): an arriving request takes
-   * one instead of allocating on its critical path (ibv_alloc_mw is a
-   * syscall, ~100 us on rxe under emulation); refilled after the event-loop turn
-   */
-  spareMws: MemoryWindow[];
-  refill: NodeJS.Immediate | undefined;
-}
-
-/**
- * The key byte of a window's next bind, at random: the next key of a chunk
- * cannot be worked out from the last one. (rxe does not check the PD or the
- * QP on SEND_WITH_INV, so a peer of another session that knew a key could
- * take it away; a guess costs it its connection.)
- */
-const keyBytes = new Uint8Array(4096);
-let keyByteAt = keyBytes.length;
-function randomKeyByte(avoid: number): number {
-  for (;;) {
-    if (keyByteAt === keyBytes.length) {
-      randomFillSync(keyBytes);
-      keyByteAt = 0;
-    }
-    const b = keyBytes[keyByteAt++];
-    if (b !== avoid) return b;
-  }
-}
-
-/** Spare windows a device keeps for dealloc invalidation. */
-const SPARE_MWS = 8;
-
-/** Tops up dev's spare windows, once per event-loop turn. */
-function scheduleRefill(dev: DevState): void {
-  if (dev.refill) return;
-  dev.refill = setImmediate(() => {
-    dev.refill = undefined;
-    try {
-      while (dev.spareMws.length < SPARE_MWS && !dev.pd.closed) dev.spareMws.push(dev.pd.allocMemoryWindow(2));
-    } catch {
-      // the next invalidation allocates inline and reports the error there
-    }
-  });
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -163,6 +154,10 @@ export class TransportServer extends EventEmitter {
   readonly busyPoll: boolean;
   /** @internal */
   readonly invalidation: 'auto' | 'local-inv' | 'dealloc';
+  /** @internal */
+  readonly windowType: WindowTypeOption;
+  readonly #authorize: ((peer: PeerInfo) => boolean | Promise<boolean>) | undefined;
+  readonly #authorizeTimeoutMs: number;
   readonly #devices = new DeviceCache();
   readonly #listeners: CmId[] = [];
   readonly #sessions = new Map<string, ServerSession>();
@@ -199,6 +194,11 @@ export class TransportServer extends EventEmitter {
     this.busyPoll = opts.busyPoll ?? false;
     this.invalidation = opts.invalidation ?? 'auto';
     if (!['auto', 'local-inv', 'dealloc'].includes(this.invalidation)) throw new RangeError("invalidation must be 'auto', 'local-inv' or 'dealloc'");
+    this.windowType = checkWindowType(opts.windowType);
+    optFunction(opts.authorize, 'authorize');
+    optUint(opts.authorizeTimeoutMs, 'authorizeTimeoutMs', 0x7fffffff, 1);
+    this.#authorize = opts.authorize;
+    this.#authorizeTimeoutMs = opts.authorizeTimeoutMs ?? 5000;
   }
 
   /** Listens on every address (rdma_cm, RC). */
@@ -214,6 +214,11 @@ export class TransportServer extends EventEmitter {
       try {
         id.on('connection', (req, pd) => this.#onConnection(req, pd));
         id.listen(a.host, a.port);
+        // an address bound to a device: refuse a window type that is unsafe
+        // there now rather than on every connect (a wildcard listener
+        // refuses such connects with EOPNOTSUPP)
+        const dev = id.info().device;
+        if (dev) windowTypeFor(this.#devices.get(dev), this.windowType);
       } catch (err) {
         id.close();
         throw err;
@@ -283,9 +288,12 @@ export class TransportServer extends EventEmitter {
   }
 
   #reject(id: CmId, code: P.RejectCode, why: string, opts: { retry?: boolean; detail?: number } = {}): void {
-    this.log(`reject ${id.info().peer?.host ?? '?'}: ${code}: ${why}`);
     try {
+      this.log(`reject ${id.closed ? '?' : id.info().peer?.host ?? '?'}: ${code}: ${why}`);
       id.reject(P.encodeReject({ code, ...opts }));
+    } catch (err) {
+      // the peer gave up meanwhile (an admission that took its time)
+      this.log(`reject (${code}) not delivered: ${(err as Error).message}`);
     } finally {
       id.close();
     }
@@ -301,6 +309,39 @@ export class TransportServer extends EventEmitter {
       return;
     }
     if (this.#closing) return this.#reject(id, 'ESHUTDOWN', 'server closing');
+    if (!this.#authorize) return this.#admit(id, req);
+    // admission first: until the hook says yes, the peer has no session, no
+    // pool, no registration and no key (docs/protocol.md §3.4)
+    const info = id.info();
+    const peer: PeerInfo = {
+      address: info.peer?.host ?? '', port: info.peer?.port ?? 0, device: info.device ?? '',
+      sessionId: req.sessionId, pathIndex: req.pathIndex, pathCount: req.pathCount, reconnectCount: req.reconnectCount,
+      newSession: req.newSession, credentials: Buffer.from(req.credentials ?? []),
+    };
+    let verdict: boolean | Promise<boolean>;
+    try {
+      verdict = this.#authorize(peer);
+    } catch (err) {
+      return this.#reject(id, 'EACCES', `authorize threw: ${(err as Error)?.message ?? String(err)}`);
+    }
+    if (verdict === true) return this.#admit(id, req);
+    if (!isThenable(verdict)) return this.#reject(id, 'EACCES', 'not authorized');
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.#authorizeTimeoutMs);
+    });
+    Promise.race([Promise.resolve(verdict), timeout]).then(
+      (v) => {
+        if (v === true) return this.#closing ? this.#reject(id, 'ESHUTDOWN', 'server closing') : this.#admit(id, req);
+        this.#reject(id, 'EACCES', v === 'timeout' ? `authorize did not answer within ${this.#authorizeTimeoutMs} ms` : 'not authorized');
+      },
+      (err: unknown) => this.#reject(id, 'EACCES', `authorize rejected: ${(err as Error)?.message ?? String(err)}`),
+    ).catch((err: unknown) => this.log(`admission of ${peer.address}: ${(err as Error)?.message ?? String(err)}`))
+      .finally(() => clearTimeout(timer));
+  }
+
+  /** Session lookup and accept, for an admitted connect request (§3.3). */
+  #admit(id: CmId, req: P.ConnectRequest): void {
     let s = this.#sessions.get(req.sessionId);
     let created = false;
     if (!s) {
@@ -332,11 +373,12 @@ export class TransportServer extends EventEmitter {
       dev = s.devState(this.#devices, info.device!);
     } catch (err) {
       if (created) void s.destroy('setup failed');
+      if ((err as TransportError).code === 'EOPNOTSUPP') return this.#reject(id, 'EOPNOTSUPP', (err as Error).message);
       return this.#reject(id, 'ENOMEM', `registration failed: ${(err as Error).message}`, { retry: true });
     }
     let path: ServerPath;
     try {
-      path = new ServerPath(s, req.pathIndex, req.reconnectCount, id, dev);
+      path = new ServerPath(s, req.pathIndex, req.reconnectCount, id, dev, req.localReadInvalidate ?? false);
     } catch (err) {
       if (created) void s.destroy('setup failed');
       return this.#reject(id, 'ENOMEM', `connection setup failed: ${(err as Error).message}`, { retry: true });
@@ -395,11 +437,12 @@ class ServerSession {
         this.#poolMem = pd.allocate(this.#poolSize);
         this.#buf = Buffer.from(this.#poolMem);
       }
-      // remote access only through type-2 windows (docs/protocol.md §1)
+      // remote access only through memory windows (docs/protocol.md §1.1):
+      // type 1 in this session's PD where type 2 is unsafe (rxe)
+      const type = windowTypeFor(dev, this.server.windowType);
       const pool = pd.registerMemory(this.#poolMem, Access.LOCAL_WRITE | Access.MW_BIND);
-      const mode = this.server.invalidation;
-      const rxe = name.startsWith('rxe') || dev.query().vendorId === 0xffffff;
-      d = { pd, pool, deallocInvalidate: mode === 'dealloc' || (mode === 'auto' && rxe), spareMws: [], refill: undefined };
+      const windows = type === 1 ? new DeviceWindows(pd, pool, this.params) : undefined;
+      d = { pd, pool, windows, deallocInvalidate: this.server.invalidation === 'dealloc' };
     } catch (err) {
       pd.close();
       throw err;
@@ -424,7 +467,20 @@ class ServerSession {
 
   /** Paths that hold keys for the pool (info exchange started, not closed). */
   keyedPaths(): ServerPath[] {
-    return this.paths.filter((p): p is ServerPath => !!p && p.state !== 'closed' && p.mws.length > 0);
+    return this.paths.filter((p): p is ServerPath => !!p && p.state !== 'closed' && p.keyed);
+  }
+
+  /**
+   * Every key set through which a peer may reach the pool: each device's
+   * type 1 windows (whether or not a path there is keyed now: a key the
+   * client learnt stays valid until taken away) and each keyed path's type 2
+   * windows.
+   */
+  keySets(): ChunkKeys[] {
+    const out: ChunkKeys[] = [];
+    for (const d of this.#devs.values()) if (d.windows) out.push(d.windows);
+    for (const p of this.keyedPaths()) if (p.keys.type === 2) out.push(p.keys);
+    return out;
   }
 
   /** Runs fn after every earlier task on chunk c (one IO per chunk at a time). */
@@ -447,7 +503,7 @@ class ServerSession {
     // running handlers finish on their own; their responses are dropped
     for (const p of this.paths) p?.close(why);
     for (const d of this.#devs.values()) {
-      if (d.refill) clearImmediate(d.refill);
+      d.windows?.close();
       d.pd.close(); // closes its windows, the spare ones too
     }
     this.#devs.clear();
@@ -464,10 +520,12 @@ class ServerPath {
   readonly dev: DevState;
   readonly device: string;
   state: 'connecting' | 'connected' | 'closed' = 'connecting';
-  /** strict: one window per chunk; relaxed: one window over the pool */
-  readonly mws: MemoryWindow[] = [];
-  /** current rkey per chunk on this path, 0 = none */
-  readonly keys: Uint32Array;
+  /** the keys this path's peer uses: its device's type 1 windows, or its own type 2 ones */
+  readonly keys: ChunkKeys;
+  /** the info exchange has started: this path's peer may hold keys */
+  keyed = false;
+  /** the client invalidates its read windows itself (1.1): answer reads with SEND */
+  readonly localReadInvalidate: boolean;
   readonly #rsp: Area;
   readonly #rspSlot: number;
   readonly #ctrl: Area;
@@ -476,16 +534,23 @@ class ServerPath {
   #counters = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, replays: 0 };
   readonly #wire = wireCounters();
 
-  constructor(session: ServerSession, index: number, reconnectCount: number, id: CmId, dev: DevState) {
+  constructor(session: ServerSession, index: number, reconnectCount: number, id: CmId, dev: DevState, localReadInvalidate: boolean) {
     this.session = session;
     this.index = index;
     this.reconnectCount = reconnectCount;
     this.dev = dev;
     this.device = dev.pd.device.name;
+    this.localReadInvalidate = localReadInvalidate;
     const qd = session.params.queueDepth;
-    this.keys = new Uint32Array(qd);
     this.conn = new Conn(id, dev.pd, { maxRecvWr: qd + P.RECV_SLACK, maxSendWr: qd * 4 + 64, busyPoll: session.server.busyPoll, wire: this.#wire });
     try {
+      if (dev.windows) {
+        this.keys = dev.windows;
+      } else {
+        const own = new PathWindows(dev.pd, dev.pool, session.params, this.conn, dev.deallocInvalidate);
+        own.onInvalidate = () => this.#wire.invalidations++;
+        this.keys = own;
+      }
       this.conn.setupReceives(P.CTRL_MSG_SIZE, qd + P.RECV_SLACK);
       this.#rspSlot = P.clientRecvSize(session.params, session.pathCount);
       this.#rsp = registerArea(dev.pd, this.#rspSlot * qd);
@@ -537,7 +602,8 @@ class ServerPath {
     clearTimeout(this.#infoTimer);
     this.session.server.log(`${this.name}: closed: ${why}`);
     this.conn.close();
-    for (const mw of this.mws) mw.close();
+    // a device's type 1 windows stay: the session's other paths there use them
+    if (this.keys.type === 2) this.keys.close();
     this.#rsp.mr.close();
     this.#ctrl.mr.close();
     this.session.detach(this);
@@ -600,53 +666,22 @@ class ServerPath {
 
   // ------------------------------------------------------------ keys (§4)
 
-  #bindWr(c: number, id?: number): SendWorkRequest {
-    const cs = this.session.params.chunkSize;
-    const mw = this.mws[c];
-    const keyByte = randomKeyByte(mw.rkey & 0xff);
-    return { opcode: 'BIND_MW', wrId: id, bind: { mw, mr: this.dev.pool, addr: this.dev.pool.addr + c * cs, length: cs, access: Access.REMOTE_WRITE, keyByte } };
-  }
-
-  /** Binds chunk c's window on this path; resolves with the new key. */
-  async bind(c: number): Promise<number> {
-    await this.conn.postAndWait([this.#bindWr(c)]);
-    this.keys[c] = this.mws[c].rkey;
-    return this.keys[c];
-  }
-
-  /**
-   * Takes chunk c's key away on this path (strict): LOCAL_INV, or on rxe
-   * deallocating the window and allocating a fresh one, which is safe
-   * whatever state the window is in (see ServerOptions.invalidation).
-   */
-  async invalidate(c: number): Promise<void> {
-    const rkey = this.keys[c];
-    if (rkey === 0 || this.closed) return;
-    this.keys[c] = 0;
-    if (this.dev.deallocInvalidate) {
-      this.mws[c].close();
-      this.#wire.invalidations++;
-      this.mws[c] = this.dev.spareMws.pop() ?? this.dev.pd.allocMemoryWindow(2);
-      scheduleRefill(this.dev);
-      return;
-    }
-    await this.conn.postAndWait([{ opcode: 'LOCAL_INV', invalidateRkey: rkey }]);
-  }
-
   async #info(name: string): Promise<void> {
     const { queueDepth: qd, chunkSize: cs, strict } = this.session.params;
     const descs: P.InfoDesc[] = [];
+    const pool = this.dev.pool;
+    // from here on this path is "keyed": IOs on other paths invalidate and
+    // re-key its keys too
+    this.keyed = true;
     if (strict) {
-      for (let c = 0; c < qd; c++) this.mws.push(this.dev.pd.allocMemoryWindow(2));
-      // from here on this path is "keyed": IOs on other paths invalidate and
-      // re-key its windows too. Each bind waits for its chunk's running IO
-      // (under the chunk's lock), so no key is live while a handler runs.
+      // each key is made ready under its chunk's lock, so none is live
+      // while a handler runs on the chunk
       const binds: Promise<void>[] = [];
       for (let c = 0; c < qd; c++) {
         binds.push(new Promise<void>((resolve, reject) => {
           this.session.serialize(c, async () => {
             try {
-              if (this.keys[c] === 0 && !this.closed) await this.bind(c);
+              if (!this.closed) await this.keys.ready(c, this.conn);
               resolve();
             } catch (err) {
               reject(err as Error);
@@ -655,13 +690,10 @@ class ServerPath {
         }));
       }
       await Promise.all(binds);
-      for (let c = 0; c < qd; c++) descs.push({ addr: BigInt(this.dev.pool.addr + c * cs), rkey: this.keys[c], len: cs });
+      for (let c = 0; c < qd; c++) descs.push({ addr: BigInt(pool.addr + c * cs), rkey: this.keys.key(c), len: cs });
     } else {
-      const mw = this.dev.pd.allocMemoryWindow(2);
-      this.mws.push(mw);
-      await this.conn.postAndWait([{ opcode: 'BIND_MW', bind: { mw, mr: this.dev.pool, access: Access.REMOTE_WRITE, keyByte: randomKeyByte(mw.rkey & 0xff) } }]);
-      this.keys.fill(mw.rkey);
-      descs.push({ addr: BigInt(this.dev.pool.addr), rkey: mw.rkey, len: qd * cs });
+      const rkey = await this.keys.ready(0, this.conn);
+      descs.push({ addr: BigInt(pool.addr), rkey, len: qd * cs });
     }
     if (this.closed) return;
     const msgs = P.encodeInfoRsp(descs);
@@ -688,9 +720,15 @@ class ServerPath {
     const p = s.params;
     if (this.state !== 'connected' || s.closing) return;
     if (p.strict) {
-      // a LOCAL_INV that fails fails its connection, which closes that path
-      // (and with it every window bound to its QP)
-      await Promise.allSettled(s.keyedPaths().map((q) => q.invalidate(c)));
+      // every key of the chunk, on every device and path; a LOCAL_INV that
+      // fails fails its connection, which closes that path (and with it
+      // every window bound to its QP)
+      const sets = s.keySets();
+      // type 1 deallocations are counted on the arrival path (a device's
+      // windows are shared by its paths); LOCAL_INVs by the path posting them
+      for (const k of sets) if (k.type === 1 && k.key(c) !== 0) this.#wire.invalidations++;
+      const pending = sets.map((k) => k.invalidate(c)).filter((x): x is Promise<void> => x !== undefined);
+      if (pending.length > 0) await Promise.allSettled(pending);
       if (this.closed) return;
     }
     if (this.state !== 'connected') return;
@@ -764,15 +802,17 @@ class ServerPath {
     return target.#respond(c, rec, false);
   }
 
-  /** Strict: new keys for chunk c on every live path except this one (bound and awaited). */
+  /** Strict: new keys for chunk c on every live path's key set except this one's (bound and awaited). */
   async #rekeyOthers(c: number): Promise<void> {
-    await Promise.all(this.session.keyedPaths().filter((q) => q !== this && q.keys[c] === 0).map((q) => q.bind(c).catch(() => 0)));
+    const sets = new Map<ChunkKeys, ServerPath>();
+    for (const q of this.session.keyedPaths()) if (q.keys !== this.keys && q.keys.key(c) === 0 && !sets.has(q.keys)) sets.set(q.keys, q);
+    await Promise.all([...sets].map(([k, q]) => k.ready(c, q.conn).catch(() => 0)));
   }
 
   async #rekey(c: number): Promise<void> {
     if (!this.session.params.strict) return;
     await this.#rekeyOthers(c);
-    if (this.keys[c] === 0 && this.state === 'connected') await this.bind(c).catch(() => 0);
+    if (this.keys.key(c) === 0 && this.state === 'connected') await this.keys.ready(c, this.conn).catch(() => 0);
   }
 
   /** Sends chunk c's recorded result on this path (§7.3, §7.4). */
@@ -787,17 +827,13 @@ class ServerPath {
       wrs.push({ opcode: 'RDMA_WRITE', sge: [this.dev.pool.sge(c * p.chunkSize, rec.dataLen)], remoteAddr: dest.addr, rkey: dest.rkey, wrId: wrId(WrKind.SEND, c) });
     }
     let keys: P.IoRspKey[] = [];
-    if (p.strict) {
-      // a new key on this path only (§7.3): the client uses the chunk here
-      // next, or asks another path with RESUME_REQ, which binds one there
-      if (this.keys[c] === 0) {
-        // the new key is chosen here (a random key byte), so the response
-        // can carry it and both go out in one post; the send queue runs the
-        // bind first
-        const bind = this.#bindWr(c, wrId(WrKind.SEND, c));
-        wrs.push(bind);
-        this.keys[c] = ((this.mws[c].rkey & 0xffffff00) | bind.bind!.keyByte!) >>> 0;
-      }
+    if (p.strict && this.keys.key(c) === 0) {
+      // a new key through this path (§7.3), bound ahead of the response in
+      // its send queue: valid for every path of this device's key set (type
+      // 1) or this path only (type 2); another path without one gets one
+      // when the client asks there with RESUME_REQ
+      const bind = this.keys.rekey(c, this.conn, c);
+      if (bind) wrs.push(bind);
     }
     const fast = !p.strict && rec.kind === 'write' && rec.header.length === 0;
     if (fast) {
@@ -805,12 +841,14 @@ class ServerPath {
       this.conn.post(wrs);
       return;
     }
-    if (p.strict) keys = s.keyedPaths().filter((q) => q.keys[c] !== 0).map((q) => ({ pathIndex: q.index, generation: q.reconnectCount & 0xffff, rkey: q.keys[c] }));
+    if (p.strict) keys = s.keyedPaths().filter((q) => q.keys.key(c) !== 0).map((q) => ({ pathIndex: q.index, generation: q.reconnectCount & 0xffff, rkey: q.keys.key(c) }));
     const off = c * this.#rspSlot;
     const len = P.writeIoRsp(this.#rsp.buf, off, {
       chunk: c, status: rec.status, seq: rec.seq, dataLen: dest ? rec.dataLen : 0, read: rec.kind === 'read', replay, keys, header: rec.header,
     });
-    const invalidate = dest !== undefined && dest.rkey !== 0;
+    // a 1.1 client on rxe exposes type 1 windows, which SEND_WITH_INV cannot
+    // invalidate (and fails the connection trying): it takes them away itself
+    const invalidate = dest !== undefined && dest.rkey !== 0 && !this.localReadInvalidate;
     wrs.push({
       opcode: invalidate ? 'SEND_WITH_INV' : 'SEND',
       invalidateRkey: invalidate ? dest.rkey : undefined,
@@ -818,7 +856,7 @@ class ServerPath {
       wrId: wrId(WrKind.SEND, c),
     });
     // not posted: the connection failed (and closes this path); no key was bound
-    if (!this.conn.post(wrs) && p.strict) this.keys[c] = 0;
+    if (!this.conn.post(wrs) && p.strict) this.keys.forget(c);
   }
 
   async #resume(c: number, seq: bigint): Promise<void> {
@@ -840,9 +878,9 @@ class ServerPath {
     rec.state = 'resumed';
     rec.resumedOn = this;
     rec.header = EMPTY;
-    if (s.params.strict && this.keys[c] === 0) await this.bind(c);
+    const rkey = s.params.strict ? await this.keys.ready(c, this.conn) : this.keys.key(c);
     if (this.state !== 'connected') return;
-    const m = P.encodeResumeRsp({ chunk: c, rkey: this.keys[c], seq });
+    const m = P.encodeResumeRsp({ chunk: c, rkey, seq });
     m.copy(this.#ctrl.buf, c * P.RESUME_SIZE);
     this.conn.post([{ opcode: 'SEND', sge: [this.#ctrl.mr.sge(c * P.RESUME_SIZE, P.RESUME_SIZE)], wrId: wrId(WrKind.SEND, c) }]);
   }

@@ -146,7 +146,10 @@ export class MemoryWindow extends Resource {
    * stalls for ~50 s in the kernel).
    */
   boundThrough(qp: Resource, mr: MemoryRegion | null): void {
-    this.dependOn(qp, mr ?? undefined);
+    // a type 1 window is not tied to the QP it was bound through (any QP of
+    // its PD may use it, and the kernel keeps no reference to that QP): it
+    // outlives the QP, and only the region must outlive it
+    this.dependOn(this.type === 2 ? qp : undefined, mr ?? undefined);
     this.#rkey = this.handle.rkey;
   }
 
@@ -172,8 +175,11 @@ export class MemoryWindow extends Resource {
     this.boundThrough(qp, mr);
     const addr = options.addr ?? mr?.addr ?? 0;
     const length = options.length ?? mr?.length ?? 0;
+    const signaled = options.signaled !== false;
     this.#rkey = this.handle.bind(qp.handle, mr ? mr.handle : null, addr, length, options.access ?? 0,
-      options.wrId ?? 0, options.signaled === false ? 0 : 2);
+      options.wrId ?? 0, signaled ? 2 : 0);
+    // the bind's completion is outstanding work of the send CQ like a send's
+    if (signaled) qp.sendCq.expect(1);
     return this.#rkey;
   }
 

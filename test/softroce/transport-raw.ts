@@ -57,6 +57,8 @@ export interface Raw {
   keys: transport.ChunkKey[];
   wcs: Collector;
   disconnected: Promise<void>;
+  /** raw server: the client's connect request (decoded) */
+  request?: transport.ConnectRequest;
   close(): void;
 }
 
@@ -138,8 +140,9 @@ export async function rawServer(p: number, hb = { hbIntervalMs: 200, hbMissedMax
   let resolvePath!: (r: Raw) => void;
   const paths = new Promise<Raw>((r) => (resolvePath = r));
   const opened: Array<() => void> = [];
-  listener.on('connection', (id) => {
+  listener.on('connection', (id, pdata) => {
     void (async () => {
+      const request = P.decodeConnectRequest(pdata);
       const e = end(id, Access.LOCAL_WRITE | Access.REMOTE_WRITE, 16, 2048);
       const { qp, buf, mr, wcs } = e;
       opened.push(e.close);
@@ -153,7 +156,7 @@ export async function rawServer(p: number, hb = { hbIntervalMs: 200, hbMissedMax
       info.copy(buf, 40000);
       qp.postSend([{ wrId: 1, opcode: 'SEND', sge: [mr.sge(40000, info.length)] }]);
       const acc = P.decodeAccept(P.encodeAccept({ ...params, sessionCreated: true, ...hb }));
-      resolvePath({ ...e, acc, keys: [] });
+      resolvePath({ ...e, acc, keys: [], request });
     })();
   });
   listener.listen(HOST0, p);

@@ -10,7 +10,7 @@
 import { CmId, openDevice, RdmaError, transport } from '../../lib';
 import { later, raw, rawServer, rawWrite } from './transport-raw';
 
-const { TransportServer, connect } = transport;
+const { TransportServer, TransportClient, connect } = transport;
 const P = transport;
 type TransportServer = InstanceType<typeof TransportServer>;
 
@@ -160,17 +160,23 @@ describe('single path', () => {
     }
   });
 
-  test('strict mode with LOCAL_INV invalidation (the default off rxe) round-trips', async () => {
-    srv = serverWith({ invalidation: 'local-inv', handler: (req) => (req.kind === 'read' ? (req.data.fill(1), {}) : { status: req.data.length & 0xff }) });
-    const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+  test("windowType 2 on rxe is refused on both sides: the server's listen() and the client's path say why (EOPNOTSUPP)", async () => {
+    const server = new TransportServer({ handler: () => ({}), windowType: 2 });
+    let err: unknown;
     try {
-      const w = await Promise.all(Array.from({ length: 32 }, (_, i) => client.write(Buffer.alloc(0), Buffer.alloc(i + 1))));
-      expect(w.map((r) => r.status)).toEqual(Array.from({ length: 32 }, (_, i) => i + 1));
-      const into = Buffer.alloc(64);
-      const r = await Promise.all(Array.from({ length: 16 }, () => client.read(Buffer.alloc(0), Buffer.alloc(64))));
-      expect(r.every((x) => x.length === 64)).toBe(true);
-      expect((await client.read(Buffer.alloc(0), into)).length).toBe(64);
-      expect(into.every((b) => b === 1)).toBe(true);
+      server.listen([{ host: HOST0, port: port++ }]);
+    } catch (e) {
+      err = e;
+    } finally {
+      await server.close();
+    }
+    expect(err).toMatchObject({ code: 'EOPNOTSUPP', message: expect.stringMatching(/windowType 2 on rxe0: .*crash the kernel/) });
+    srv = serverWith({});
+    const client = new TransportClient({ paths: [{ host: HOST0, port: srv.port }], windowType: 2, reconnect: { maxAttempts: 0 } });
+    client.on('error', () => undefined);
+    try {
+      await expect(client.start()).rejects.toMatchObject({ code: expect.stringMatching(/EOPNOTSUPP|ECONNABORTED/) });
+      expect(srv.server.sessionCount).toBe(0);
     } finally {
       await client.close();
     }
@@ -653,12 +659,12 @@ describe('security', () => {
     await srv?.server.close();
   });
 
-  test.each(['auto', 'local-inv'] as const)('S2 strict: the chunk key dies when the request arrives; the handler sees the bytes as sent (invalidation %s)', async (invalidation) => {
+  test.each(['auto', 1] as const)('S2 strict: the chunk key dies when the request arrives; the handler sees the bytes as sent (windowType %s)', async (windowType) => {
     const entered = later<Buffer>();
     const release = later();
     let seen = '';
     srv = serverWith({
-      invalidation,
+      windowType,
       handler: async (req) => {
         entered.resolve(req.data);
         await release.promise;
@@ -720,14 +726,13 @@ describe('security', () => {
     }
   });
 
-  test('strict: every new chunk key has a random key byte, not the last one plus one', async () => {
-    // LOCAL_INV keeps the same window (dealloc invalidation would allocate a
-    // new one each time, whose first key rxe already draws at random)
-    srv = serverWith({ invalidation: 'local-inv' });
+  test("strict on rxe: each IO leaves a new type 1 key; the old one is dead, and another session's QP cannot use the live one", async () => {
+    srv = serverWith({});
     const r = await raw(srv.port);
+    const other = await raw(srv.port);
     try {
       const keys = [r.keys[0].rkey];
-      for (let seq = 1n; seq <= 8n; seq++) {
+      for (let seq = 1n; seq <= 4n; seq++) {
         rawWrite(r, 0, Buffer.from('k'), seq);
         const w = await r.wcs.next((x) => x.opcodeName === 'RECV');
         const at = 32768 + (w.wrId - 100) * 4096;
@@ -737,14 +742,19 @@ describe('security', () => {
         r.keys[0].rkey = m.keys[0].rkey;
         keys.push(m.keys[0].rkey);
       }
-      // the same window (index) every time, a fresh key byte each time (a
-      // key can come back after others: 8 random bytes, not a sequence)
-      expect(new Set(keys.map((k) => k >>> 8)).size).toBe(1);
-      expect(keys.slice(1).every((k, i) => k !== keys[i])).toBe(true);
-      const steps = keys.slice(1).map((k, i) => ((k & 0xff) - (keys[i] & 0xff)) & 0xff);
-      expect(steps.every((d) => d === 1)).toBe(false);
+      expect(new Set(keys).size).toBe(keys.length);
+      // the live key, from a QP of another session (another PD): refused
+      other.buf.write('X', 16384);
+      other.qp.postSend([{ wrId: 7, opcode: 'RDMA_WRITE', sge: [other.mr.sge(16384, 1)], remoteAddr: r.keys[0].addr, rkey: r.keys[0].rkey }]);
+      expect((await other.wcs.next((x) => x.wrId === 7)).statusName).toBe('REM_ACCESS_ERR');
+      // the live key from its own session works; the first one (taken away) does not
+      r.qp.postSend([{ wrId: 8, opcode: 'RDMA_WRITE', sge: [r.mr.sge(16384, 1)], remoteAddr: r.keys[0].addr, rkey: r.keys[0].rkey }]);
+      expect((await r.wcs.next((x) => x.wrId === 8)).statusName).toBe('SUCCESS');
+      r.qp.postSend([{ wrId: 9, opcode: 'RDMA_WRITE', sge: [r.mr.sge(16384, 1)], remoteAddr: r.keys[0].addr, rkey: keys[0] }]);
+      expect((await r.wcs.next((x) => x.wrId === 9)).statusName).toBe('REM_ACCESS_ERR');
     } finally {
       r.close();
+      other.close();
     }
   });
 

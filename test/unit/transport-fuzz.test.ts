@@ -90,6 +90,8 @@ const arbConnect = fc.record({
   pathCount: fc.integer({ min: 1, max: P.MAX_PATHS }),
   reconnectCount: arbU32,
   sessionId: fc.uuid().filter((u) => u !== P.NIL_UUID),
+  localReadInvalidate: fc.boolean(),
+  credentials: fc.uint8Array({ maxLength: P.MAX_CREDENTIALS_SIZE }).map((a) => Buffer.from(a)),
 }).chain((r) => fc.record({ ...Object.fromEntries(Object.entries(r).map(([k, v]) => [k, fc.constant(v)])), pathIndex: fc.integer({ min: 0, max: r.pathCount - 1 }) }) as fc.Arbitrary<Omit<P.ConnectRequest, 'version'>>);
 
 const arbAccept = fc.record({

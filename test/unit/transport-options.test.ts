@@ -22,6 +22,9 @@ test.each([
   ['infoTimeoutMs 0', { handler, infoTimeoutMs: 0 }, RangeError, /infoTimeoutMs must be an integer >= 1/],
   ['an unknown invalidation', { handler, invalidation: 'sometimes' }, RangeError, /invalidation must be 'auto', 'local-inv' or 'dealloc'/],
   ['a heartbeat interval of 0', { handler, hbIntervalMs: 0 }, RangeError, /hbIntervalMs/],
+  ['windowType 3', { handler, windowType: 3 }, RangeError, /windowType must be 'auto', 1 or 2/],
+  ['an authorize that is not a function', { handler, authorize: true }, TypeError, /authorize must be a function/],
+  ['authorizeTimeoutMs 0', { handler, authorizeTimeoutMs: 0 }, RangeError, /authorizeTimeoutMs/],
 ])('TransportServer refuses %s', (_what, opts, kind, message) => {
   expect(() => new TransportServer(opts as never)).toThrow(kind);
   expect(() => new TransportServer(opts as never)).toThrow(message);
@@ -51,6 +54,9 @@ test.each([
   ['an unknown policy', { paths: [path], policy: 'fastest' }, RangeError, /unknown policy fastest/],
   ['a negative reconnectWaitMs', { paths: [path], reconnectWaitMs: -1 }, RangeError, /reconnectWaitMs must be a number >= 0/],
   ['maxAttempts below -1', { paths: [path], reconnect: { maxAttempts: -2 } }, RangeError, /maxAttempts must be an integer >= -1/],
+  ['windowType "2"', { paths: [path], windowType: '2' }, RangeError, /windowType must be 'auto', 1 or 2/],
+  ['credentials as a string', { paths: [path], credentials: 'secret' }, TypeError, /credentials must be a Uint8Array/],
+  ['24 bytes of credentials', { paths: [path], credentials: Buffer.alloc(24) }, RangeError, /credentials must be at most 23 bytes/],
 ])('TransportClient refuses %s', (_what, opts, kind, message) => {
   expect(() => new TransportClient(opts as never)).toThrow(kind);
   expect(() => new TransportClient(opts as never)).toThrow(message);

@@ -92,11 +92,40 @@ describe('connect request (§3.1)', () => {
   test('layout and round trip', () => {
     const b = P.encodeConnectRequest(req);
     expect(b.length).toBe(56);
-    expect([...b.subarray(0, 16)]).toEqual([0, 0, 0x4e, 0x52, 0x00, 0x01, 1, 0, 1, 0, 2, 0, 7, 0, 0, 0]);
+    expect([...b.subarray(0, 16)]).toEqual([0, 0, 0x4e, 0x52, 0x01, 0x01, 1, 0, 1, 0, 2, 0, 7, 0, 0, 0]);
     expect(b.subarray(16, 32).toString('hex')).toBe(SID.replace(/-/g, ''));
     expect(b.subarray(32).every((x) => x === 0)).toBe(true);
-    expect(P.decodeConnectRequest(b)).toEqual({ ...req, version: P.VERSION });
-    expect(P.decodeConnectRequest(P.encodeConnectRequest({ ...req, newSession: false }))).toEqual({ ...req, newSession: false, version: P.VERSION });
+    const none = { localReadInvalidate: false, credentials: Buffer.alloc(0) };
+    expect(P.decodeConnectRequest(b)).toEqual({ ...req, ...none, version: P.VERSION });
+    expect(P.decodeConnectRequest(P.encodeConnectRequest({ ...req, newSession: false }))).toEqual({ ...req, ...none, newSession: false, version: P.VERSION });
+  });
+
+  test('1.1: LOCAL_READ_INVALIDATE is flag bit 1; credentials are a length byte at 32 and up to 23 bytes from 33', () => {
+    const cred = Buffer.from('0123456789abcdefghijklm'); // 23 bytes
+    const b = P.encodeConnectRequest({ ...req, localReadInvalidate: true, credentials: cred });
+    expect(b.readUInt16LE(6)).toBe(P.CONN_FLAG_NEW_SESSION | P.CONN_FLAG_LOCAL_READ_INVALIDATE);
+    expect(b[32]).toBe(23);
+    expect(b.subarray(33, 56).toString()).toBe(cred.toString());
+    const d = P.decodeConnectRequest(b);
+    expect(d).toMatchObject({ localReadInvalidate: true, credentials: cred });
+    // a copy: the CM reuses its event's private data
+    b.fill(0, 33);
+    expect(d.credentials!.toString()).toBe(cred.toString());
+    expect(() => P.encodeConnectRequest({ ...req, credentials: Buffer.alloc(24) })).toThrow(RangeError);
+    expect(() => P.encodeConnectRequest({ ...req, credentials: 'secret' as never })).toThrow(TypeError);
+  });
+
+  test('1.1: a credentials length over 23 is refused; bytes after the credentials are reserved', () => {
+    const b = P.encodeConnectRequest({ ...req, credentials: Buffer.from('abc') });
+    expectReject(() => P.decodeConnectRequest(patch(b, 32, 1, 24)), 'credentials');
+    expectReject(() => P.decodeConnectRequest(patch(b, 36, 1, 1)), 'reserved-nonzero');
+    // inside the credentials any byte goes
+    expect(P.decodeConnectRequest(patch(b, 35, 1, 0xff)).credentials).toEqual(Buffer.from('ab\xff', 'latin1'));
+  });
+
+  test('a 1.0 client (zeros from byte 32) reads as no credentials and server-side read invalidation', () => {
+    const b = patch(P.encodeConnectRequest(req), 4, 2, 0x0100);
+    expect(P.decodeConnectRequest(b)).toMatchObject({ version: 0x0100, localReadInvalidate: false, credentials: Buffer.alloc(0) });
   });
 
   test('CM padding beyond 56 bytes is ignored, even if nonzero', () => {
@@ -150,7 +179,7 @@ describe('accept (§3.2)', () => {
     const b = P.encodeAccept(acc);
     expect(b.length).toBe(56);
     expect(b.readUInt16LE(0)).toBe(P.MAGIC);
-    expect(b.readUInt16LE(2)).toBe(0x0100);
+    expect(b.readUInt16LE(2)).toBe(0x0101);
     expect(b.readUInt32LE(4)).toBe(3);
     expect(b.readUInt16LE(8)).toBe(512);
     expect(b.readUInt32LE(12)).toBe(131072);

@@ -1,0 +1,265 @@
+/**
+ * The keys through which a session's peer reaches its chunk pool
+ * (docs/protocol.md §1.1, §7.1, §7.3): either one type 1 window per chunk
+ * for the whole session on a device (rxe, where type 2 windows are a kernel
+ * crash away, see windows.ts), or one type 2 window per chunk and path
+ * (hardware that enforces the IBTA rules). Relaxed mode: one window over the
+ * whole pool, never taken away.
+ */
+import { randomFillSync } from 'crypto';
+import { MemoryRegion, MemoryWindow, ProtectionDomain, SendWorkRequest } from '../verbs';
+import { Access } from '../verbs/constants';
+import { Conn, wrId, WrKind } from './conn';
+
+export interface PoolLayout {
+  queueDepth: number;
+  chunkSize: number;
+  strict: boolean;
+}
+
+/** The keys of one device's share of a session (type 1) or of one path (type 2). */
+export interface ChunkKeys {
+  readonly type: 1 | 2;
+  /** chunk c's current key, 0 = none (relaxed: the pool's key for every chunk) */
+  key(c: number): number;
+  /** strict, on arrival: no peer can use chunk c's key once this settles */
+  invalidate(c: number): void | Promise<void>;
+  /**
+   * Strict, before a response: binds a new key for chunk c through conn,
+   * ahead of what conn posts next. Returns the BIND_MW work request to put
+   * first in that post (type 2), or undefined (type 1: already posted).
+   */
+  rekey(c: number, conn: Conn, index: number): SendWorkRequest | undefined;
+  /** forget a key whose bind was never posted */
+  forget(c: number): void;
+  /** chunk c's key (strict) or the pool's (relaxed), bound through conn if there is none; resolves once it is valid */
+  ready(c: number, conn: Conn): Promise<number>;
+  close(): void;
+}
+
+/**
+ * The key byte of a type 2 window's next bind, at random: the next key of a
+ * chunk cannot be worked out from the last one. (Type 1 binds take the next
+ * key byte, ibv_inc_rkey: their PD scope makes them useless to other sessions.)
+ */
+const keyBytes = new Uint8Array(4096);
+let keyByteAt = keyBytes.length;
+function randomKeyByte(avoid: number): number {
+  for (;;) {
+    if (keyByteAt === keyBytes.length) {
+      randomFillSync(keyBytes);
+      keyByteAt = 0;
+    }
+    const b = keyBytes[keyByteAt++];
+    if (b !== avoid) return b;
+  }
+}
+
+/** Spare windows kept ahead for invalidation by deallocation. */
+const SPARE_MWS = 8;
+
+/**
+ * Invalidation by deallocation needs a fresh window at once: ibv_alloc_mw is
+ * a syscall (~100 us on rxe under emulation), so a few are allocated ahead,
+ * once per event-loop turn, off the request's critical path.
+ */
+class Spares {
+  readonly #pd: ProtectionDomain;
+  readonly #type: 1 | 2;
+  readonly #mws: MemoryWindow[] = [];
+  #refill: NodeJS.Immediate | undefined;
+
+  constructor(pd: ProtectionDomain, type: 1 | 2) {
+    this.#pd = pd;
+    this.#type = type;
+  }
+
+  take(): MemoryWindow {
+    const mw = this.#mws.pop() ?? this.#pd.allocMemoryWindow(this.#type);
+    if (!this.#refill) {
+      this.#refill = setImmediate(() => {
+        this.#refill = undefined;
+        try {
+          while (this.#mws.length < SPARE_MWS && !this.#pd.closed) this.#mws.push(this.#pd.allocMemoryWindow(this.#type));
+        } catch {
+          // the next take() allocates inline and reports the error there
+        }
+      });
+    }
+    return mw;
+  }
+
+  close(): void {
+    if (this.#refill) clearImmediate(this.#refill);
+    this.#refill = undefined;
+    for (const mw of this.#mws) mw.close();
+    this.#mws.length = 0;
+  }
+}
+
+/**
+ * Type 1: one window per chunk (strict) or one over the pool (relaxed), in
+ * the session's PD on one device, shared by every path of the session on it.
+ * SEND_WITH_INV cannot touch them (the kernel refuses type 1 before it looks
+ * at anything else), invalidation is deallocation (synchronous, safe in any
+ * state), and a bind is ibv_bind_mw through any of the session's QPs there.
+ */
+export class DeviceWindows implements ChunkKeys {
+  readonly type = 1 as const;
+  readonly #pool: MemoryRegion;
+  readonly #layout: PoolLayout;
+  readonly #mws: MemoryWindow[] = [];
+  readonly #keys: Uint32Array;
+  /** the completion of each chunk's latest bind (its key is valid once it resolves) */
+  readonly #bound: Array<Promise<void> | undefined>;
+  readonly #spares: Spares;
+
+  constructor(pd: ProtectionDomain, pool: MemoryRegion, layout: PoolLayout) {
+    this.#pool = pool;
+    this.#layout = layout;
+    const n = layout.strict ? layout.queueDepth : 1;
+    this.#keys = new Uint32Array(n);
+    this.#bound = new Array(n).fill(undefined);
+    this.#spares = new Spares(pd, 1);
+    for (let i = 0; i < n; i++) this.#mws.push(pd.allocMemoryWindow(1));
+  }
+
+  key(c: number): number {
+    return this.#keys[this.#layout.strict ? c : 0];
+  }
+
+  invalidate(c: number): void {
+    if (!this.#layout.strict || this.#keys[c] === 0) return;
+    this.#keys[c] = 0;
+    this.#bound[c] = undefined;
+    this.#mws[c].close();
+    this.#mws[c] = this.#spares.take();
+  }
+
+  rekey(c: number, conn: Conn): undefined {
+    this.#bind(c, conn);
+    return undefined;
+  }
+
+  forget(c: number): void {
+    this.#keys[this.#layout.strict ? c : 0] = 0;
+  }
+
+  async ready(c: number, conn: Conn): Promise<number> {
+    const i = this.#layout.strict ? c : 0;
+    for (;;) {
+      const pending = this.#bound[i];
+      if (pending) {
+        // a bind posted on another path: its key is valid only once it
+        // completed (a dead path's never does, and is bound again here)
+        await pending.catch(() => undefined);
+        if (this.#bound[i] !== pending) continue;
+        if (this.#keys[i] !== 0) return this.#keys[i];
+      }
+      await this.#bind(i, conn);
+    }
+  }
+
+  #bind(i: number, conn: Conn): Promise<void> {
+    const cs = this.#layout.chunkSize;
+    const [addr, len] = this.#layout.strict ? [this.#pool.addr + i * cs, cs] : [this.#pool.addr, this.#layout.queueDepth * cs];
+    const mw = this.#mws[i];
+    const done = conn.bindWindowAndWait(mw, this.#pool, addr, len, Access.REMOTE_WRITE);
+    // the new key is known at once (ibv_bind_mw took the next key byte)
+    this.#keys[i] = mw.rkey;
+    const bound: Promise<void> = done.then(() => undefined, (err: Error) => {
+      // the bind never completed (its path failed): the key is not valid
+      if (this.#bound[i] === bound) {
+        this.#keys[i] = 0;
+        this.#bound[i] = undefined;
+      }
+      throw err;
+    });
+    bound.catch(() => undefined);
+    this.#bound[i] = bound;
+    return bound;
+  }
+
+  close(): void {
+    this.#spares.close();
+    for (const mw of this.#mws) mw.close();
+  }
+}
+
+/**
+ * Type 2: one window per chunk (strict) or one over the pool (relaxed) for
+ * one path, bound on that path's QP, so a key works only on the connection it
+ * was issued for. Strict re-keys with a random key byte; invalidation is a
+ * LOCAL_INV or (invalidation: 'dealloc') deallocation.
+ */
+export class PathWindows implements ChunkKeys {
+  readonly type = 2 as const;
+  readonly #pool: MemoryRegion;
+  readonly #layout: PoolLayout;
+  readonly #conn: Conn;
+  readonly #mws: MemoryWindow[] = [];
+  readonly #keys: Uint32Array;
+  readonly #spares: Spares | undefined;
+  /** invalidations (LOCAL_INV or deallocation), for the path's wire statistics */
+  onInvalidate: () => void = () => undefined;
+
+  constructor(pd: ProtectionDomain, pool: MemoryRegion, layout: PoolLayout, conn: Conn, deallocInvalidate: boolean) {
+    this.#pool = pool;
+    this.#layout = layout;
+    this.#conn = conn;
+    const n = layout.strict ? layout.queueDepth : 1;
+    this.#keys = new Uint32Array(n);
+    this.#spares = deallocInvalidate ? new Spares(pd, 2) : undefined;
+    for (let i = 0; i < n; i++) this.#mws.push(pd.allocMemoryWindow(2));
+  }
+
+  key(c: number): number {
+    return this.#keys[this.#layout.strict ? c : 0];
+  }
+
+  async invalidate(c: number): Promise<void> {
+    const rkey = this.#keys[c];
+    if (!this.#layout.strict || rkey === 0 || this.#conn.failed) return;
+    this.#keys[c] = 0;
+    if (this.#spares) {
+      this.#mws[c].close();
+      this.onInvalidate();
+      this.#mws[c] = this.#spares.take();
+      return;
+    }
+    // a LOCAL_INV that fails fails its connection, which closes the path
+    await this.#conn.postAndWait([{ opcode: 'LOCAL_INV', invalidateRkey: rkey }]);
+  }
+
+  #bindWr(i: number, id?: number): SendWorkRequest {
+    const cs = this.#layout.chunkSize;
+    const mw = this.#mws[i];
+    const [addr, length] = this.#layout.strict ? [this.#pool.addr + i * cs, cs] : [this.#pool.addr, this.#layout.queueDepth * cs];
+    return { opcode: 'BIND_MW', wrId: id, bind: { mw, mr: this.#pool, addr, length, access: Access.REMOTE_WRITE, keyByte: randomKeyByte(mw.rkey & 0xff) } };
+  }
+
+  rekey(c: number, _conn: Conn, index: number): SendWorkRequest {
+    // the new key is chosen here (a random key byte), so the response can
+    // carry it and both go out in one post; the send queue runs the bind first
+    const wr = this.#bindWr(c, wrId(WrKind.SEND, index));
+    this.#keys[c] = ((this.#mws[c].rkey & 0xffffff00) | wr.bind!.keyByte!) >>> 0;
+    return wr;
+  }
+
+  forget(c: number): void {
+    this.#keys[this.#layout.strict ? c : 0] = 0;
+  }
+
+  async ready(c: number): Promise<number> {
+    const i = this.#layout.strict ? c : 0;
+    if (this.#keys[i] !== 0) return this.#keys[i];
+    await this.#conn.postAndWait([this.#bindWr(i)]);
+    this.#keys[i] = this.#mws[i].rkey;
+    return this.#keys[i];
+  }
+
+  close(): void {
+    this.#spares?.close();
+    for (const mw of this.#mws) mw.close();
+  }
+}
