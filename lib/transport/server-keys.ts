@@ -128,12 +128,27 @@ export class DeviceWindows implements ChunkKeys {
     return this.#keys[this.#layout.strict ? c : 0];
   }
 
+  /**
+   * Why no new window can be had on this device (its removal: ibv_alloc_mw
+   * fails with EIO once the kernel disassociated the context), or undefined.
+   * Such a set keys nothing more; its old windows still go on arrival.
+   */
+  #lost: Error | undefined;
+
   invalidate(c: number): void {
     if (!this.#layout.strict || this.#keys[c] === 0) return;
     this.#keys[c] = 0;
     this.#bound[c] = undefined;
+    // a failing close leaves the key valid: it must fail the IO (it throws)
     this.#mws[c].close();
-    this.#mws[c] = this.#spares.take();
+    if (this.#lost) return;
+    try {
+      this.#mws[c] = this.#spares.take();
+    } catch (err) {
+      // the old key is gone; only the replacement is missing: the IO goes
+      // on (on the session's other devices), and this set binds no more
+      this.#lost = err as Error;
+    }
   }
 
   rekey(c: number, conn: Conn): undefined {
@@ -161,6 +176,11 @@ export class DeviceWindows implements ChunkKeys {
   }
 
   #bind(i: number, conn: Conn): Promise<void> {
+    if (this.#lost) {
+      const failed = Promise.reject(this.#lost);
+      failed.catch(() => undefined);
+      return failed;
+    }
     const cs = this.#layout.chunkSize;
     const [addr, len] = this.#layout.strict ? [this.#pool.addr + i * cs, cs] : [this.#pool.addr, this.#layout.queueDepth * cs];
     const mw = this.#mws[i];
