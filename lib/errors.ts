@@ -12,7 +12,7 @@ export type ErrnoCode = keyof typeof osConstants.errno | (typeof EXTRA_ERRNO_COD
  * (use of a closed object), ENOADDON (no native addon for this platform),
  * ENOLIB (rdma-core's runtime libraries are missing), ERDMA (no code given).
  */
-export type RdmaErrorCode = ErrnoCode | `ERRNO_${number}` | 'ECLOSED' | 'ENOADDON' | 'ENOLIB' | 'ERDMA';
+export type RdmaErrorCode = ErrnoCode | `ERRNO_${number}` | 'ECLOSED' | 'ENOADDON' | 'ENOLIB' | 'ERDMA' | 'EODPBROKEN' | 'EODPUNVERIFIED';
 
 /**
  * Errors from node-rdma. A failing verb throws an RdmaError with the POSIX

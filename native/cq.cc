@@ -206,20 +206,30 @@ void CompletionQueue::OnReadable() {
   int rc = ibv_req_notify_cq(cq_, 0);
   Napi::HandleScope scope(env);
   if (rc) {
-    napi_fatal_exception(env, MakeError(env, "ibv_req_notify_cq", rc).Value());
+    ChannelFailed(env, rc);
     return;
   }
   for (;;) {
     if (!cq_ || on_batch_.IsEmpty()) return;  // closed or stopped by the callback
     int n = PollInto();
     if (n < 0) {
-      napi_fatal_exception(env, MakeError(env, "ibv_poll_cq", -n).Value());
+      ChannelFailed(env, -n);
       return;
     }
     if (n == 0) return;
     CallFromLoop(env, on_batch_, *async_, {Napi::Number::New(env, n)});
     if (uint32_t(n) < wc_cap_) return;
   }
+}
+
+// The CQ can no longer be armed or polled: its device was removed (rxe and
+// mlx5 disassociate the user context: ibv_req_notify_cq fails with EIO and
+// the channel's fd reports POLLERR, after which libuv stops watching it).
+// Nothing more will complete here. onBatch(-errno) tells the JS side; a
+// throw from this libuv callback would end the process.
+void CompletionQueue::ChannelFailed(Napi::Env env, int err) {
+  if (poller_) poller_->Stop();
+  CallFromLoop(env, on_batch_, *async_, {Napi::Number::New(env, -err)});
 }
 
 Napi::Value CompletionQueue::GetHandle(const Napi::CallbackInfo& info) {

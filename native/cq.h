@@ -39,6 +39,7 @@ class CompletionQueue : public Napi::ObjectWrap<CompletionQueue>, public Tracked
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   int PollInto();  // fills the JS buffer; returns count or -errno
   void OnReadable();
+  void ChannelFailed(Napi::Env env, int err);
   void Release();
 
   ibv_cq* cq_ = nullptr;

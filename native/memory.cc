@@ -11,6 +11,8 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include <v8.h>
 
@@ -22,7 +24,7 @@ struct Block {
   char* ptr;
   size_t len;
   std::atomic<int> refs;
-  bool mapped;  // munmap (udmabuf memfd mapping) instead of free
+  bool mapped;  // munmap (udmabuf, lazy allocate(), mapFile()) instead of free
 };
 
 namespace {
@@ -38,7 +40,10 @@ void Finalize(Napi::Env, void*, Block* b) { ReleaseBlock(b); }
 
 size_t PageSize() { return size_t(sysconf(_SC_PAGESIZE)); }
 
-// allocate(size): a zeroed, page-aligned external ArrayBuffer
+// allocate(size, lazy = false): a zeroed, page-aligned external ArrayBuffer.
+// lazy: an anonymous private mapping whose pages are not touched here, so
+// none is resident until first used (by the CPU, or by the NIC through an
+// on-demand paging region); else heap memory, zeroed (touched) up front.
 Napi::Value Allocate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) ThrowType(env, "size must be a number");
@@ -48,6 +53,13 @@ Napi::Value Allocate(const Napi::CallbackInfo& info) {
   size_t size = size_t(d);
   size_t page = PageSize();
   size_t rounded = (size + page - 1) / page * page;
+  if (info.Length() > 1 && ArgBool(info[1], "lazy")) {
+    void* m = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) Throw(env, "mmap", errno, std::to_string(rounded) + " bytes, anonymous");
+    auto* b = new Block{static_cast<char*>(m), rounded, {1}, true};
+    Register(b);
+    return Napi::ArrayBuffer::New(env, m, size, Finalize, b);
+  }
   void* p = nullptr;
   int rc = posix_memalign(&p, page, rounded);
   if (rc) Throw(env, "posix_memalign", rc, std::to_string(rounded) + " bytes");
@@ -108,6 +120,80 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value PageSizeJs(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(PageSize())); }
+
+// The page-aligned range [offset, offset + length) of the memory behind
+// info[0] (a buffer or view); RangeError unless it lies inside it and both
+// ends are page boundaries.
+char* PageRange(const Napi::CallbackInfo& info, size_t* out_len) {
+  Napi::Env env = info.Env();
+  char* ptr = nullptr;
+  size_t len = 0;
+  BufferSpan(info[0], "buffer", &ptr, &len);
+  uint64_t offset = ArgU64(info[1], "offset");
+  uint64_t length = ArgU64(info[2], "length");
+  if (offset > len || length > len - offset)
+    ThrowRange(env, "offset + length (" + std::to_string(offset) + " + " + std::to_string(length) +
+                        ") must not pass the buffer's end (" + std::to_string(len) + ")");
+  size_t page = PageSize();
+  char* start = ptr + offset;
+  if (uintptr_t(start) % page || length % page)
+    ThrowRange(env, "the range must start and end at page boundaries (page size " + std::to_string(page) + ")");
+  *out_len = size_t(length);
+  return start;
+}
+
+// discardPages(buffer, offset, length): madvise(MADV_DONTNEED) on whole
+// pages of addon memory (allocate(), mapFile()). Anonymous pages read as
+// zero afterwards (each a fresh page on the next touch); a file mapping
+// rereads the file. Only addon memory: V8's heap or another allocator's
+// pages could hold data that must not vanish.
+Napi::Value DiscardPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t len = 0;
+  char* start = PageRange(info, &len);
+  if (len == 0) return env.Undefined();
+  Block* b = AcquireBlock(start, len);
+  if (!b) ThrowRange(env, "buffer must be memory from allocate() or mapFile() (other memory may share its pages with live data)");
+  int rc = madvise(start, len, MADV_DONTNEED);
+  int err = errno;
+  ReleaseBlock(b);
+  if (rc) Throw(env, "madvise", err, "MADV_DONTNEED");
+  return env.Undefined();
+}
+
+// residentPages(buffer, offset, length): how many of the range's pages are
+// resident (mincore), for any page-aligned range of mapped memory.
+Napi::Value ResidentPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t len = 0;
+  char* start = PageRange(info, &len);
+  size_t page = PageSize();
+  std::vector<unsigned char> vec(len / page);
+  if (len && mincore(start, len, vec.data())) Throw(env, "mincore", errno);
+  size_t n = 0;
+  for (unsigned char v : vec) n += v & 1;
+  return Napi::Number::New(env, double(n));
+}
+
+// mapFile(fd, length, offset): a shared read-write mapping of the file
+// (mmap MAP_SHARED) as an external ArrayBuffer, unmapped when the buffer is
+// collected and no region covers it. The fd may be closed afterwards.
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t fd = ArgI32(info[0], "fd");
+  uint64_t length = ArgU64(info[1], "length");
+  uint64_t offset = ArgU64(info[2], "offset");
+  if (fd < 0) ThrowRange(env, "fd must be >= 0");
+  if (length == 0 || length > (1ull << 40)) ThrowRange(env, "length must be an integer from 1 to 2^40");
+  if (offset % PageSize()) ThrowRange(env, "offset must be a multiple of the page size (" + std::to_string(PageSize()) + ")");
+  size_t page = PageSize();
+  size_t rounded = (length + page - 1) / page * page;
+  void* m = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(offset));
+  if (m == MAP_FAILED) Throw(env, "mmap", errno, "fd " + std::to_string(fd) + ", " + std::to_string(length) + " bytes at " + std::to_string(offset));
+  auto* b = new Block{static_cast<char*>(m), rounded, {1}, true};
+  Register(b);
+  return Napi::ArrayBuffer::New(env, m, size_t(length), Finalize, b);
+}
 }  // namespace
 
 Block* AcquireBlock(void* ptr, size_t len) {
@@ -138,6 +224,9 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("createUdmabuf", Napi::Function::New(env, CreateUdmabuf, "createUdmabuf"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("pageSize", Napi::Function::New(env, PageSizeJs, "pageSize"));
+  exports.Set("discardPages", Napi::Function::New(env, DiscardPages, "discardPages"));
+  exports.Set("residentPages", Napi::Function::New(env, ResidentPages, "residentPages"));
+  exports.Set("mapFile", Napi::Function::New(env, MapFile, "mapFile"));
 }
 
 }  // namespace rdma

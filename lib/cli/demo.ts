@@ -52,10 +52,11 @@ Options:
   --json              print the result as JSON at the end (no display)
   -h, --help          this text
 
-On SoftRoCE (rxe, Linux 6.12) a path whose link went down does not come
-back: rxe moves its GSI QP to the error state when a CM message is sent
-while the link is down, and no rdma_cm connect on that port completes
-after that. The demo reports it and does not count it as a failure.
+On SoftRoCE (rxe, Linux 6.12 and 7.3.4 alike) a path whose link went down
+does not come back: rxe moves its GSI QP to the error state when a CM
+message is sent while the link is down, and no rdma_cm connect on that port
+completes after that (until the rxe device is deleted and added again). The
+demo reports it and does not count it as a failure.
 
 Exit status: 0 ok, 1 failed (no devices, no IO, data mismatch, no
 recovery), 2 usage error, 130 interrupted.
@@ -340,8 +341,9 @@ function sec(v: number | undefined): string {
 }
 
 /** Why a link cut may not recover on SoftRoCE (see docs/benchmarks.md). */
-export const RXE_LINK_NOTE = 'rxe (Linux 6.12) moves its GSI QP to the error state when a CM message is sent while the link is down; ' +
-  "after that no rdma_cm connect on that port completes, so the path cannot come back until the device is re-created";
+export const RXE_LINK_NOTE = 'rxe (Linux 6.12 and 7.3.4) moves its GSI QP to the error state when a CM message is sent while the link is down; ' +
+  'after that no rdma_cm connect on that port completes, so the path cannot come back until the device is re-created ' +
+  '(rdma link delete + add)';
 
 export function scenarioSummary(r: ScenarioResult): string {
   const w = r.workload;

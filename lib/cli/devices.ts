@@ -6,13 +6,16 @@
 import { listDevices, openDevice, Udmabuf, pageSize, DeviceAttributes, PortAttributes, GidEntry } from '../verbs';
 import { parseArgs, UsageError } from './args';
 import { CliIo, defaultIo } from './display';
+import { checkOdpSound } from '../verbs/odp-probe';
 
 export const DEVICES_USAGE = `Usage: node-rdma devices [options]
 
 Lists the RDMA devices of this host (like ibv_devinfo): transport, firmware,
 ports (state, MTU, link layer), RoCE GIDs with their netdevs, and the
 capabilities node-rdma uses:
-  ODP            on-demand paging (odp_caps), per transport
+  ODP            on-demand paging (odp_caps), per transport; on rxe also
+                 whether ODP moves the right bytes (a loopback probe: rxe's
+                 ODP corrupts data on unfixed kernels, EODPBROKEN)
   memory windows type 1 / type 2 (device capability flags)
   dma-buf        verbs cannot report it: probed by registering a udmabuf
                  (/dev/udmabuf); 'unknown' when no probe was possible
@@ -20,7 +23,7 @@ capabilities node-rdma uses:
 
 Options:
   --device NAME   only this device
-  --no-probe      do not probe dma-buf (reports 'unknown (probe with registration)')
+  --no-probe      do not probe dma-buf or rxe's ODP (reports 'unknown (probe with registration)')
   -v, --verbose   every attribute and every GID
   --json          machine-readable output
   -h, --help      this text
@@ -49,7 +52,12 @@ export interface DeviceReport {
   hwVer: number;
   ports: Array<PortAttributes & { port: number; gids: GidEntry[] }>;
   capabilities: {
-    odp: { supported: boolean; implicit: boolean; rc: string[]; ud: string[]; uc: string[]; xrc: string[] };
+    odp: {
+      supported: boolean; implicit: boolean; rc: string[]; ud: string[]; uc: string[]; xrc: string[];
+      /** rxe only: what the loopback probe found ('ok', 'broken', 'unverified'), or why it did not run */
+      check: 'ok' | 'broken' | 'unverified' | 'not probed' | 'not needed';
+      checkDetail?: string;
+    };
     memoryWindows: { type1: boolean; type2: boolean; maxMw: number };
     dmabuf: DmabufProbe;
     atomics: { atomicCap: string; pciAtomic: { fetchAdd: number; swap: number; compareSwap: number } };
@@ -58,6 +66,19 @@ export interface DeviceReport {
   limits: { maxQp: number; maxQpWr: number; maxCq: number; maxCqe: number; maxMr: number; maxMrSize: string; maxPd: number; maxSge: number; maxSrq: number };
   attributes?: Record<string, unknown>;
   error?: string;
+}
+
+/** rxe with ODP: runs the data check every ODP registration on it needs (odp-probe.ts). */
+function probeOdp(dev: ReturnType<typeof openDevice>, a: DeviceAttributes, probe: boolean): Pick<DeviceReport['capabilities']['odp'], 'check' | 'checkDetail'> {
+  if (!a.odpCaps.general.includes('SUPPORT') || !dev.isSoftRoce) return { check: 'not needed' };
+  if (!probe) return { check: 'not probed' };
+  try {
+    checkOdpSound(dev);
+    return { check: 'ok' };
+  } catch (err) {
+    const e = err as { code?: string; message: string };
+    return { check: e.code === 'EODPBROKEN' ? 'broken' : 'unverified', checkDetail: e.message };
+  }
 }
 
 /** Registers a one-page udmabuf on `pd`'s device: the only way to learn dma-buf MR support. */
@@ -113,6 +134,7 @@ export function deviceReport(name: string, opts: { probe?: boolean; verbose?: bo
         odp: {
           supported: a.odpCaps.general.includes('SUPPORT'), implicit: a.odpCaps.general.includes('SUPPORT_IMPLICIT'),
           rc: a.odpCaps.rc, ud: a.odpCaps.ud, uc: a.odpCaps.uc, xrc: a.odpCaps.xrc,
+          ...probeOdp(dev, a, opts.probe !== false),
         },
         memoryWindows: {
           type1: caps.includes('MEM_WINDOW'),
@@ -152,10 +174,13 @@ function formatReport(r: DeviceReport, verbose: boolean): string {
     const gids = verbose ? p.gids : p.gids.filter((g) => g.type === 'RoCEv2' || g.type === 'IB');
     for (const g of gids) out.push(`    gid[${g.index}]  ${g.gid.padEnd(40)} ${g.type.padEnd(7)} ${g.netdev ?? ''}`.trimEnd());
   }
+  const check = { ok: '; data checked (loopback probe)', broken: '; BROKEN: registrations refused (EODPBROKEN, below)',
+    unverified: '; data not checked (probe failed, below)', 'not probed': '; data not checked (--no-probe)', 'not needed': '' }[c.odp.check];
   const odp = c.odp.supported
-    ? `yes${c.odp.implicit ? ' (implicit too)' : ''}; rc: ${c.odp.rc.join(',') || '-'}; ud: ${c.odp.ud.join(',') || '-'}`
+    ? `yes${c.odp.implicit ? ' (implicit too)' : ''}; rc: ${c.odp.rc.join(',') || '-'}; ud: ${c.odp.ud.join(',') || '-'}${check}`
     : 'no';
   out.push(`  ODP             ${odp}`);
+  if (c.odp.checkDetail) out.push(`                  ${c.odp.checkDetail}`);
   out.push(`  memory windows  type 1: ${yn(c.memoryWindows.type1)}, type 2: ${yn(c.memoryWindows.type2)} (max ${c.memoryWindows.maxMw})`);
   out.push(`  dma-buf         ${c.dmabuf.detail}`);
   const pa = c.atomics.pciAtomic;

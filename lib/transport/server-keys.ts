@@ -152,15 +152,30 @@ export class DeviceWindows implements ChunkKeys {
     this.#dealloc(c);
   }
 
+  /**
+   * Why no new window can be had on this device (its removal: ibv_alloc_mw
+   * fails with EIO once the kernel disassociated the context; or the
+   * device's windows are used up), or undefined. Such a set keys nothing
+   * more (binds fail, so its paths fail over); its old windows still go on
+   * arrival.
+   */
+  #lost: Error | undefined;
+
   #dealloc(c: number): void {
-    // the fresh window first: if that fails, the old one (and its key) stays
-    // and the caller fails the IO's path instead of serving it
-    const fresh = this.#spares.take();
+    // the old key goes first, whatever happens next (a close that fails
+    // throws: the key may still be valid, so the caller fails the IO's path)
     this.#mws[c].close();
-    this.#mws[c] = fresh;
     this.#keys[c] = 0;
     this.#live[c] = 0;
     this.#bound[c] = undefined;
+    if (this.#lost) return;
+    try {
+      this.#mws[c] = this.#spares.take();
+    } catch (err) {
+      // only the replacement is missing: the IO goes on (on the session's
+      // other devices), and this set binds no more
+      this.#lost = err as Error;
+    }
   }
 
   rekey(c: number, conn: Conn): undefined {
@@ -189,6 +204,11 @@ export class DeviceWindows implements ChunkKeys {
   }
 
   #bind(i: number, conn: Conn): Promise<void> {
+    if (this.#lost) {
+      const failed = Promise.reject(this.#lost);
+      failed.catch(() => undefined);
+      return failed;
+    }
     const cs = this.#layout.chunkSize;
     const [addr, len] = this.#layout.strict ? [this.#pool.addr + i * cs, cs] : [this.#pool.addr, this.#layout.queueDepth * cs];
     const mw = this.#mws[i];

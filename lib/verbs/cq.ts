@@ -5,12 +5,20 @@
  * through a QueuePair, or an explicit ref()), so an idle CQ never does.
  */
 import { EventEmitter } from 'events';
+import { constants as osConstants } from 'os';
+import { RdmaError, RdmaErrorCode } from '../errors';
 import { native } from '../native';
 import { WC_OPCODE, WC_STATUS, WcFlags, WcStatusName } from './constants';
 import { checkOptions } from './args';
 import { Resource } from './resource';
 import type { Device } from './device';
 import type { CompletionQueueEvents } from './events';
+
+/** 'EIO' for 5: the POSIX name of an errno. */
+function errnoName(errno: number): RdmaErrorCode {
+  const e = Object.entries(osConstants.errno).find(([, v]) => v === errno);
+  return (e ? e[0] : `ERRNO_${errno}`) as RdmaErrorCode;
+}
 
 export interface WorkCompletion {
   wrId: number;
@@ -161,7 +169,7 @@ export class CompletionBatch {
     const w = this.#w;
     const flags = w[o + 9];
     if (this.#rxe && w[o + 3] === 128 && w[o + 2] === 0 && flags & WcFlags.IP_CSUM_OK && !(flags & WcFlags.WITH_INV)) {
-      // rxe (through 6.12 at least) writes the kernel's IB_WC_WITH_INVALIDATE
+      // rxe (6.12 to at least 7.3.4: rxe_resp.c) writes the kernel's IB_WC_WITH_INVALIDATE
       // (1 << 2) into user-space completions, where bit 2 reads as
       // IBV_WC_IP_CSUM_OK (no meaning on an RC receive): report it as the
       // invalidation it is
@@ -211,7 +219,10 @@ export class CompletionQueue extends Resource {
     const self = new WeakRef(this);
     this.handle.start((n: number) => {
       const cq = self.deref();
-      if (cq) cq.#deliver(n);
+      if (cq) {
+        if (n < 0) cq.#channelFailed(-n);
+        else cq.#deliver(n);
+      }
     });
     this.dependOn(device);
   }
@@ -221,7 +232,11 @@ export class CompletionQueue extends Resource {
     return this.handle.cqe;
   }
 
-  /** Listen for batches: (wcs: WorkCompletion[]) => void (CompletionQueueEvents). */
+  /**
+   * Listen for batches: (wcs: WorkCompletion[]) => void; or for 'error'
+   * (err: RdmaError): the CQ can no longer be armed, its device was
+   * removed, and nothing more will complete here (see `failure`).
+   */
   on<K extends keyof CompletionQueueEvents>(event: K, listener: (...args: CompletionQueueEvents[K]) => void): this {
     this.#events.on(event, listener);
     return this;
@@ -230,6 +245,30 @@ export class CompletionQueue extends Resource {
   off<K extends keyof CompletionQueueEvents>(event: K, listener: (...args: CompletionQueueEvents[K]) => void): this {
     this.#events.off(event, listener);
     return this;
+  }
+
+  #failure: RdmaError | undefined;
+
+  /**
+   * Why this CQ delivers nothing any more (its device was removed: the
+   * verb's EIO), or undefined. Work requests still posted on its QPs never
+   * complete; the device's DEVICE_FATAL event and rdma_cm's DEVICE_REMOVAL
+   * say the same to their listeners.
+   */
+  get failure(): RdmaError | undefined {
+    return this.#failure;
+  }
+
+  #channelFailed(errno: number): void {
+    const code = errnoName(errno);
+    this.#failure = new RdmaError(
+      `ibv_req_notify_cq failed: ${code}: the completions of ${this.device.name} can no longer be waited for ` +
+        '(the device was removed); nothing more will complete on this CQ', code, errno, 'ibv_req_notify_cq');
+    // nothing will settle the outstanding sends: they must not keep the process alive
+    this.#outstanding = 0;
+    this.#userRefs = 0;
+    this.#updateRef();
+    if (this.#events.listenerCount('error')) this.#events.emit('error', this.#failure);
   }
 
   /** Polls once (ibv_poll_cq), without waiting. Also emits the batch. */

@@ -2,7 +2,9 @@
 export * from './constants';
 export { Device, DeviceAttributes, DeviceInfo, GidEntry, AsyncEvent, PortAttributes, forkSafety, listDevices, openDevice } from './device';
 export { ProtectionDomain, DmabufRange } from './pd';
-export { MemoryRegion, MemoryRegionKind, MemoryWindow, Udmabuf, Sge, allocate, pageSize } from './memory';
+export {
+  MemoryRegion, MemoryRegionKind, MemoryWindow, Udmabuf, Sge, AllocateOptions, allocate, discardPages, mapFile, pageSize, residentPages,
+} from './memory';
 export { CompletionBatch, CompletionQueue, CompletionQueueOptions, WorkCompletion } from './cq';
 export { PreparedSend } from './prepared';
 export {

@@ -5,7 +5,8 @@ import { RdmaError } from '../errors';
 import { native } from '../native';
 import { ADVISE_MR_FLAG_FLUSH, Advice } from './constants';
 import { QueuePair } from './qp';
-import { checkOptions } from './args';
+import { rdmaCoreVersion } from './rdma-core';
+import { checkBytes, checkOptions, checkUint, optBool } from './args';
 import { Resource } from './resource';
 import type { ProtectionDomain } from './pd';
 
@@ -85,13 +86,32 @@ export class MemoryRegion extends Resource {
     if (this.kind === 'implicit-on-demand' && !options.ranges) {
       throw new TypeError('ranges are required for an implicit on-demand region');
     }
-    this.handle.advise(Advice[advice], options.flush ? ADVISE_MR_FLAG_FLUSH : 0, ranges);
+    try {
+      this.handle.advise(Advice[advice], options.flush ? ADVISE_MR_FLAG_FLUSH : 0, ranges);
+    } catch (err) {
+      if (err instanceof RdmaError && err.code === 'EOPNOTSUPP' && this.pd.device.isSoftRoce) throw rxeAdviseUnsupported(this.pd.device.name);
+      throw err;
+    }
   }
 
   protected release(): void {
     this.handle.close();
     this.pd.untrackRegion(this);
   }
+}
+
+/**
+ * rxe prefetches (advise_mr) from Linux 6.17, but rdma-core's rxe provider
+ * passes ibv_advise_mr on to the kernel only from v59: older ones answer
+ * EOPNOTSUPP themselves, whatever the kernel can do.
+ */
+function rxeAdviseUnsupported(device: string): RdmaError {
+  const v = rdmaCoreVersion();
+  const have = v === null ? 'this rdma-core (version unknown)' : `this process's rdma-core is v${v}`;
+  const why = v !== null && v >= 59 ? 'the kernel does not support it (rxe prefetches from Linux 6.17)'
+    : 'rdma-core\'s rxe provider passes ibv_advise_mr to the kernel only from rdma-core v59 (and the kernel needs Linux 6.17+)';
+  return new RdmaError(`ibv_advise_mr failed: EOPNOTSUPP: ${device} cannot prefetch on-demand paging memory: ${why}; ${have}. ` +
+    'The pages are faulted in on first use instead', 'EOPNOTSUPP', 95, 'ibv_advise_mr');
 }
 
 /**
@@ -189,9 +209,61 @@ export class Udmabuf extends Resource {
   }
 }
 
+export interface AllocateOptions {
+  /**
+   * Map the memory without touching it (an anonymous mapping): no page is
+   * resident until first used, by the CPU or by the NIC through an
+   * on-demand paging region. Default false: heap memory, zeroed up front.
+   */
+  lazy?: boolean;
+}
+
 /** Page-aligned, zeroed memory from the addon, for registration. */
-export function allocate(size: number): ArrayBuffer {
-  return native().allocate(size);
+export function allocate(size: number, options: AllocateOptions = {}): ArrayBuffer {
+  checkOptions(options);
+  optBool(options.lazy, 'options.lazy');
+  return native().allocate(size, options.lazy === true);
+}
+
+/** [offset, offset + length) of `buffer`'s bytes, checked; length defaults to the rest. */
+function pageSpan(buffer: unknown, offset: unknown, length: unknown): [ArrayBuffer | ArrayBufferView, number, number] {
+  const b = checkBytes(buffer, 'buffer');
+  const size = b.byteLength;
+  const o = checkUint(offset, 'offset', Number.MAX_SAFE_INTEGER);
+  const l = checkUint(length ?? Math.max(0, size - o), 'length', Number.MAX_SAFE_INTEGER);
+  return [b, o, l];
+}
+
+/**
+ * madvise(MADV_DONTNEED) on whole pages of addon memory (allocate(),
+ * mapFile()): anonymous pages read as zero afterwards, file pages reread the
+ * file. A pinned region over them keeps the old pages (the NIC and the CPU
+ * then see different memory); an on-demand paging region is invalidated and
+ * faults the new pages in on its next use. RangeError unless the range is
+ * page-aligned addon memory.
+ */
+export function discardPages(buffer: ArrayBuffer | ArrayBufferView, offset = 0, length?: number): void {
+  native().discardPages(...pageSpan(buffer, offset, length));
+}
+
+/** How many pages of the page-aligned range are resident (mincore). */
+export function residentPages(buffer: ArrayBuffer | ArrayBufferView, offset = 0, length?: number): number {
+  return native().residentPages(...pageSpan(buffer, offset, length));
+}
+
+/**
+ * A shared read-write mapping of `length` bytes of the open file `fd` from
+ * `offset` (a multiple of the page size): what is written through it
+ * reaches the file, and a change to the file shows in it. It is unmapped
+ * when the buffer is collected and no region covers it; the fd may be
+ * closed at once. Touching pages past the file's end raises SIGBUS, as
+ * with any mapping: do not shrink a mapped file while it is used.
+ */
+export function mapFile(fd: number, length: number, offset = 0): ArrayBuffer {
+  checkUint(fd, 'fd', 0x7fffffff);
+  checkUint(length, 'length', 2 ** 40, 1);
+  checkUint(offset, 'offset', Number.MAX_SAFE_INTEGER);
+  return native().mapFile(fd, length, offset);
 }
 
 export function pageSize(): number {

@@ -6,8 +6,9 @@ import { RdmaError, unsupported } from '../errors';
 import { native } from '../native';
 import { checkBytes, checkObject, checkOptions, checkUint } from './args';
 import { Access } from './constants';
-import { allocate, MemoryRegion, MemoryWindow, pageSize } from './memory';
+import { allocate, AllocateOptions, MemoryRegion, MemoryWindow, pageSize } from './memory';
 import { forkSafety } from './device';
+import { checkOdpSound } from './odp-probe';
 import { AddressHandle, AhAttr, QueuePair, QueuePairInit, SharedReceiveQueue, SharedReceiveQueueInit } from './qp';
 import { Resource } from './resource';
 import type { Device, OdpCap } from './device';
@@ -60,10 +61,13 @@ export class ProtectionDomain extends Resource {
     this.dependOn(device);
   }
 
-  /** Page-aligned zeroed memory from the addon (kept alive while registered). */
-  allocate(size: number): ArrayBuffer {
+  /**
+   * Page-aligned zeroed memory from the addon (kept alive while registered);
+   * `{ lazy: true }` leaves its pages untouched (for on-demand paging).
+   */
+  allocate(size: number, options: AllocateOptions = {}): ArrayBuffer {
     this.assertOpen();
-    return allocate(checkUint(size, 'size', 2 ** 40, 1));
+    return allocate(checkUint(size, 'size', 2 ** 40, 1), options);
   }
 
   /** Registers JS memory (ibv_reg_mr). */
@@ -79,13 +83,17 @@ export class ProtectionDomain extends Resource {
 
   /**
    * Explicit on-demand paging over `buffer`: pages are faulted in by the
-   * NIC as used, never pinned. Needs odp_caps.general_caps SUPPORT.
+   * NIC as used, never pinned. Needs odp_caps.general_caps SUPPORT. On rxe
+   * the first ODP registration on a device probes it (odp-probe.ts) and
+   * throws EODPBROKEN on a kernel whose rxe ODP corrupts data.
    */
   registerOnDemand(buffer: ArrayBuffer | ArrayBufferView, access: number = Access.LOCAL_WRITE): MemoryRegion {
     this.assertOpen();
     checkBytes(buffer, 'buffer');
     const a = checkAccess(access) | Access.ON_DEMAND;
     this.#requireOdp(false, a);
+    // rxe's ODP corrupts data on unfixed kernels: probed once per device
+    checkOdpSound(this.device);
     return new MemoryRegion(this, 'on-demand', new (native().MemoryRegion)(this.handle, 'buffer', buffer, a), buffer);
   }
 
@@ -97,6 +105,7 @@ export class ProtectionDomain extends Resource {
     this.assertOpen();
     const a = checkAccess(access) | Access.ON_DEMAND;
     this.#requireOdp(true, a);
+    checkOdpSound(this.device);
     return new MemoryRegion(this, 'implicit-on-demand', new (native().MemoryRegion)(this.handle, 'implicit', null, a));
   }
 

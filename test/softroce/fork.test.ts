@@ -168,7 +168,7 @@ test('RDMAV_FORK_SAFE=1 (madvise DONTFORK mode): JS memory sharing pages with th
 });
 
 test("forkSafety() is 'unneeded' on this kernel: it copies pinned pages into the child at fork", () => {
-  // the guest's 6.12 kernel has copy-on-fork for pinned pages (rdma sys:
+  // the guest's kernel (6.12 then, 7.3.4 now) has copy-on-fork for pinned pages (rdma sys:
   // "copy-on-fork on"), which rdma-core reports as IBV_FORK_UNNEEDED
   expect(forkSafety()).toBe('unneeded');
 });

@@ -292,7 +292,7 @@ describe('demo summary and verdict', () => {
     expect(s).toMatch(/^ {2}phase +from +to +IOs +IOPS +p50 +p99 +errors +path0 IOs +path1 IOs$/m);
     expect(s).toMatch(/^ {4}1 +server disconnect +15\.00 s +100 ms +8 +- +1400 ms +0$/m);
     expect(s).toMatch(/^ {4}2 +ip link set eth1 down +30\.00 s +250 ms +8 +41\.00 s +did not reconnect +0$/m);
-    expect(s).toContain('note: rxe (Linux 6.12) moves its GSI QP to the error state');
+    expect(s).toContain('note: rxe (Linux 6.12 and 7.3.4) moves its GSI QP to the error state');
   });
 
   test('verdict: an rxe link cut that does not reconnect is not a failure; errors, mismatches, flapping and missed detection are', () => {
