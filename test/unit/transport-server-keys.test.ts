@@ -85,29 +85,32 @@ test('an arrival while a re-key is still queued waits for it before deallocating
   expect(dw.key(0)).toBe(0);
 });
 
-test('no fresh window: invalidate throws and the old window (and its key) stays for the caller to fail the path', async () => {
+test('no fresh window (device removed, windows used up): the old key still goes; the set binds no more, so its paths fail over', async () => {
   let fail = false;
-  const { dw, conn, binds } = fixture({ allocFails: () => fail });
+  const { dw, conn, binds, windows } = fixture({ allocFails: () => fail });
   const r = dw.ready(1, conn);
   binds[0].resolve();
   const k = await r;
-  await tick(); // the spares' refill ran
+  expect(k).not.toBe(0);
+  const old = binds[0].mw;
   fail = true;
-  // drain the spares: each invalidation takes one
-  let threw: unknown;
-  for (let i = 0; i < 20 && !threw; i++) {
-    try {
-      dw.invalidate(1);
-      const rr = dw.ready(1, conn);
-      binds[binds.length - 1].resolve();
-      await rr;
-    } catch (e) {
-      threw = e;
+  // the spares are drained by later invalidations; at once here: none was refilled yet
+  for (let i = 0; i < 20 && !windows.every((w) => w.closed || w !== old); i++) dw.invalidate(1);
+  dw.invalidate(1);
+  expect(old.closed).toBe(true);
+  expect(dw.exposed(1)).toBe(false);
+  // keep invalidating other chunks until no spare is left: then binding fails with the allocation's error
+  let err: unknown;
+  for (let c = 0; c < 4 && !err; c++) {
+    for (let round = 0; round < 12 && !err; round++) {
+      const rr = dw.ready(c, conn);
+      const last = binds[binds.length - 1];
+      last?.resolve();
+      await rr.catch((e) => (err = e));
+      dw.invalidate(c);
     }
   }
-  expect(String(threw)).toMatch(/ENOMEM/);
-  expect(dw.exposed(1)).toBe(true);
-  expect(k).not.toBe(0);
+  expect(String(err)).toMatch(/ENOMEM/);
 });
 
 test('ready() hands out a key only once its bind completed; a failed bind is bound again through the caller', async () => {
