@@ -28,7 +28,14 @@ let port = 23000 + (process.pid % 500) * 8;
 async function sendWithInv(r: Raw, rkeys: number[]): Promise<void> {
   r.buf.fill(0, 0, 64);
   r.qp.postSend(rkeys.map((rkey, i) => ({ wrId: 1000 + i, opcode: 'SEND_WITH_INV' as const, invalidateRkey: rkey, sge: [r.mr.sge(0, 64)] })));
-  await Promise.race([r.disconnected, new Promise((_, reject) => setTimeout(() => reject(new Error('the server did not close the attacker\'s connection within 60 s')), 60_000))]);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([r.disconnected, new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('the server did not close the attacker\'s connection within 60 s')), 60_000);
+    })]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The server's log line closing session `sid`'s path 0 (its reason), if any. */
