@@ -36,6 +36,7 @@ class CmEventChannel : public Napi::ObjectWrap<CmEventChannel>, public Tracked {
   Napi::Value Unref(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   void Drain();
+  void Deliver(rdma_cm_event* ev);
   void Release();
 
   rdma_event_channel* ch_ = nullptr;

@@ -33,10 +33,14 @@ ibv_mtu MtuEnum(Napi::Env env, uint32_t bytes) {
 
 // A failed ibv_post_send/ibv_post_recv: name the work request it stopped at
 // (the ones before it were posted).
+// `posted` on the error says how many were posted, for the TS layer to
+// account for exactly those (their binds, their completions).
 template <typename WR>
 [[noreturn]] void ThrowPost(Napi::Env env, const char* verb, int rc, const WR* bad, const WR* first, size_t n) {
   size_t idx = bad ? size_t(bad - first) : 0;
-  Throw(env, verb, rc, "work request " + std::to_string(idx) + " of " + std::to_string(n));
+  Napi::Error err = MakeError(env, verb, rc, "work request " + std::to_string(idx) + " of " + std::to_string(n));
+  err.Value().Set("posted", Napi::Number::New(env, double(idx)));
+  throw err;
 }
 
 uint32_t MtuBytes(ibv_mtu m) { return m >= IBV_MTU_256 && m <= IBV_MTU_4096 ? 128u << m : 0; }
@@ -70,13 +74,22 @@ Napi::Object AhToJs(Napi::Env env, const ibv_ah_attr& ah) {
   return o;
 }
 
-void ParseSges(const Napi::Value& v, std::vector<ibv_sge>& out, size_t& count) {
+// A list length from JS, checked against the queue's capacity before
+// anything is allocated for it (2^32-1 entries would be std::bad_alloc).
+uint32_t ListLength(Napi::Env env, const Napi::Array& a, uint32_t max, const std::string& what) {
+  uint32_t n = a.Length();
+  if (n > max) ThrowRange(env, what + " has " + std::to_string(n) + " entries; at most " + std::to_string(max) + " fit");
+  return n;
+}
+
+void ParseSges(const Napi::Value& v, std::vector<ibv_sge>& out, size_t& count, uint32_t max_sge) {
   Napi::Env env = v.Env();
   count = 0;
   if (v.IsUndefined() || v.IsNull()) return;
   if (!v.IsArray()) ThrowType(env, "sge must be an array of {addr, length, lkey}");
   Napi::Array a = v.As<Napi::Array>();
-  for (uint32_t i = 0; i < a.Length(); i++) {
+  uint32_t n = ListLength(env, a, max_sge, "sge (the queue's max SGEs per work request)");
+  for (uint32_t i = 0; i < n; i++) {
     Napi::Value e = a.Get(i);
     if (!e.IsObject()) ThrowType(env, "sge[" + std::to_string(i) + "] must be {addr, length, lkey}");
     Napi::Object o = e.As<Napi::Object>();
@@ -123,6 +136,7 @@ void QueuePair::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&QueuePair::PostRecvPacked>("postRecvPacked"),
       InstanceMethod<&QueuePair::SetPackBuffers>("setPackBuffers"),
       InstanceAccessor<&QueuePair::GetQpNum>("qpNum"),
+      InstanceAccessor<&QueuePair::GetCaps>("caps"),
       InstanceAccessor<&QueuePair::GetClosed>("closed"),
   }));
 }
@@ -164,6 +178,12 @@ QueuePair::QueuePair(const Napi::CallbackInfo& info)
     qp_ = ibv_create_qp(pd, &attr);
     if (!qp_) Throw(env, "ibv_create_qp", errno ? errno : EINVAL);
   }
+  // the sizes the provider granted (at least those asked for): the longest
+  // lists a post can carry
+  max_send_wr_ = attr.cap.max_send_wr;
+  max_recv_wr_ = attr.cap.max_recv_wr;
+  max_send_sge_ = attr.cap.max_send_sge;
+  max_recv_sge_ = attr.cap.max_recv_sge;
   pd_ = Napi::Persistent(info[0].As<Napi::Object>());
   send_cq_ = Napi::Persistent(a.Get("sendCq").As<Napi::Object>());
   recv_cq_ = Napi::Persistent(a.Get("recvCq").As<Napi::Object>());
@@ -336,13 +356,24 @@ Napi::Value QueuePair::Query(const Napi::CallbackInfo& info) {
 }
 
 namespace {
-using Binds = std::vector<std::pair<ibv_mw*, uint32_t>>;  // rkeys to commit once posted
+// A window bind in a list being posted: its rkey is committed, and the
+// window holds the region and the QP natively, once it was posted.
+struct PendingBind {
+  MemoryWindow* window;
+  ibv_mw* mw;
+  uint32_t rkey;
+  Napi::Object mr;  // the native MemoryRegion object
+};
+using Binds = std::vector<PendingBind>;
 
 // A BIND_MW work request. The new rkey keeps the window's index (upper 24
 // bits) and changes the key byte: the caller's (e.g. random, keyByte >= 0)
 // or the next one.
-void SetBind(Napi::Env env, ibv_send_wr& wr, ibv_mw* mw, ibv_mr* mr, uint64_t addr, uint64_t length, uint32_t access,
-             int key_byte, Binds& binds) {
+void SetBind(Napi::Env env, ibv_send_wr& wr, const Napi::Value& mw_obj, const Napi::Value& mr_obj, uint64_t addr,
+             uint64_t length, uint32_t access, int key_byte, Binds& binds, const char* mw_name, const char* mr_name) {
+  MemoryWindow* window = MemoryWindow::From(mw_obj, mw_name);
+  ibv_mw* mw = window->Get(env);
+  ibv_mr* mr = MemoryRegion::From(mr_obj, mr_name)->Get(env);
   wr.bind_mw.mw = mw;
   if (key_byte >= 0) {
     if (uint32_t(key_byte) == (mw->rkey & 0xff)) ThrowRange(env, "keyByte must differ from the current key byte");
@@ -350,7 +381,7 @@ void SetBind(Napi::Env env, ibv_send_wr& wr, ibv_mw* mw, ibv_mr* mr, uint64_t ad
   } else {
     wr.bind_mw.rkey = ibv_inc_rkey(mw->rkey);
   }
-  binds.emplace_back(mw, wr.bind_mw.rkey);
+  binds.push_back({window, mw, wr.bind_mw.rkey, mr_obj.As<Napi::Object>()});
   wr.bind_mw.bind_info.mr = mr;
   wr.bind_mw.bind_info.addr = addr;
   wr.bind_mw.bind_info.length = length;
@@ -359,14 +390,17 @@ void SetBind(Napi::Env env, ibv_send_wr& wr, ibv_mw* mw, ibv_mr* mr, uint64_t ad
 
 // A bound window's new rkey is valid from the post on (the bind executes in
 // order before any later WR); on failure only WRs before `bad` were posted.
-void CommitBinds(const Binds& binds, int rc, ibv_send_wr* bad) {
-  for (auto& b : binds) {
+// Each posted bind makes its window hold the region and this QP.
+void CommitBinds(const Binds& binds, int rc, ibv_send_wr* bad, Napi::Object qp) {
+  for (const PendingBind& b : binds) {
     bool posted = true;
     if (rc) {
       for (ibv_send_wr* w = bad; w; w = w->next)
-        if (w->opcode == IBV_WR_BIND_MW && w->bind_mw.mw == b.first && w->bind_mw.rkey == b.second) posted = false;
+        if (w->opcode == IBV_WR_BIND_MW && w->bind_mw.mw == b.mw && w->bind_mw.rkey == b.rkey) posted = false;
     }
-    if (posted) b.first->rkey = b.second;
+    if (!posted) continue;
+    b.mw->rkey = b.rkey;
+    b.window->HoldBinding(b.mr, qp);
   }
 }
 }  // namespace
@@ -378,7 +412,7 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
   ibv_qp* qp = Get(env);
   if (!info[0].IsArray()) ThrowType(env, "wrs must be an array");
   Napi::Array list = info[0].As<Napi::Array>();
-  uint32_t n = list.Length();
+  uint32_t n = ListLength(env, list, max_send_wr_, "wrs (the send queue's maxSendWr)");
   if (n == 0) return env.Undefined();
   std::vector<ibv_send_wr> wrs(n);
   std::vector<ibv_sge> sges;
@@ -394,7 +428,7 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
     wr.wr_id = ArgU64(o.Get("wrId"), "wrId");
     wr.opcode = ibv_wr_opcode(ArgU32(o.Get("opcode"), "opcode"));
     wr.send_flags = Has(o, "flags") ? ArgU32(o.Get("flags"), "flags") : 0;
-    ParseSges(o.Get("sge"), sges, sge_counts[i]);
+    ParseSges(o.Get("sge"), sges, sge_counts[i], max_send_sge_);
     if (Has(o, "ah")) {
       // UD: the address handle is copied into the WQE at post time (rxe, mlx5)
       wr.wr.ud.ah = AddressHandle::From(o.Get("ah"), "ud.ah")->Get(env);
@@ -438,9 +472,9 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
           if (kb > 255) ThrowRange(env, "keyByte must be from 0 to 255");
           key_byte = int(kb);
         }
-        SetBind(env, wr, MemoryWindow::From(o.Get("mw"), "mw")->Get(env), MemoryRegion::From(o.Get("bindMr"), "bindMr")->Get(env),
-                ArgU64(o.Get("bindAddr"), "bindAddr"), ArgU64(o.Get("bindLength"), "bindLength"),
-                ArgU32(o.Get("bindAccess"), "bindAccess"), key_byte, binds);
+        SetBind(env, wr, o.Get("mw"), o.Get("bindMr"), ArgU64(o.Get("bindAddr"), "bindAddr"),
+                ArgU64(o.Get("bindLength"), "bindLength"), ArgU32(o.Get("bindAccess"), "bindAccess"), key_byte, binds,
+                "mw", "bindMr");
         break;
       }
       case IBV_WR_SEND:
@@ -461,16 +495,16 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
   }
   ibv_send_wr* bad = nullptr;
   int rc = ibv_post_send(qp, wrs.data(), &bad);
-  CommitBinds(binds, rc, bad);
+  CommitBinds(binds, rc, bad, Value());
   if (rc) ThrowPost(env, "ibv_post_send", rc, bad, wrs.data(), n);
   return env.Undefined();
 }
 
-void ParseRecvList(const Napi::Value& v, RecvStorage& st) {
+void ParseRecvList(const Napi::Value& v, RecvStorage& st, uint32_t max_wr, uint32_t max_sge) {
   Napi::Env env = v.Env();
   if (!v.IsArray()) ThrowType(env, "wrs must be an array");
   Napi::Array list = v.As<Napi::Array>();
-  uint32_t n = list.Length();
+  uint32_t n = ListLength(env, list, max_wr, "wrs (the receive queue's max work requests)");
   st.wrs.assign(n, ibv_recv_wr{});
   std::vector<size_t> counts(n);
   for (uint32_t i = 0; i < n; i++) {
@@ -478,7 +512,7 @@ void ParseRecvList(const Napi::Value& v, RecvStorage& st) {
     if (!e.IsObject()) ThrowType(env, "wrs[" + std::to_string(i) + "] must be an object");
     Napi::Object o = e.As<Napi::Object>();
     st.wrs[i].wr_id = ArgU64(o.Get("wrId"), "wrId");
-    ParseSges(o.Get("sge"), st.sges, counts[i]);
+    ParseSges(o.Get("sge"), st.sges, counts[i], max_sge);
   }
   size_t off = 0;
   for (uint32_t i = 0; i < n; i++) {
@@ -493,7 +527,7 @@ Napi::Value QueuePair::PostRecv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_qp* qp = Get(env);
   RecvStorage st;
-  ParseRecvList(info[0], st);
+  ParseRecvList(info[0], st, max_recv_wr_, max_recv_sge_);
   if (st.wrs.empty()) return env.Undefined();
   ibv_recv_wr* bad = nullptr;
   int rc = ibv_post_recv(qp, st.wrs.data(), &bad);
@@ -527,11 +561,12 @@ ibv_sge PackedSge(Napi::Env env, size_t i, const double* s) {
 }
 
 // the count argument of postSendPacked(n) / postRecvPacked(n)
-uint32_t PackedCount(const Napi::CallbackInfo& info, size_t stride, size_t len) {
+uint32_t PackedCount(const Napi::CallbackInfo& info, size_t stride, size_t len, uint32_t max_wr) {
   Napi::Env env = info.Env();
   if (len == 0) ThrowType(env, "setPackBuffers() was not called");
   uint32_t n = ArgU32(info[0], "count");
   if (size_t(n) * stride > len) ThrowRange(env, "count exceeds the packed array");
+  if (n > max_wr) ThrowRange(env, "count " + std::to_string(n) + " exceeds the queue's " + std::to_string(max_wr) + " work requests");
   return n;
 }
 
@@ -574,7 +609,7 @@ Napi::Value QueuePair::SetPackBuffers(const Napi::CallbackInfo& info) {
 Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_qp* qp = Get(env);
-  uint32_t n = PackedCount(info, kSendStride, send_pack_len_);
+  uint32_t n = PackedCount(info, kSendStride, send_pack_len_, max_send_wr_);
   if (n == 0) return env.Undefined();
   Binds binds;
   const double* d = send_pack_data_;
@@ -640,9 +675,8 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
         if (!IsU(r[8], 0xffffffff)) BadField(env, i, "bind.access");
         if (!(r[9] == -1 || IsU(r[9], 255))) BadField(env, i, "bind.keyByte");
         if (wr.num_sge) BadField(env, i, "nsge");
-        SetBind(env, wr, MemoryWindow::From(h.Get(uint32_t(r[4])), "bind.mw")->Get(env),
-                MemoryRegion::From(h.Get(uint32_t(r[5])), "bind.mr")->Get(env), uint64_t(r[6]), uint64_t(r[7]),
-                uint32_t(r[8]), int(r[9]), binds);
+        SetBind(env, wr, h.Get(uint32_t(r[4])), h.Get(uint32_t(r[5])), uint64_t(r[6]), uint64_t(r[7]), uint32_t(r[8]),
+                int(r[9]), binds, "bind.mw", "bind.mr");
         break;
       }
       case IBV_WR_SEND:
@@ -657,7 +691,7 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
   }
   ibv_send_wr* bad = nullptr;
   int rc = ibv_post_send(qp, wrs.data(), &bad);
-  CommitBinds(binds, rc, bad);
+  CommitBinds(binds, rc, bad, Value());
   if (rc) ThrowPost(env, "ibv_post_send", rc, bad, wrs.data(), n);
   return env.Undefined();
 }
@@ -666,7 +700,7 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
 Napi::Value QueuePair::PostRecvPacked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_qp* qp = Get(env);
-  uint32_t n = PackedCount(info, kRecvStride, recv_pack_len_);
+  uint32_t n = PackedCount(info, kRecvStride, recv_pack_len_, max_recv_wr_);
   if (n == 0) return env.Undefined();
   const double* d = recv_pack_data_;
   SmallArray<ibv_recv_wr, 8> wrs(n);
@@ -691,6 +725,15 @@ Napi::Value QueuePair::PostRecvPacked(const Napi::CallbackInfo& info) {
 
 Napi::Value QueuePair::GetQpNum(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), qp_ ? qp_->qp_num : 0);
+}
+// {maxSendWr, maxRecvWr, maxSendSge, maxRecvSge}: the sizes granted
+Napi::Value QueuePair::GetCaps(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("maxSendWr", max_send_wr_);
+  o.Set("maxRecvWr", max_recv_wr_);
+  o.Set("maxSendSge", max_send_sge_);
+  o.Set("maxRecvSge", max_recv_sge_);
+  return o;
 }
 Napi::Value QueuePair::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !qp_); }
 

@@ -1,6 +1,7 @@
 /**
  * Queue pairs and shared receive queues.
  */
+import { RdmaError } from '../errors';
 import { native } from '../native';
 import { checkObject, checkUint } from './args';
 import { QpState, QpStateName, QpType, QpTypeName, SendFlags, WrOpcode, WrOpcodeName } from './constants';
@@ -215,6 +216,16 @@ function toNativeAttr(attr: QpAttr): Record<string, unknown> {
   return out;
 }
 
+/** Receive WRs for the general path (an index loop: an Array subclass's map() could return anything). */
+function toNativeRecvs(wrs: RecvWorkRequest[]): Array<{ wrId: number; sge: Sge[] | undefined }> {
+  const out = new Array(wrs.length);
+  for (let i = 0; i < out.length; i++) {
+    const wr = checkObject<RecvWorkRequest>(wrs[i], `wrs[${i}]`);
+    out[i] = { wrId: wr.wrId ?? 0, sge: wr.sge };
+  }
+  return out;
+}
+
 function toNativeSend(wr: SendWorkRequest, sigAll: boolean): Record<string, unknown> {
   checkObject(wr, 'work request');
   const opcode = WrOpcode[wr.opcode];
@@ -274,6 +285,22 @@ function checkBind(wr: SendWorkRequest): { mw: MemoryWindow; mr: MemoryRegion; a
 }
 
 /**
+ * A list's length, checked before anything is built for it: a queue takes
+ * at most its size in one post (and a 2^32-1 long array-like would
+ * otherwise be walked, or allocated for, in full).
+ */
+export function checkListLength(wrs: { length: number }, max: number, what: string): number {
+  const n = wrs.length;
+  if (n > max) throw new RangeError(`${what} has ${n} work requests; at most ${max} fit this queue in one post`);
+  return n;
+}
+
+/** How many work requests a failed post did post (0 for an error thrown before the verb). */
+export function postedBefore(err: unknown): number {
+  return err instanceof RdmaError && typeof err.posted === 'number' ? err.posted : 0;
+}
+
+/**
  * A queue pair (ibv_qp). Created by ProtectionDomain.createQueuePair() or,
  * connected through rdma_cm, by CmId.createQueuePair().
  */
@@ -315,6 +342,9 @@ export class QueuePair extends Resource {
       sigAll: this.sigAll,
     };
     this.handle = new (native().QueuePair)(pd.handle, attrs, cmIdHandle);
+    const caps = this.handle.caps;
+    this.#maxSendWr = caps.maxSendWr;
+    this.#maxRecvWr = caps.maxRecvWr;
     this.#growPacks(SEND_STRIDE * 16, RECV_STRIDE * 16);
     this.dependOn(pd, init.sendCq, init.recvCq, init.srq);
   }
@@ -322,6 +352,10 @@ export class QueuePair extends Resource {
   get qpNum(): number {
     return this.handle.qpNum;
   }
+
+  /** the queue sizes the provider granted (at least those asked for) */
+  readonly #maxSendWr: number;
+  readonly #maxRecvWr: number;
 
   modify(attr: QpAttr): void {
     this.assertOpen();
@@ -371,6 +405,7 @@ export class QueuePair extends Resource {
   postSend(wrs: SendWorkRequest[]): void {
     this.assertOpen();
     if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
+    const count = checkListLength(wrs, this.#maxSendWr, 'wrs');
     this.#checkInline(wrs);
     const signaled = this.#postSendPacked(wrs);
     if (signaled >= 0) {
@@ -381,11 +416,31 @@ export class QueuePair extends Resource {
       if (signaled) this.sendCq.expect(signaled);
       return;
     }
-    const list = wrs.map((wr) => toNativeSend(wr, this.sigAll));
-    this.handle.postSend(list);
-    for (const wr of wrs) if (wr.opcode === 'BIND_MW') wr.bind!.mw.boundThrough(this, wr.bind!.mr);
+    // an index loop, not wrs.map(): an Array subclass's map() could return anything
+    const list: Array<Record<string, unknown>> = new Array(count);
+    for (let i = 0; i < count; i++) list[i] = toNativeSend(wrs[i], this.sigAll);
+    try {
+      this.handle.postSend(list);
+    } catch (err) {
+      this.#sent(wrs, postedBefore(err), (i) => ((list[i].flags as number) & SendFlags.SIGNALED) !== 0);
+      throw err;
+    }
+    this.#sent(wrs, count, (i) => ((list[i].flags as number) & SendFlags.SIGNALED) !== 0);
+  }
+
+  /**
+   * The first `count` WRs of `wrs` were posted: their windows are bound
+   * through this QP and their signaled completions are due on the send CQ.
+   * After a failed post, exactly those the provider posted (the error's
+   * `posted`), so that no bind or completion is missed or invented.
+   */
+  #sent(wrs: SendWorkRequest[], count: number, signaled: (i: number) => boolean): void {
     let n = 0;
-    for (const wr of list) if ((wr.flags as number) & SendFlags.SIGNALED) n++;
+    for (let i = 0; i < count; i++) {
+      const wr = wrs[i];
+      if (wr.opcode === 'BIND_MW') wr.bind!.mw.boundThrough(this, wr.bind!.mr);
+      if (signaled(i)) n++;
+    }
     if (n) this.sendCq.expect(n);
   }
 
@@ -444,8 +499,9 @@ export class QueuePair extends Resource {
     this.assertOpen();
     if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
     if (this.srq) throw new TypeError('this QP receives through its SharedReceiveQueue: post there');
+    checkListLength(wrs, this.#maxRecvWr, 'wrs');
     if (this.#postRecvPacked(wrs)) return;
-    this.handle.postRecv(wrs.map((wr) => ({ wrId: wr.wrId ?? 0, sge: wr.sge })));
+    this.handle.postRecv(toNativeRecvs(wrs));
   }
 
   /**
@@ -497,7 +553,13 @@ export class QueuePair extends Resource {
       if (s < 0) return -1;
       signaled += s;
     }
-    this.handle.postSendPacked(n, this.#handles);
+    try {
+      this.handle.postSendPacked(n, this.#handles);
+    } catch (err) {
+      this.#sent(wrs, postedBefore(err), (i) => (f[i * SEND_STRIDE + 2] & SendFlags.SIGNALED) !== 0);
+      this.#handles.length = 0;
+      throw err;
+    }
     return signaled;
   }
 
@@ -648,7 +710,8 @@ export class SharedReceiveQueue extends Resource {
   postRecv(wrs: RecvWorkRequest[]): void {
     this.assertOpen();
     if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
-    this.handle.postRecv(wrs.map((wr) => ({ wrId: wr.wrId ?? 0, sge: wr.sge })));
+    checkListLength(wrs, this.handle.maxWr, 'wrs');
+    this.handle.postRecv(toNativeRecvs(wrs));
   }
 
   setLimit(limit: number): void {
