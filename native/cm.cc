@@ -176,8 +176,12 @@ void CmEventChannel::Release() {
 void CmEventChannel::ReleaseKernelObjects() {
   if (poller_) poller_->Close();
   poller_ = nullptr;
-  // ids first: an id must not outlive its channel
-  while (!ids_.empty()) (*ids_.begin())->DestroyId();
+  // ids first: an id must not outlive its channel (one the kernel refuses
+  // to destroy is forgotten: it no longer names this channel)
+  std::set<CmId*> ids;
+  ids.swap(ids_);
+  for (CmId* id : ids)
+    if (id->DestroyId()) id->ForgetChannel();
   if (ch_) rdma_destroy_event_channel(ch_);
   ch_ = nullptr;
 }
@@ -192,6 +196,11 @@ CmEventChannel* CmEventChannel::From(const Napi::Value& v, const char* name) {
 }
 
 Napi::Value CmEventChannel::Close(const Napi::CallbackInfo& info) {
+  // the ids first, completely: DestroyId alone (for teardown, where no
+  // Node-API call may run) would leave each wrapper rooted by its own
+  // reference, never to be collected
+  std::set<CmId*> ids(ids_);
+  for (CmId* id : ids) id->Destroy();
   Release();
   return info.Env().Undefined();
 }
@@ -303,6 +312,7 @@ void CmId::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&CmId::Disconnect>("disconnect"),
       InstanceMethod<&CmId::GetInfo>("info"),
       InstanceAccessor<&CmId::GetClosed>("closed"),
+      InstanceAccessor<&CmId::GetPortSpace>("portSpace"),
   });
   GetEnvData(env).cm_id = Napi::Persistent(cls);
   exports.Set("CmId", cls);
@@ -329,14 +339,20 @@ CmId::CmId(const Napi::CallbackInfo& info)
   self_ = Napi::Persistent(Value());
 }
 
-CmId::~CmId() { Destroy(); }
+CmId::~CmId() {
+  // an id the kernel refused to destroy is left to it; the channel must not
+  // keep a pointer to this object
+  if (Destroy() && channel_) channel_->Untrack(this);
+}
 
 int CmId::Destroy() {
-  if (!id_) return 0;
   int err = DestroyId();
+  if (err) return err;  // the id is still there (and still tracked): keep it reachable
+  // also after the channel's teardown destroyed the id (DestroyId, without
+  // Node-API calls): the references go now
   self_.Reset();
   channel_obj_.Reset();
-  return err;
+  return 0;
 }
 
 int CmId::DestroyId() {
@@ -344,11 +360,13 @@ int CmId::DestroyId() {
   if (qp_) qp_->DetachFromCm();
   qp_ = nullptr;
   int rc = rdma_destroy_id(id_);
-  int err = rc ? errno : 0;
+  // librdmacm frees nothing when the kernel refuses: the id stays usable
+  // (and closable) rather than lost
+  if (rc) return errno ? errno : EINVAL;
   id_ = nullptr;
   if (channel_) channel_->Untrack(this);
   channel_ = nullptr;
-  return err;
+  return 0;
 }
 
 void CmId::ReleaseKernelObjects() { DestroyId(); }
@@ -465,5 +483,10 @@ Napi::Value CmId::GetInfo(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CmId::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !id_); }
+Napi::Value CmId::GetPortSpace(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!id_) return env.Null();
+  return Napi::String::New(env, id_->ps == RDMA_PS_UDP ? "UDP" : "TCP");
+}
 
 }  // namespace rdma

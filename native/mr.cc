@@ -22,6 +22,7 @@ void MemoryRegion::Init(Napi::Env env, Napi::Object exports) {
       InstanceAccessor<&MemoryRegion::GetLkey>("lkey"),
       InstanceAccessor<&MemoryRegion::GetRkey>("rkey"),
       InstanceAccessor<&MemoryRegion::GetClosed>("closed"),
+      InstanceAccessor<&MemoryRegion::GetOwnPages>("ownPages"),
   }));
 }
 
@@ -149,14 +150,20 @@ Napi::Value MemoryRegion::Advise(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value MemoryRegion::GetAddr(const Napi::CallbackInfo& info) {
-  // user-space addresses fit in 47 bits: a JS number holds them exactly
-  return Napi::Number::New(info.Env(), mr_ ? double(uintptr_t(mr_->addr)) : 0);
+  // user-space addresses fit in 47 bits: a JS number holds them exactly; a
+  // dma-buf region's iova may not, and then comes back as an exact bigint
+  uint64_t addr = mr_ ? uint64_t(uintptr_t(mr_->addr)) : 0;
+  if (addr > 9007199254740991ull) return Napi::BigInt::New(info.Env(), addr);
+  return Napi::Number::New(info.Env(), double(addr));
 }
 Napi::Value MemoryRegion::GetLength(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), mr_ ? double(mr_->length) : 0);
 }
 Napi::Value MemoryRegion::GetLkey(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), mr_ ? mr_->lkey : 0); }
 Napi::Value MemoryRegion::GetRkey(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), mr_ ? mr_->rkey : 0); }
+// whether the memory lies in a block the addon allocated (allocate()): whole
+// pages that hold nothing else, whatever the length asked for
+Napi::Value MemoryRegion::GetOwnPages(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), block_ != nullptr); }
 Napi::Value MemoryRegion::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !mr_); }
 
 }  // namespace rdma

@@ -69,9 +69,9 @@ export interface ChildResult {
 }
 
 /** Runs `body` (with the prelude above) in a child node with --expose-gc. */
-export function runChild(body: string, timeoutMs = 100_000): ChildResult {
+export function runChild(body: string, timeoutMs = 100_000, env: NodeJS.ProcessEnv = process.env): ChildResult {
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, ['--expose-gc', '-e', `${PRELUDE}\n${body}`], { encoding: 'utf8', timeout: timeoutMs });
+  const r = spawnSync(process.execPath, ['--expose-gc', '-e', `${PRELUDE}\n${body}`], { encoding: 'utf8', timeout: timeoutMs, env });
   const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
   return {
     status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0,

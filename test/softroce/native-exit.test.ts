@@ -10,6 +10,10 @@
  *     allocated for them; std::bad_alloc used to terminate the process.
  * L6: a partially posted send list is accounted exactly: the binds and the
  *     completions of the work requests that were posted.
+ * L8: in madvise(DONTFORK) mode, pd.allocate(n) memory registers whatever n.
+ * L9: closing an rdma_cm event channel with live ids lets their wrappers go.
+ * L10: a dma-buf region's iova at or above 2^53 is refused (it would come
+ *     back rounded as the region's addr).
  */
 import { childSummary, runChild } from './native-child';
 
@@ -172,3 +176,52 @@ for (const path of ['packed', 'general'] as const) {
     expect({ mrClose, mwClosed }).toEqual({ mrClose: 'ok', mwClosed: true });
   });
 }
+
+test('L8: RDMAV_FORK_SAFE=1: pd.allocate(1000) (one page of its own) registers; JS memory sharing pages is still refused', () => {
+  const r = runChild(`
+    const dev = openDevice('rxe0');
+    const pd = dev.allocPd();
+    const out = {};
+    for (const [name, mem] of [['allocate(1000)', pd.allocate(1000)], ['allocate(5000) view', new Uint8Array(pd.allocate(5000), 100, 3000)],
+                               ['JS 1000', new Uint8Array(1000)]]) {
+      try { pd.registerMemory(mem, Access.LOCAL_WRITE).close(); out[name] = 'ok'; } catch (e) { out[name] = e.name; }
+    }
+    report(out);
+    dev.close();
+  `, 60_000, { ...process.env, RDMAV_FORK_SAFE: '1' });
+  expectClean(r);
+  expect(r.result).toEqual({ 'allocate(1000)': 'ok', 'allocate(5000) view': 'ok', 'JS 1000': 'RangeError' });
+});
+
+test('L9: a CM event channel closed with live ids: the ids read as closed, close() works, and their wrappers are collected', () => {
+  const r = runChild(`
+    (async () => {
+      const ch = new N.CmEventChannel();
+      let ids = [new N.CmId(ch, 'TCP'), new N.CmId(ch, 'UDP')];
+      const refs = ids.map((id) => new WeakRef(id));
+      ch.close();
+      const closed = ids.map((id) => id.closed);
+      ids.forEach((id) => id.close());
+      ids = null;
+      await settleGc(6);
+      report({ closed, collected: refs.map((w) => w.deref() === undefined) });
+    })().catch((e) => { console.error(e); process.exit(3); });
+  `);
+  expectClean(r);
+  expect(r.result).toEqual({ closed: [true, true], collected: [true, true] });
+});
+
+test('L10: a dma-buf iova of 2^53 or more is a RangeError before the verb (it would come back rounded)', () => {
+  const r = runChild(`
+    const dev = openDevice('rxe0');
+    const pd = dev.allocPd();
+    const out = {};
+    for (const iova of [2n ** 60n, 2 ** 53, -1n]) {
+      try { pd.registerDmabuf({ fd: 0, length: 4096, iova }); out[String(iova)] = 'ok'; } catch (e) { out[String(iova)] = e.name; }
+    }
+    report(out);
+    dev.close();
+  `);
+  expectClean(r);
+  expect(r.result).toEqual({ [String(2n ** 60n)]: 'RangeError', [String(2 ** 53)]: 'RangeError', '-1': 'RangeError' });
+});
