@@ -247,9 +247,10 @@ void CmEventChannel::Deliver(rdma_cm_event* ev) {
   Napi::Env env = Env();
   bool request = ev->event == RDMA_CM_EVENT_CONNECT_REQUEST;
   bool wrapped = false;  // a new id's wrapper owns it from then on
-  Napi::HandleScope scope(env);
+  std::unique_ptr<Napi::HandleScope> scope;  // for the callback too
   Napi::Object o;
   try {
+    scope = std::make_unique<Napi::HandleScope>(env);
     o = Napi::Object::New(env);
     o.Set("type", CmEventName(ev->event));
     o.Set("status", ev->status);
