@@ -1,15 +1,18 @@
 /**
  * Queue pairs and shared receive queues.
  */
-import { RdmaError } from '../errors';
 import { native } from '../native';
 import { checkObject, checkUint } from './args';
 import { QpState, QpStateName, QpType, QpTypeName, SendFlags, WrOpcode, WrOpcodeName } from './constants';
 import { CompletionQueue } from './cq';
 import { MemoryRegion, MemoryWindow, Sge } from './memory';
+import { checkListLength, postedBefore, toNativeRecvs } from './lists';
 import { carriesImm, PreparedSend, targetsPeer } from './prepared';
 import { Resource } from './resource';
+import { SharedReceiveQueue } from './srq';
 import type { ProtectionDomain } from './pd';
+
+export { SharedReceiveQueue, SharedReceiveQueueInit } from './srq';
 
 export interface QueuePairInit {
   type?: QpTypeName;
@@ -216,16 +219,6 @@ function toNativeAttr(attr: QpAttr): Record<string, unknown> {
   return out;
 }
 
-/** Receive WRs for the general path (an index loop: an Array subclass's map() could return anything). */
-function toNativeRecvs(wrs: RecvWorkRequest[]): Array<{ wrId: number; sge: Sge[] | undefined }> {
-  const out = new Array(wrs.length);
-  for (let i = 0; i < out.length; i++) {
-    const wr = checkObject<RecvWorkRequest>(wrs[i], `wrs[${i}]`);
-    out[i] = { wrId: wr.wrId ?? 0, sge: wr.sge };
-  }
-  return out;
-}
-
 function toNativeSend(wr: SendWorkRequest, sigAll: boolean): Record<string, unknown> {
   checkObject(wr, 'work request');
   const opcode = WrOpcode[wr.opcode];
@@ -282,22 +275,6 @@ function checkBind(wr: SendWorkRequest): { mw: MemoryWindow; mr: MemoryRegion; a
     access: checkUint(b.access, 'bind.access'),
     keyByte: b.keyByte === undefined ? -1 : checkUint(b.keyByte, 'bind.keyByte', 255),
   };
-}
-
-/**
- * A list's length, checked before anything is built for it: a queue takes
- * at most its size in one post (and a 2^32-1 long array-like would
- * otherwise be walked, or allocated for, in full).
- */
-export function checkListLength(wrs: { length: number }, max: number, what: string): number {
-  const n = wrs.length;
-  if (n > max) throw new RangeError(`${what} has ${n} work requests; at most ${max} fit this queue in one post`);
-  return n;
-}
-
-/** How many work requests a failed post did post (0 for an error thrown before the verb). */
-export function postedBefore(err: unknown): number {
-  return err instanceof RdmaError && typeof err.posted === 'number' ? err.posted : 0;
 }
 
 /**
@@ -675,53 +652,6 @@ export class QueuePair extends Resource {
     }
     this.handle.postRecvPacked(n);
     return true;
-  }
-
-  protected release(): void {
-    this.handle.close();
-  }
-}
-
-export interface SharedReceiveQueueInit {
-  maxWr?: number;
-  maxSge?: number;
-  /** SRQ_LIMIT_REACHED fires when fewer WRs remain (0: off). */
-  limit?: number;
-}
-
-/** A shared receive queue (ibv_srq). */
-export class SharedReceiveQueue extends Resource {
-  readonly pd: ProtectionDomain;
-  /** @internal */
-  readonly handle: any;
-
-  /** @internal use ProtectionDomain.createSharedReceiveQueue() */
-  constructor(pd: ProtectionDomain, init: SharedReceiveQueueInit = {}) {
-    super();
-    this.pd = pd;
-    this.handle = new (native().SharedReceiveQueue)(pd.handle, {
-      maxWr: checkUint(init.maxWr ?? 256, 'maxWr', 0xffffffff, 1),
-      maxSge: checkUint(init.maxSge ?? 1, 'maxSge', 0xffffffff, 1),
-      limit: checkUint(init.limit ?? 0, 'limit'),
-    });
-    this.dependOn(pd);
-  }
-
-  postRecv(wrs: RecvWorkRequest[]): void {
-    this.assertOpen();
-    if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
-    checkListLength(wrs, this.handle.maxWr, 'wrs');
-    this.handle.postRecv(toNativeRecvs(wrs));
-  }
-
-  setLimit(limit: number): void {
-    this.assertOpen();
-    this.handle.modify({ limit: checkUint(limit, 'limit') });
-  }
-
-  query(): { maxWr: number; maxSge: number; limit: number } {
-    this.assertOpen();
-    return this.handle.query();
   }
 
   protected release(): void {
