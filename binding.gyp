@@ -16,6 +16,7 @@
         "native/ah.cc",
         "native/cq.cc",
         "native/qp.cc",
+        "native/qp_packed.cc",
         "native/srq.cc",
         "native/cm.cc",
         "native/p2pmem.cc"
