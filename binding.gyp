@@ -16,6 +16,7 @@
         "native/ah.cc",
         "native/cq.cc",
         "native/qp.cc",
+        "native/qp_packed.cc",
         "native/srq.cc",
         "native/cm.cc",
         "native/p2pmem.cc"
@@ -26,7 +27,9 @@
       ],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-Wno-unused-parameter"],
       "cflags_cc!": ["-fno-exceptions"],
-      "defines": ["NAPI_VERSION=9", "NAPI_CPP_EXCEPTIONS"],
+      # _ALL: any C++ exception (std::bad_alloc, ...) reaching the addon boundary
+      # becomes a JS error instead of std::terminate
+      "defines": ["NAPI_VERSION=9", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL"],
       "libraries": ["<!@(pkg-config --libs libibverbs librdmacm)"],
       "conditions": [
         ["OS!='linux'", { "type": "none" }],

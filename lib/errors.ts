@@ -24,6 +24,12 @@ export class RdmaError extends Error {
   code: RdmaErrorCode;
   errno?: number;
   syscall?: string;
+  /**
+   * A failed post (ibv_post_send / ibv_post_recv / ibv_post_srq_recv): how
+   * many work requests of the list were posted, those before the one that
+   * failed. They execute and complete as usual.
+   */
+  posted?: number;
 
   constructor(message: string, code?: RdmaErrorCode, errno?: number, syscall?: string) {
     super(message);

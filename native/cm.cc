@@ -71,6 +71,35 @@ Napi::Value AddrToJs(Napi::Env env, sockaddr* sa, uint16_t port_be) {
   return o;
 }
 
+// rdma_ud_param -> {qpNum, qkey, ahAttr: {dlid, sl, portNum, srcPathBits,
+// staticRate, grh?: {dgid, sgidIndex, hopLimit, flowLabel, trafficClass}}}
+// (the shape QueuePair.modify's and AddressHandle's ahAttr take)
+Napi::Object UdParamToJs(Napi::Env env, const rdma_ud_param& ud) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("qpNum", ud.qp_num);
+  o.Set("qkey", ud.qkey);
+  const ibv_ah_attr& ah = ud.ah_attr;
+  Napi::Object a = Napi::Object::New(env);
+  a.Set("dlid", ah.dlid);
+  a.Set("sl", ah.sl);
+  a.Set("portNum", ah.port_num);
+  a.Set("srcPathBits", ah.src_path_bits);
+  a.Set("staticRate", ah.static_rate);
+  if (ah.is_global) {
+    char buf[INET6_ADDRSTRLEN] = "";
+    inet_ntop(AF_INET6, ah.grh.dgid.raw, buf, sizeof buf);
+    Napi::Object g = Napi::Object::New(env);
+    g.Set("dgid", buf);
+    g.Set("sgidIndex", ah.grh.sgid_index);
+    g.Set("hopLimit", ah.grh.hop_limit);
+    g.Set("flowLabel", ah.grh.flow_label);
+    g.Set("trafficClass", ah.grh.traffic_class);
+    a.Set("grh", g);
+  }
+  o.Set("ahAttr", a);
+  return o;
+}
+
 // {privateData?, responderResources?, initiatorDepth?, retryCount?,
 //  rnrRetryCount?, flowControl?} -> rdma_conn_param (private data copied
 // into `pd`, which must outlive the call)
@@ -147,8 +176,12 @@ void CmEventChannel::Release() {
 void CmEventChannel::ReleaseKernelObjects() {
   if (poller_) poller_->Close();
   poller_ = nullptr;
-  // ids first: an id must not outlive its channel
-  while (!ids_.empty()) (*ids_.begin())->DestroyId();
+  // ids first: an id must not outlive its channel (one the kernel refuses
+  // to destroy is forgotten: it no longer names this channel)
+  std::set<CmId*> ids;
+  ids.swap(ids_);
+  for (CmId* id : ids)
+    if (id->DestroyId()) id->ForgetChannel();
   if (ch_) rdma_destroy_event_channel(ch_);
   ch_ = nullptr;
 }
@@ -163,6 +196,11 @@ CmEventChannel* CmEventChannel::From(const Napi::Value& v, const char* name) {
 }
 
 Napi::Value CmEventChannel::Close(const Napi::CallbackInfo& info) {
+  // the ids first, completely: DestroyId alone (for teardown, where no
+  // Node-API call may run) would leave each wrapper rooted by its own
+  // reference, never to be collected
+  std::set<CmId*> ids(ids_);
+  for (CmId* id : ids) id->Destroy();
   Release();
   return info.Env().Undefined();
 }
@@ -192,13 +230,28 @@ Napi::Value CmEventChannel::Unref(const Napi::CallbackInfo& info) {
 Napi::Value CmEventChannel::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !ch_); }
 
 void CmEventChannel::Drain() {
-  Napi::Env env = Env();
   for (;;) {
     if (!ch_) return;
     rdma_cm_event* ev = nullptr;
     if (rdma_get_cm_event(ch_, &ev) != 0) return;  // EAGAIN: drained
-    Napi::HandleScope scope(env);
-    Napi::Object o = Napi::Object::New(env);
+    Deliver(ev);
+  }
+}
+
+// Hands one event to JS. The event is acked whatever happens (rdma_destroy_id
+// waits for every event it reported to be acked: one left unacked hangs the
+// id's close), and a connection request whose id cannot be wrapped is
+// rejected and destroyed. A Node-API failure (JS cannot run any more at
+// environment teardown) propagates to Poller::OnPoll, which reports or drops it.
+void CmEventChannel::Deliver(rdma_cm_event* ev) {
+  Napi::Env env = Env();
+  bool request = ev->event == RDMA_CM_EVENT_CONNECT_REQUEST;
+  bool wrapped = false;  // a new id's wrapper owns it from then on
+  std::unique_ptr<Napi::HandleScope> scope;  // for the callback too
+  Napi::Object o;
+  try {
+    scope = std::make_unique<Napi::HandleScope>(env);
+    o = Napi::Object::New(env);
     o.Set("type", CmEventName(ev->event));
     o.Set("status", ev->status);
     const void* pdata = nullptr;
@@ -206,6 +259,10 @@ void CmEventChannel::Drain() {
     if (ev->id->ps == RDMA_PS_UDP) {
       pdata = ev->param.ud.private_data;
       plen = ev->param.ud.private_data_len;
+      // the peer's address for UD sends (the active side's ESTABLISHED: the
+      // passive side's QP number, Q_Key and the address handle attributes)
+      if (ev->event == RDMA_CM_EVENT_ESTABLISHED || ev->event == RDMA_CM_EVENT_MULTICAST_JOIN)
+        o.Set("ud", UdParamToJs(env, ev->param.ud));
     } else {
       pdata = ev->param.conn.private_data;
       plen = ev->param.conn.private_data_len;
@@ -214,33 +271,31 @@ void CmEventChannel::Drain() {
     }
     o.Set("privateData", pdata && plen ? Napi::Buffer<uint8_t>::Copy(env, static_cast<const uint8_t*>(pdata), plen)
                                        : Napi::Buffer<uint8_t>::New(env, 0));
-    bool ok = true;
-    try {
-      if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
-        // a new id for the incoming connection; wrap it before the ack
-        CmId* listener = static_cast<CmId*>(ev->listen_id->context);
-        Napi::Object nid = GetEnvData(env).cm_id.New(
-            {Value(), Napi::External<rdma_cm_id>::New(env, ev->id)});
-        o.Set("id", nid);
-        if (listener) o.Set("listenId", listener->Value());
-      } else {
-        CmId* idw = static_cast<CmId*>(ev->id->context);
-        o.Set("id", idw ? idw->Value() : env.Null());
-      }
-    } catch (const Napi::Error& e) {
-      // could not wrap the new id: refuse the connection rather than leak it
-      if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
-        rdma_reject(ev->id, nullptr, 0);
-        rdma_ack_cm_event(ev);
-        rdma_destroy_id(ev->id);
-        ev = nullptr;
-      }
-      napi_fatal_exception(env, e.Value());
-      ok = false;
+    if (request) {
+      // a new id for the incoming connection; wrap it before the ack
+      CmId* listener = static_cast<CmId*>(ev->listen_id->context);
+      Napi::Object nid = GetEnvData(env).cm_id.New({Value(), Napi::External<rdma_cm_id>::New(env, ev->id)});
+      wrapped = true;
+      o.Set("id", nid);
+      if (listener) o.Set("listenId", listener->Value());
+    } else {
+      CmId* idw = static_cast<CmId*>(ev->id->context);
+      o.Set("id", idw ? idw->Value() : env.Null());
     }
-    if (ev) rdma_ack_cm_event(ev);
-    if (ok && !on_event_.IsEmpty()) CallFromLoop(env, on_event_, *async_, {o});
+  } catch (...) {
+    if (request && !wrapped) {
+      // not wrapped: refuse the connection rather than leak it
+      rdma_cm_id* id = ev->id;
+      rdma_reject(id, nullptr, 0);
+      rdma_ack_cm_event(ev);
+      rdma_destroy_id(id);
+    } else {
+      rdma_ack_cm_event(ev);
+    }
+    throw;
   }
+  rdma_ack_cm_event(ev);
+  if (!on_event_.IsEmpty()) CallFromLoop(env, on_event_, *async_, {o});
 }
 
 // ---------------------------------------------------------------- id
@@ -258,6 +313,7 @@ void CmId::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&CmId::Disconnect>("disconnect"),
       InstanceMethod<&CmId::GetInfo>("info"),
       InstanceAccessor<&CmId::GetClosed>("closed"),
+      InstanceAccessor<&CmId::GetPortSpace>("portSpace"),
   });
   GetEnvData(env).cm_id = Napi::Persistent(cls);
   exports.Set("CmId", cls);
@@ -284,14 +340,20 @@ CmId::CmId(const Napi::CallbackInfo& info)
   self_ = Napi::Persistent(Value());
 }
 
-CmId::~CmId() { Destroy(); }
+CmId::~CmId() {
+  // an id the kernel refused to destroy is left to it; the channel must not
+  // keep a pointer to this object
+  if (Destroy() && channel_) channel_->Untrack(this);
+}
 
 int CmId::Destroy() {
-  if (!id_) return 0;
   int err = DestroyId();
+  if (err) return err;  // the id is still there (and still tracked): keep it reachable
+  // also after the channel's teardown destroyed the id (DestroyId, without
+  // Node-API calls): the references go now
   self_.Reset();
   channel_obj_.Reset();
-  return err;
+  return 0;
 }
 
 int CmId::DestroyId() {
@@ -299,11 +361,13 @@ int CmId::DestroyId() {
   if (qp_) qp_->DetachFromCm();
   qp_ = nullptr;
   int rc = rdma_destroy_id(id_);
-  int err = rc ? errno : 0;
+  // librdmacm frees nothing when the kernel refuses: the id stays usable
+  // (and closable) rather than lost
+  if (rc) return errno ? errno : EINVAL;
   id_ = nullptr;
   if (channel_) channel_->Untrack(this);
   channel_ = nullptr;
-  return err;
+  return 0;
 }
 
 void CmId::ReleaseKernelObjects() { DestroyId(); }
@@ -420,5 +484,10 @@ Napi::Value CmId::GetInfo(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CmId::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !id_); }
+Napi::Value CmId::GetPortSpace(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!id_) return env.Null();
+  return Napi::String::New(env, id_->ps == RDMA_PS_UDP ? "UDP" : "TCP");
+}
 
 }  // namespace rdma

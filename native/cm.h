@@ -36,6 +36,7 @@ class CmEventChannel : public Napi::ObjectWrap<CmEventChannel>, public Tracked {
   Napi::Value Unref(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   void Drain();
+  void Deliver(rdma_cm_event* ev);
   void Release();
 
   rdma_event_channel* ch_ = nullptr;
@@ -59,6 +60,8 @@ class CmId : public Napi::ObjectWrap<CmId>, public Tracked {
   int Destroy();
   // The same without Node-API calls (its references stay until the finalizer).
   int DestroyId();
+  // Its channel is going away (teardown) although the id could not be destroyed.
+  void ForgetChannel() { channel_ = nullptr; }
 
  private:
   Napi::Value Close(const Napi::CallbackInfo& info);
@@ -71,6 +74,7 @@ class CmId : public Napi::ObjectWrap<CmId>, public Tracked {
   Napi::Value Reject(const Napi::CallbackInfo& info);
   Napi::Value Disconnect(const Napi::CallbackInfo& info);
   Napi::Value GetInfo(const Napi::CallbackInfo& info);
+  Napi::Value GetPortSpace(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
 
   rdma_cm_id* id_ = nullptr;

@@ -413,30 +413,38 @@ void Context::DrainEvents(ibv_context* ctx) {
     }
     ibv_async_event ev;
     if (ibv_get_async_event(ctx, &ev) != 0) return;  // EAGAIN: drained
-    Napi::Env env = (*watchers.begin())->Env();
-    Napi::HandleScope scope(env);
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("type", AsyncEventName(ev.event_type));
+    // copy what JS gets and ack at once, before any Node-API call can fail
+    // (ibv_destroy_qp/cq/srq wait for every event of theirs to be acked: one
+    // left unacked would hang their close, or the teardown)
+    enum { kNone, kPort, kCq, kSrq, kQp } what = kNone;
+    uint32_t element = 0;
     switch (ev.event_type) {
       case IBV_EVENT_PORT_ACTIVE: case IBV_EVENT_PORT_ERR: case IBV_EVENT_LID_CHANGE:
       case IBV_EVENT_PKEY_CHANGE: case IBV_EVENT_SM_CHANGE: case IBV_EVENT_CLIENT_REREGISTER:
       case IBV_EVENT_GID_CHANGE:
-        o.Set("port", ev.element.port_num);
+        what = kPort, element = uint32_t(ev.element.port_num);
         break;
       case IBV_EVENT_CQ_ERR:
-        o.Set("cqHandle", ev.element.cq->handle);
+        what = kCq, element = ev.element.cq->handle;
         break;
       case IBV_EVENT_SRQ_ERR: case IBV_EVENT_SRQ_LIMIT_REACHED:
-        o.Set("srqHandle", ev.element.srq->handle);
+        what = kSrq, element = ev.element.srq->handle;
         break;
       case IBV_EVENT_DEVICE_FATAL:
       case IBV_EVENT_WQ_FATAL:
         break;
       default:
-        o.Set("qpNum", ev.element.qp->qp_num);
+        what = kQp, element = ev.element.qp->qp_num;
         break;
     }
+    ibv_event_type type = ev.event_type;
     ibv_ack_async_event(&ev);
+    Napi::Env env = (*watchers.begin())->Env();
+    Napi::HandleScope scope(env);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("type", AsyncEventName(type));
+    static const char* const kKeys[] = {nullptr, "port", "cqHandle", "srqHandle", "qpNum"};
+    if (what != kNone) o.Set(kKeys[what], element);
     for (Context* w : watchers) {
       {
         std::lock_guard<std::mutex> lock(g_hubs_mu);

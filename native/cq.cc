@@ -75,7 +75,13 @@ void CompletionQueue::Release() {
   if (cq_) {
     if (unacked_) ibv_ack_cq_events(cq_, unacked_);  // destroy waits for every ack
     unacked_ = 0;
-    ibv_destroy_cq(cq_);
+    if (ibv_destroy_cq(cq_) != 0) {
+      // still used by a QP (its native object holds this one, so only at a
+      // teardown that could not destroy the QP): the channel stays with it
+      cq_ = nullptr;
+      channel_ = nullptr;
+      return;
+    }
     cq_ = nullptr;
   }
   if (channel_) {
@@ -96,13 +102,15 @@ CompletionQueue* CompletionQueue::From(const Napi::Value& v, const char* name) {
 Napi::Value CompletionQueue::Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (cq_) {
-    if (poller_) poller_->Close();
-    poller_ = nullptr;
-    if (unacked_) ibv_ack_cq_events(cq_, unacked_);
+    if (unacked_) ibv_ack_cq_events(cq_, unacked_);  // destroy waits for every ack
     unacked_ = 0;
     int rc = ibv_destroy_cq(cq_);
+    // EBUSY (a QP still uses it): the CQ stays open, and so stays watched
+    // (closing the poller first left an open CQ nobody would hear again)
     if (rc) Throw(env, "ibv_destroy_cq", rc, "queue pairs using it must be closed first");
     cq_ = nullptr;
+    if (poller_) poller_->Close();
+    poller_ = nullptr;
     if (channel_) ibv_destroy_comp_channel(channel_);
     channel_ = nullptr;
     on_batch_.Reset();

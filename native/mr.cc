@@ -9,6 +9,8 @@
 
 namespace rdma {
 
+constexpr uint32_t kMaxAdviseRanges = 4095;
+
 static const napi_type_tag kMemoryRegionTag = {0x6e6f64652d72646dULL, 0x0000000000001003ULL};
 
 void MemoryRegion::Init(Napi::Env env, Napi::Object exports) {
@@ -20,6 +22,7 @@ void MemoryRegion::Init(Napi::Env env, Napi::Object exports) {
       InstanceAccessor<&MemoryRegion::GetLkey>("lkey"),
       InstanceAccessor<&MemoryRegion::GetRkey>("rkey"),
       InstanceAccessor<&MemoryRegion::GetClosed>("closed"),
+      InstanceAccessor<&MemoryRegion::GetOwnPages>("ownPages"),
   }));
 }
 
@@ -77,7 +80,16 @@ void MemoryRegion::ReleaseKernelObjects() { Release(); }
 
 void MemoryRegion::Release() {
   if (mr_) {
-    ibv_dereg_mr(mr_);
+    if (ibv_dereg_mr(mr_) != 0) {
+      // the kernel keeps the memory registered (rxe: a window is still
+      // bound to it): a peer with its rkey can still write there, so the
+      // memory is never freed nor unpinned, and stays out of any allocator's
+      // reach until the process exits (a leak instead of a reuse)
+      mr_ = nullptr;
+      block_ = nullptr;
+      pin_ = nullptr;
+      return;
+    }
     mr_ = nullptr;
   }
   // only after deregistration: the NIC may use the memory until then
@@ -117,9 +129,14 @@ Napi::Value MemoryRegion::Advise(const Napi::CallbackInfo& info) {
   uint32_t flags = ArgU32(info[1], "flags");
   if (!info[2].IsArray()) ThrowType(env, "ranges must be an array");
   Napi::Array ranges = info[2].As<Napi::Array>();
-  if (ranges.Length() == 0) ThrowRange(env, "ranges must not be empty");
-  std::vector<ibv_sge> sges(ranges.Length());
-  for (uint32_t i = 0; i < ranges.Length(); i++) {
+  uint32_t n = ranges.Length();
+  if (n == 0) ThrowRange(env, "ranges must not be empty");
+  // checked before allocating: the kernel takes the list as one uverbs
+  // attribute, whose length is 16 bits (65535 / sizeof(ib_uverbs_sge) = 4095)
+  if (n > kMaxAdviseRanges)
+    ThrowRange(env, "ranges has " + std::to_string(n) + " entries; at most " + std::to_string(kMaxAdviseRanges) + " fit one ibv_advise_mr");
+  std::vector<ibv_sge> sges(n);
+  for (uint32_t i = 0; i < n; i++) {
     Napi::Value r = ranges.Get(i);
     if (!r.IsObject()) ThrowType(env, "ranges[" + std::to_string(i) + "] must be {addr, length}");
     Napi::Object o = r.As<Napi::Object>();
@@ -133,14 +150,20 @@ Napi::Value MemoryRegion::Advise(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value MemoryRegion::GetAddr(const Napi::CallbackInfo& info) {
-  // user-space addresses fit in 47 bits: a JS number holds them exactly
-  return Napi::Number::New(info.Env(), mr_ ? double(uintptr_t(mr_->addr)) : 0);
+  // user-space addresses fit in 47 bits: a JS number holds them exactly; a
+  // dma-buf region's iova may not, and then comes back as an exact bigint
+  uint64_t addr = mr_ ? uint64_t(uintptr_t(mr_->addr)) : 0;
+  if (addr > 9007199254740991ull) return Napi::BigInt::New(info.Env(), addr);
+  return Napi::Number::New(info.Env(), double(addr));
 }
 Napi::Value MemoryRegion::GetLength(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), mr_ ? double(mr_->length) : 0);
 }
 Napi::Value MemoryRegion::GetLkey(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), mr_ ? mr_->lkey : 0); }
 Napi::Value MemoryRegion::GetRkey(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), mr_ ? mr_->rkey : 0); }
+// whether the memory lies in a block the addon allocated (allocate()): whole
+// pages that hold nothing else, whatever the length asked for
+Napi::Value MemoryRegion::GetOwnPages(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), block_ != nullptr); }
 Napi::Value MemoryRegion::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !mr_); }
 
 }  // namespace rdma

@@ -30,6 +30,7 @@ class MemoryRegion : public Napi::ObjectWrap<MemoryRegion>, public Tracked {
   Napi::Value GetLkey(const Napi::CallbackInfo& info);
   Napi::Value GetRkey(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
+  Napi::Value GetOwnPages(const Napi::CallbackInfo& info);
   void Release();
 
   ibv_mr* mr_ = nullptr;

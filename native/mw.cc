@@ -35,11 +35,23 @@ MemoryWindow::MemoryWindow(const Napi::CallbackInfo& info)
   pd_ = Napi::Persistent(info[0].As<Napi::Object>());
 }
 
-MemoryWindow::~MemoryWindow() { ReleaseKernelObjects(); }
+MemoryWindow::~MemoryWindow() {
+  ReleaseKernelObjects();
+  if (mw_) {
+    // still allocated (and maybe bound): the region and the QP must outlive
+    // it, so their references are never deleted (a leak, not a reuse)
+    bound_mr_.SuppressDestruct();
+    bound_qp_.SuppressDestruct();
+  }
+}
 
 void MemoryWindow::ReleaseKernelObjects() {
-  if (mw_) ibv_dealloc_mw(mw_);
-  mw_ = nullptr;
+  if (mw_ && ibv_dealloc_mw(mw_) == 0) mw_ = nullptr;
+}
+
+void MemoryWindow::HoldBinding(Napi::Object mr, Napi::Object qp) {
+  bound_mr_ = Napi::Persistent(mr);
+  bound_qp_ = Napi::Persistent(qp);
 }
 
 ibv_mw* MemoryWindow::Get(Napi::Env env) {
@@ -58,6 +70,7 @@ Napi::Value MemoryWindow::Close(const Napi::CallbackInfo& info) {
     mw_ = nullptr;
     pd_.Reset();
     bound_mr_.Reset();
+    bound_qp_.Reset();
   }
   return info.Env().Undefined();
 }

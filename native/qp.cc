@@ -11,6 +11,7 @@
 #include "mr.h"
 #include "mw.h"
 #include "pd.h"
+#include "qp_post.h"
 #include "srq.h"
 #include "util/errors.h"
 
@@ -29,14 +30,6 @@ ibv_mtu MtuEnum(Napi::Env env, uint32_t bytes) {
     case 4096: return IBV_MTU_4096;
     default: ThrowRange(env, "pathMtu must be 256, 512, 1024, 2048 or 4096");
   }
-}
-
-// A failed ibv_post_send/ibv_post_recv: name the work request it stopped at
-// (the ones before it were posted).
-template <typename WR>
-[[noreturn]] void ThrowPost(Napi::Env env, const char* verb, int rc, const WR* bad, const WR* first, size_t n) {
-  size_t idx = bad ? size_t(bad - first) : 0;
-  Throw(env, verb, rc, "work request " + std::to_string(idx) + " of " + std::to_string(n));
 }
 
 uint32_t MtuBytes(ibv_mtu m) { return m >= IBV_MTU_256 && m <= IBV_MTU_4096 ? 128u << m : 0; }
@@ -70,13 +63,22 @@ Napi::Object AhToJs(Napi::Env env, const ibv_ah_attr& ah) {
   return o;
 }
 
-void ParseSges(const Napi::Value& v, std::vector<ibv_sge>& out, size_t& count) {
+// A list length from JS, checked against the queue's capacity before
+// anything is allocated for it (2^32-1 entries would be std::bad_alloc).
+uint32_t ListLength(Napi::Env env, const Napi::Array& a, uint32_t max, const std::string& what) {
+  uint32_t n = a.Length();
+  if (n > max) ThrowRange(env, what + " has " + std::to_string(n) + " entries; at most " + std::to_string(max) + " fit");
+  return n;
+}
+
+void ParseSges(const Napi::Value& v, std::vector<ibv_sge>& out, size_t& count, uint32_t max_sge) {
   Napi::Env env = v.Env();
   count = 0;
   if (v.IsUndefined() || v.IsNull()) return;
   if (!v.IsArray()) ThrowType(env, "sge must be an array of {addr, length, lkey}");
   Napi::Array a = v.As<Napi::Array>();
-  for (uint32_t i = 0; i < a.Length(); i++) {
+  uint32_t n = ListLength(env, a, max_sge, "sge (the queue's max SGEs per work request)");
+  for (uint32_t i = 0; i < n; i++) {
     Napi::Value e = a.Get(i);
     if (!e.IsObject()) ThrowType(env, "sge[" + std::to_string(i) + "] must be {addr, length, lkey}");
     Napi::Object o = e.As<Napi::Object>();
@@ -123,6 +125,7 @@ void QueuePair::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&QueuePair::PostRecvPacked>("postRecvPacked"),
       InstanceMethod<&QueuePair::SetPackBuffers>("setPackBuffers"),
       InstanceAccessor<&QueuePair::GetQpNum>("qpNum"),
+      InstanceAccessor<&QueuePair::GetCaps>("caps"),
       InstanceAccessor<&QueuePair::GetClosed>("closed"),
   }));
 }
@@ -164,6 +167,12 @@ QueuePair::QueuePair(const Napi::CallbackInfo& info)
     qp_ = ibv_create_qp(pd, &attr);
     if (!qp_) Throw(env, "ibv_create_qp", errno ? errno : EINVAL);
   }
+  // the sizes the provider granted (at least those asked for): the longest
+  // lists a post can carry
+  max_send_wr_ = attr.cap.max_send_wr;
+  max_recv_wr_ = attr.cap.max_recv_wr;
+  max_send_sge_ = attr.cap.max_send_sge;
+  max_recv_sge_ = attr.cap.max_recv_sge;
   pd_ = Napi::Persistent(info[0].As<Napi::Object>());
   send_cq_ = Napi::Persistent(a.Get("sendCq").As<Napi::Object>());
   recv_cq_ = Napi::Persistent(a.Get("recvCq").As<Napi::Object>());
@@ -335,14 +344,14 @@ Napi::Value QueuePair::Query(const Napi::CallbackInfo& info) {
   return o;
 }
 
-namespace {
-using Binds = std::vector<std::pair<ibv_mw*, uint32_t>>;  // rkeys to commit once posted
-
 // A BIND_MW work request. The new rkey keeps the window's index (upper 24
 // bits) and changes the key byte: the caller's (e.g. random, keyByte >= 0)
 // or the next one.
-void SetBind(Napi::Env env, ibv_send_wr& wr, ibv_mw* mw, ibv_mr* mr, uint64_t addr, uint64_t length, uint32_t access,
-             int key_byte, Binds& binds) {
+void SetBind(Napi::Env env, ibv_send_wr& wr, const Napi::Value& mw_obj, const Napi::Value& mr_obj, uint64_t addr,
+             uint64_t length, uint32_t access, int key_byte, Binds& binds, const char* mw_name, const char* mr_name) {
+  MemoryWindow* window = MemoryWindow::From(mw_obj, mw_name);
+  ibv_mw* mw = window->Get(env);
+  ibv_mr* mr = MemoryRegion::From(mr_obj, mr_name)->Get(env);
   wr.bind_mw.mw = mw;
   if (key_byte >= 0) {
     if (uint32_t(key_byte) == (mw->rkey & 0xff)) ThrowRange(env, "keyByte must differ from the current key byte");
@@ -350,7 +359,7 @@ void SetBind(Napi::Env env, ibv_send_wr& wr, ibv_mw* mw, ibv_mr* mr, uint64_t ad
   } else {
     wr.bind_mw.rkey = ibv_inc_rkey(mw->rkey);
   }
-  binds.emplace_back(mw, wr.bind_mw.rkey);
+  binds.push_back({window, mw, wr.bind_mw.rkey, mr_obj.As<Napi::Object>()});
   wr.bind_mw.bind_info.mr = mr;
   wr.bind_mw.bind_info.addr = addr;
   wr.bind_mw.bind_info.length = length;
@@ -359,17 +368,19 @@ void SetBind(Napi::Env env, ibv_send_wr& wr, ibv_mw* mw, ibv_mr* mr, uint64_t ad
 
 // A bound window's new rkey is valid from the post on (the bind executes in
 // order before any later WR); on failure only WRs before `bad` were posted.
-void CommitBinds(const Binds& binds, int rc, ibv_send_wr* bad) {
-  for (auto& b : binds) {
+// Each posted bind makes its window hold the region and this QP.
+void CommitBinds(const Binds& binds, int rc, ibv_send_wr* bad, Napi::Object qp) {
+  for (const PendingBind& b : binds) {
     bool posted = true;
     if (rc) {
       for (ibv_send_wr* w = bad; w; w = w->next)
-        if (w->opcode == IBV_WR_BIND_MW && w->bind_mw.mw == b.first && w->bind_mw.rkey == b.second) posted = false;
+        if (w->opcode == IBV_WR_BIND_MW && w->bind_mw.mw == b.mw && w->bind_mw.rkey == b.rkey) posted = false;
     }
-    if (posted) b.first->rkey = b.second;
+    if (!posted) continue;
+    b.mw->rkey = b.rkey;
+    b.window->HoldBinding(b.mr, qp);
   }
 }
-}  // namespace
 
 // postSend([{wrId, opcode, flags, sge, imm, invalidateRkey, remoteAddr, rkey,
 //   compareAdd, swap, mw, bindMr, bindAddr, bindLength, bindAccess}])
@@ -378,7 +389,7 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
   ibv_qp* qp = Get(env);
   if (!info[0].IsArray()) ThrowType(env, "wrs must be an array");
   Napi::Array list = info[0].As<Napi::Array>();
-  uint32_t n = list.Length();
+  uint32_t n = ListLength(env, list, max_send_wr_, "wrs (the send queue's maxSendWr)");
   if (n == 0) return env.Undefined();
   std::vector<ibv_send_wr> wrs(n);
   std::vector<ibv_sge> sges;
@@ -394,7 +405,7 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
     wr.wr_id = ArgU64(o.Get("wrId"), "wrId");
     wr.opcode = ibv_wr_opcode(ArgU32(o.Get("opcode"), "opcode"));
     wr.send_flags = Has(o, "flags") ? ArgU32(o.Get("flags"), "flags") : 0;
-    ParseSges(o.Get("sge"), sges, sge_counts[i]);
+    ParseSges(o.Get("sge"), sges, sge_counts[i], max_send_sge_);
     if (Has(o, "ah")) {
       // UD: the address handle is copied into the WQE at post time (rxe, mlx5)
       wr.wr.ud.ah = AddressHandle::From(o.Get("ah"), "ud.ah")->Get(env);
@@ -438,9 +449,9 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
           if (kb > 255) ThrowRange(env, "keyByte must be from 0 to 255");
           key_byte = int(kb);
         }
-        SetBind(env, wr, MemoryWindow::From(o.Get("mw"), "mw")->Get(env), MemoryRegion::From(o.Get("bindMr"), "bindMr")->Get(env),
-                ArgU64(o.Get("bindAddr"), "bindAddr"), ArgU64(o.Get("bindLength"), "bindLength"),
-                ArgU32(o.Get("bindAccess"), "bindAccess"), key_byte, binds);
+        SetBind(env, wr, o.Get("mw"), o.Get("bindMr"), ArgU64(o.Get("bindAddr"), "bindAddr"),
+                ArgU64(o.Get("bindLength"), "bindLength"), ArgU32(o.Get("bindAccess"), "bindAccess"), key_byte, binds,
+                "mw", "bindMr");
         break;
       }
       case IBV_WR_SEND:
@@ -461,16 +472,16 @@ Napi::Value QueuePair::PostSend(const Napi::CallbackInfo& info) {
   }
   ibv_send_wr* bad = nullptr;
   int rc = ibv_post_send(qp, wrs.data(), &bad);
-  CommitBinds(binds, rc, bad);
+  CommitBinds(binds, rc, bad, Value());
   if (rc) ThrowPost(env, "ibv_post_send", rc, bad, wrs.data(), n);
   return env.Undefined();
 }
 
-void ParseRecvList(const Napi::Value& v, RecvStorage& st) {
+void ParseRecvList(const Napi::Value& v, RecvStorage& st, uint32_t max_wr, uint32_t max_sge) {
   Napi::Env env = v.Env();
   if (!v.IsArray()) ThrowType(env, "wrs must be an array");
   Napi::Array list = v.As<Napi::Array>();
-  uint32_t n = list.Length();
+  uint32_t n = ListLength(env, list, max_wr, "wrs (the receive queue's max work requests)");
   st.wrs.assign(n, ibv_recv_wr{});
   std::vector<size_t> counts(n);
   for (uint32_t i = 0; i < n; i++) {
@@ -478,7 +489,7 @@ void ParseRecvList(const Napi::Value& v, RecvStorage& st) {
     if (!e.IsObject()) ThrowType(env, "wrs[" + std::to_string(i) + "] must be an object");
     Napi::Object o = e.As<Napi::Object>();
     st.wrs[i].wr_id = ArgU64(o.Get("wrId"), "wrId");
-    ParseSges(o.Get("sge"), st.sges, counts[i]);
+    ParseSges(o.Get("sge"), st.sges, counts[i], max_sge);
   }
   size_t off = 0;
   for (uint32_t i = 0; i < n; i++) {
@@ -493,7 +504,7 @@ Napi::Value QueuePair::PostRecv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_qp* qp = Get(env);
   RecvStorage st;
-  ParseRecvList(info[0], st);
+  ParseRecvList(info[0], st, max_recv_wr_, max_recv_sge_);
   if (st.wrs.empty()) return env.Undefined();
   ibv_recv_wr* bad = nullptr;
   int rc = ibv_post_recv(qp, st.wrs.data(), &bad);
@@ -501,196 +512,17 @@ Napi::Value QueuePair::PostRecv(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// The fast path for the common work requests (at most kPackedSges SGEs, no
-// window bind, 53-bit values): the TS layer packs them into a Float64Array,
-// so one Node-API call carries the whole list instead of ~20 property reads
-// per WR. Send record (kSendStride doubles): wrId, opcode, flags, nsge,
-// imm-or-invalidateRkey, remoteAddr, rkey, compareAdd, swap, then nsge
-// times (addr, length, lkey)
-namespace {
-constexpr size_t kPackedSges = 4;
-constexpr size_t kSendStride = 9 + 3 * kPackedSges;
-constexpr size_t kRecvStride = 5;  // wrId, nsge, addr, length, lkey
-
-bool IsU(double d, double max) { return d >= 0 && d <= max && d == double(uint64_t(d)); }
-
-[[noreturn]] void BadField(Napi::Env env, size_t i, const char* field) {
-  ThrowRange(env, std::string(field) + " of work request " + std::to_string(i) + " is out of range");
-}
-
-// addr, length, lkey at s[0..2]
-ibv_sge PackedSge(Napi::Env env, size_t i, const double* s) {
-  if (!IsU(s[0], 9007199254740991.0)) BadField(env, i, "sge.addr");
-  if (!IsU(s[1], 0xffffffff)) BadField(env, i, "sge.length");
-  if (!IsU(s[2], 0xffffffff)) BadField(env, i, "sge.lkey");
-  return {uint64_t(s[0]), uint32_t(s[1]), uint32_t(s[2])};
-}
-
-// the count argument of postSendPacked(n) / postRecvPacked(n)
-uint32_t PackedCount(const Napi::CallbackInfo& info, size_t stride, size_t len) {
-  Napi::Env env = info.Env();
-  if (len == 0) ThrowType(env, "setPackBuffers() was not called");
-  uint32_t n = ArgU32(info[0], "count");
-  if (size_t(n) * stride > len) ThrowRange(env, "count exceeds the packed array");
-  return n;
-}
-
-// Most posts carry one or a few WRs: keep those on the stack.
-template <typename T, size_t N>
-struct SmallArray {
-  explicit SmallArray(size_t n) : heap(n > N ? n : 0) {}
-  T* data() { return heap.empty() ? stack : heap.data(); }
-  T& operator[](size_t i) { return data()[i]; }
-  T stack[N];
-  std::vector<T> heap;
-};
-}  // namespace
-
-// setPackBuffers(send: Float64Array, recv: Float64Array)
-Napi::Value QueuePair::SetPackBuffers(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Get(env);
-  for (size_t i = 0; i < 2; i++) {
-    if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-      ThrowType(env, std::string(i ? "recv" : "send") + " pack must be a Float64Array");
-  }
-  Napi::Float64Array send = info[0].As<Napi::Float64Array>();
-  Napi::Float64Array recv = info[1].As<Napi::Float64Array>();
-  // the references keep both arrays (and so the data pointers) alive; they
-  // are private to the JS QueuePair, which never transfers or detaches them
-  send_pack_ = Napi::Persistent(send);
-  recv_pack_ = Napi::Persistent(recv);
-  send_pack_data_ = send.Data();
-  send_pack_len_ = send.ElementLength();
-  recv_pack_data_ = recv.Data();
-  recv_pack_len_ = recv.ElementLength();
-  return env.Undefined();
-}
-
-// postSendPacked(n, handles?): the first n WRs of the bound send pack. A
-// BIND_MW record names its window and region by index into `handles`
-// (native MemoryWindow / MemoryRegion objects): mw index, mr index, addr,
-// length, access, key byte (-1: the next one) in fields 4..9.
-Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  ibv_qp* qp = Get(env);
-  uint32_t n = PackedCount(info, kSendStride, send_pack_len_);
-  if (n == 0) return env.Undefined();
-  Binds binds;
-  const double* d = send_pack_data_;
-  SmallArray<ibv_send_wr, 8> wrs(n);
-  SmallArray<ibv_sge, 8 * kPackedSges> sges(size_t(n) * kPackedSges);
-  constexpr double kSafe = 9007199254740991.0;
-  for (uint32_t i = 0; i < n; i++) {
-    const double* r = d + size_t(i) * kSendStride;
-    ibv_send_wr& wr = wrs[i];
-    wr = {};
-    if (!IsU(r[0], kSafe)) BadField(env, i, "wrId");
-    wr.wr_id = uint64_t(r[0]);
-    wr.opcode = ibv_wr_opcode(uint32_t(r[1]));
-    if (!IsU(r[2], 0xffffffff)) BadField(env, i, "flags");
-    wr.send_flags = uint32_t(r[2]);
-    if (!IsU(r[3], kPackedSges)) BadField(env, i, "nsge");
-    if (r[3] > 0) {
-      ibv_sge* sg = &sges[size_t(i) * kPackedSges];
-      for (int j = 0; j < int(r[3]); j++) sg[j] = PackedSge(env, i, r + 9 + 3 * j);
-      wr.sg_list = sg;
-      wr.num_sge = int(r[3]);
-    }
-    switch (wr.opcode) {
-      case IBV_WR_SEND_WITH_IMM:
-      case IBV_WR_RDMA_WRITE_WITH_IMM:
-        if (!IsU(r[4], 0xffffffff)) BadField(env, i, "imm");
-        wr.imm_data = htobe32(uint32_t(r[4]));
-        break;
-      case IBV_WR_SEND_WITH_INV:
-      case IBV_WR_LOCAL_INV:
-        if (!IsU(r[4], 0xffffffff)) BadField(env, i, "invalidateRkey");
-        wr.invalidate_rkey = uint32_t(r[4]);
-        break;
-      default:
-        break;
-    }
-    switch (wr.opcode) {
-      case IBV_WR_RDMA_WRITE:
-      case IBV_WR_RDMA_WRITE_WITH_IMM:
-      case IBV_WR_RDMA_READ:
-        if (!IsU(r[5], kSafe)) BadField(env, i, "remoteAddr");
-        if (!IsU(r[6], 0xffffffff)) BadField(env, i, "rkey");
-        wr.wr.rdma.remote_addr = uint64_t(r[5]);
-        wr.wr.rdma.rkey = uint32_t(r[6]);
-        break;
-      case IBV_WR_ATOMIC_CMP_AND_SWP:
-      case IBV_WR_ATOMIC_FETCH_AND_ADD:
-        if (!IsU(r[5], kSafe)) BadField(env, i, "remoteAddr");
-        if (!IsU(r[6], 0xffffffff)) BadField(env, i, "rkey");
-        if (!IsU(r[7], kSafe)) BadField(env, i, "compareAdd");
-        if (!IsU(r[8], kSafe)) BadField(env, i, "swap");
-        wr.wr.atomic.remote_addr = uint64_t(r[5]);
-        wr.wr.atomic.rkey = uint32_t(r[6]);
-        wr.wr.atomic.compare_add = uint64_t(r[7]);
-        wr.wr.atomic.swap = uint64_t(r[8]);
-        break;
-      case IBV_WR_BIND_MW: {
-        if (!info[1].IsArray()) ThrowType(env, "handles must be an array");
-        Napi::Array h = info[1].As<Napi::Array>();
-        if (!IsU(r[4], 0xffffffff) || !IsU(r[5], 0xffffffff)) BadField(env, i, "bind handle index");
-        if (!IsU(r[6], kSafe)) BadField(env, i, "bind.addr");
-        if (!IsU(r[7], kSafe)) BadField(env, i, "bind.length");
-        if (!IsU(r[8], 0xffffffff)) BadField(env, i, "bind.access");
-        if (!(r[9] == -1 || IsU(r[9], 255))) BadField(env, i, "bind.keyByte");
-        if (wr.num_sge) BadField(env, i, "nsge");
-        SetBind(env, wr, MemoryWindow::From(h.Get(uint32_t(r[4])), "bind.mw")->Get(env),
-                MemoryRegion::From(h.Get(uint32_t(r[5])), "bind.mr")->Get(env), uint64_t(r[6]), uint64_t(r[7]),
-                uint32_t(r[8]), int(r[9]), binds);
-        break;
-      }
-      case IBV_WR_SEND:
-      case IBV_WR_SEND_WITH_IMM:
-      case IBV_WR_SEND_WITH_INV:
-      case IBV_WR_LOCAL_INV:
-        break;
-      default:
-        ThrowRange(env, "opcode " + std::to_string(uint32_t(r[1])) + " is not supported by the packed path");
-    }
-    wr.next = i + 1 < n ? &wrs[i + 1] : nullptr;
-  }
-  ibv_send_wr* bad = nullptr;
-  int rc = ibv_post_send(qp, wrs.data(), &bad);
-  CommitBinds(binds, rc, bad);
-  if (rc) ThrowPost(env, "ibv_post_send", rc, bad, wrs.data(), n);
-  return env.Undefined();
-}
-
-// postRecvPacked(n): the first n WRs of the bound recv pack
-Napi::Value QueuePair::PostRecvPacked(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  ibv_qp* qp = Get(env);
-  uint32_t n = PackedCount(info, kRecvStride, recv_pack_len_);
-  if (n == 0) return env.Undefined();
-  const double* d = recv_pack_data_;
-  SmallArray<ibv_recv_wr, 8> wrs(n);
-  SmallArray<ibv_sge, 8> sges(n);
-  for (uint32_t i = 0; i < n; i++) {
-    const double* r = d + size_t(i) * kRecvStride;
-    if (!IsU(r[0], 9007199254740991.0)) BadField(env, i, "wrId");
-    wrs[i] = {};
-    wrs[i].wr_id = uint64_t(r[0]);
-    if (r[1] == 1) {
-      sges[i] = PackedSge(env, i, r + 2);
-      wrs[i].sg_list = &sges[i];
-      wrs[i].num_sge = 1;
-    }
-    wrs[i].next = i + 1 < n ? &wrs[i + 1] : nullptr;
-  }
-  ibv_recv_wr* bad = nullptr;
-  int rc = ibv_post_recv(qp, wrs.data(), &bad);
-  if (rc) ThrowPost(env, "ibv_post_recv", rc, bad, wrs.data(), n);
-  return env.Undefined();
-}
-
 Napi::Value QueuePair::GetQpNum(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), qp_ ? qp_->qp_num : 0);
+}
+// {maxSendWr, maxRecvWr, maxSendSge, maxRecvSge}: the sizes granted
+Napi::Value QueuePair::GetCaps(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("maxSendWr", max_send_wr_);
+  o.Set("maxRecvWr", max_recv_wr_);
+  o.Set("maxSendSge", max_send_sge_);
+  o.Set("maxRecvSge", max_recv_sge_);
+  return o;
 }
 Napi::Value QueuePair::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !qp_); }
 

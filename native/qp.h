@@ -34,6 +34,7 @@ class QueuePair : public Napi::ObjectWrap<QueuePair>, public Tracked {
   Napi::Value PostRecvPacked(const Napi::CallbackInfo& info);
   Napi::Value SetPackBuffers(const Napi::CallbackInfo& info);
   Napi::Value GetQpNum(const Napi::CallbackInfo& info);
+  Napi::Value GetCaps(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   int Destroy();
 
@@ -51,15 +52,18 @@ class QueuePair : public Napi::ObjectWrap<QueuePair>, public Tracked {
   const double* send_pack_data_ = nullptr;
   const double* recv_pack_data_ = nullptr;
   size_t send_pack_len_ = 0, recv_pack_len_ = 0;
+  // the queue sizes the provider granted: no list from JS may be longer
+  uint32_t max_send_wr_ = 0, max_recv_wr_ = 0, max_send_sge_ = 0, max_recv_sge_ = 0;
 };
 
 // Shared with SharedReceiveQueue: parses [{wrId, sge: [{addr, length, lkey}]}]
-// into linked recv WRs.
+// into linked recv WRs; a RangeError for more than max_wr WRs or max_sge SGEs
+// in one (checked before anything is allocated).
 struct RecvStorage {
   std::vector<ibv_recv_wr> wrs;
   std::vector<ibv_sge> sges;
 };
-void ParseRecvList(const Napi::Value& v, RecvStorage& st);
+void ParseRecvList(const Napi::Value& v, RecvStorage& st, uint32_t max_wr, uint32_t max_sge);
 
 // {dlid, sl, srcPathBits, staticRate, portNum, grh: {dgid, ...}} into an
 // ibv_ah_attr (QP modify's ahAttr, AddressHandle)

@@ -17,6 +17,7 @@ void SharedReceiveQueue::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&SharedReceiveQueue::Modify>("modify"),
       InstanceMethod<&SharedReceiveQueue::Query>("query"),
       InstanceAccessor<&SharedReceiveQueue::GetHandle>("handle"),
+      InstanceAccessor<&SharedReceiveQueue::GetMaxWr>("maxWr"),
       InstanceAccessor<&SharedReceiveQueue::GetClosed>("closed"),
   }));
 }
@@ -36,6 +37,8 @@ SharedReceiveQueue::SharedReceiveQueue(const Napi::CallbackInfo& info)
   errno = 0;
   srq_ = ibv_create_srq(pd, &attr);
   if (!srq_) Throw(env, "ibv_create_srq", errno ? errno : EINVAL);
+  max_wr_ = attr.attr.max_wr;  // as granted: the longest list a post can carry
+  max_sge_ = attr.attr.max_sge;
   pd_ = Napi::Persistent(info[0].As<Napi::Object>());
 }
 
@@ -69,13 +72,15 @@ Napi::Value SharedReceiveQueue::PostRecv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_srq* srq = Get(env);
   RecvStorage st;
-  ParseRecvList(info[0], st);
+  ParseRecvList(info[0], st, max_wr_, max_sge_);
   if (st.wrs.empty()) return env.Undefined();
   ibv_recv_wr* bad = nullptr;
   int rc = ibv_post_srq_recv(srq, st.wrs.data(), &bad);
   if (rc) {
     size_t idx = bad ? size_t(bad - st.wrs.data()) : 0;
-    Throw(env, "ibv_post_srq_recv", rc, "work request " + std::to_string(idx));
+    Napi::Error err = MakeError(env, "ibv_post_srq_recv", rc, "work request " + std::to_string(idx) + " of " + std::to_string(st.wrs.size()));
+    err.Value().Set("posted", Napi::Number::New(env, double(idx)));
+    throw err;
   }
   return env.Undefined();
 }
@@ -107,6 +112,7 @@ Napi::Value SharedReceiveQueue::Query(const Napi::CallbackInfo& info) {
 Napi::Value SharedReceiveQueue::GetHandle(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), srq_ ? srq_->handle : 0);
 }
+Napi::Value SharedReceiveQueue::GetMaxWr(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), max_wr_); }
 Napi::Value SharedReceiveQueue::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !srq_); }
 
 }  // namespace rdma

@@ -23,9 +23,11 @@ class SharedReceiveQueue : public Napi::ObjectWrap<SharedReceiveQueue>, public T
   Napi::Value Modify(const Napi::CallbackInfo& info);
   Napi::Value Query(const Napi::CallbackInfo& info);
   Napi::Value GetHandle(const Napi::CallbackInfo& info);
+  Napi::Value GetMaxWr(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
 
   ibv_srq* srq_ = nullptr;
+  uint32_t max_wr_ = 0, max_sge_ = 0;  // as granted: bounds for the lists posted
   Napi::ObjectReference pd_;
 };
 

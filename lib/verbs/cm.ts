@@ -16,7 +16,7 @@ import { ErrnoCode, RdmaError } from '../errors';
 import { native } from '../native';
 import { checkOptions, checkUint } from './args';
 import { Device, openDevice } from './device';
-import { QueuePair, QueuePairInit } from './qp';
+import { AhAttr, QueuePair, QueuePairInit } from './qp';
 import { Resource } from './resource';
 import type { ProtectionDomain } from './pd';
 import type { CmIdEvents } from './events';
@@ -43,12 +43,24 @@ export interface CmInfo {
   qpNum: number | null;
 }
 
+/**
+ * A UD peer as rdma_cm resolved it (rdma_ud_param, on a UDP id's ESTABLISHED):
+ * create an AddressHandle from `ahAttr` and send with
+ * `ud: { ah, remoteQpn: qpNum, remoteQkey: qkey }`.
+ */
+export interface UdPeer {
+  qpNum: number;
+  qkey: number;
+  ahAttr: AhAttr;
+}
+
 interface NativeCmEvent {
   type: string;
   status: number;
   id: any;
   listenId?: any;
   privateData: Buffer;
+  ud?: UdPeer;
 }
 
 const ERRNO_NAMES = new Map<number, ErrnoCode>(
@@ -201,8 +213,11 @@ export class CmId extends Resource {
     return this.#qp && !this.#qp.closed ? this.#qp : undefined;
   }
 
-  /** rdma_connect: resolves with the peer's accept private data once ESTABLISHED. */
-  connect(param: ConnParam = {}): Promise<{ privateData: Buffer }> {
+  /**
+   * rdma_connect: resolves with the peer's accept private data once
+   * ESTABLISHED; on a UDP id also with the peer's UD address (`ud`).
+   */
+  connect(param: ConnParam = {}): Promise<{ privateData: Buffer; ud?: UdPeer }> {
     this.assertOpen();
     checkPrivateData(param, CONNECT_PRIVATE_DATA_MAX);
     return this.#wait('connect', 'rdma_connect', () => this.handle.connect(param));
@@ -223,6 +238,12 @@ export class CmId extends Resource {
   accept(param: ConnParam = {}): Promise<void> {
     this.assertOpen();
     checkPrivateData(param, ACCEPT_PRIVATE_DATA_MAX);
+    if (this.handle.portSpace === 'UDP') {
+      // UD: rdma_accept answers the peer's SIDR request, and the passive
+      // side gets no ESTABLISHED: it is ready once the answer is sent
+      this.handle.accept(param);
+      return Promise.resolve();
+    }
     // passive: the listener (or its owner) keeps the process alive, a
     // peer that vanishes mid-handshake must not
     return this.#wait('connect', 'rdma_accept', () => this.handle.accept(param), false);
@@ -265,7 +286,7 @@ export class CmId extends Resource {
       case 'ROUTE_RESOLVED': this.#settle('route', undefined); break;
       case 'ROUTE_ERROR': this.#fail('route', cmError('rdma_resolve_route', ev.status, 'route resolution failed', 'ENETUNREACH')); break;
       case 'ESTABLISHED':
-        this.#settle('connect', { privateData: ev.privateData });
+        this.#settle('connect', ev.ud ? { privateData: ev.privateData, ud: ev.ud } : { privateData: ev.privateData });
         this.#events.emit('established');
         break;
       case 'REJECTED': {

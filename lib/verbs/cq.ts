@@ -364,9 +364,11 @@ export class CompletionQueue extends Resource {
   }
 
   protected release(): void {
+    // the native close first: when it fails (EBUSY: a QP still uses this
+    // CQ) the CQ stays open, and stays delivered to its listeners
+    this.handle.close();
     if (this.#busyTimer) clearImmediate(this.#busyTimer);
     this.#busyTimer = undefined;
     this.#events.removeAllListeners();
-    this.handle.close();
   }
 }

@@ -11,6 +11,6 @@ export {
   QueuePair, QueuePairInit, QpAttr, QpQuery, QpCap, AltPath, PathMigState, PathMigStateName, AhAttr, Grh, SendWorkRequest, RecvWorkRequest, AddressHandle,
   SharedReceiveQueue, SharedReceiveQueueInit,
 } from './qp';
-export { CmId, ConnParam, CmAddress, CmInfo } from './cm';
+export { CmId, ConnParam, CmAddress, CmInfo, UdPeer } from './cm';
 export { Resource } from './resource';
 export { AsyncEventType, CmIdEvents, CompletionQueueEvents, DeviceEvents } from './events';

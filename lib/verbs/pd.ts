@@ -27,6 +27,9 @@ function checkForkMode(mr: MemoryRegion): void {
   if (!dontfork) return;
   const page = pageSize();
   if (mr.addr % page === 0 && mr.length % page === 0) return;
+  // pd.allocate() memory: its block is whole pages of its own, whatever
+  // length was asked for (allocate(1000) is one page nothing else uses)
+  if (mr.handle.ownPages) return;
   mr.close();
   throw new RangeError('buffer must cover whole pages while fork safety is in madvise(DONTFORK) mode ' +
     '(RDMAV_FORK_SAFE / ibv_fork_init): other data on its pages would vanish from forked children; use pd.allocate()');
@@ -38,6 +41,21 @@ function checkAccess(access: unknown): number {
   const a = checkUint(access, 'access');
   if (a & ~ALL_ACCESS) throw new RangeError(`access has unknown bits: 0x${(a & ~ALL_ACCESS).toString(16)}`);
   return a;
+}
+
+/**
+ * A dma-buf region's iova becomes its `addr`, a JS number: one at or above
+ * 2^53 would come back rounded (and SGEs and peers would name the wrong
+ * address), so it is refused.
+ */
+function checkIova(iova: unknown): number {
+  if (typeof iova === 'bigint') {
+    if (iova < 0n || iova > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new RangeError(`iova must be from 0 to 2^53-1 (a region's addr is a number), got ${iova}`);
+    }
+    return Number(iova);
+  }
+  return checkUint(iova, 'iova', Number.MAX_SAFE_INTEGER);
 }
 
 export interface DmabufRange {
@@ -117,7 +135,7 @@ export class ProtectionDomain extends Resource {
       fd: checkUint(range.fd, 'fd', 0x7fffffff),
       offset: checkUint(range.offset ?? 0, 'offset', Number.MAX_SAFE_INTEGER),
       length: checkUint(range.length, 'length', Number.MAX_SAFE_INTEGER, 1),
-      iova: range.iova ?? 0,
+      iova: checkIova(range.iova ?? 0),
     };
     try {
       return new MemoryRegion(this, 'dmabuf', new (native().MemoryRegion)(this.handle, 'dmabuf', spec, checkAccess(access)));

@@ -6,9 +6,13 @@ import { checkObject, checkUint } from './args';
 import { QpState, QpStateName, QpType, QpTypeName, SendFlags, WrOpcode, WrOpcodeName } from './constants';
 import { CompletionQueue } from './cq';
 import { MemoryRegion, MemoryWindow, Sge } from './memory';
+import { checkListLength, postedBefore, toNativeRecvs } from './lists';
 import { carriesImm, PreparedSend, targetsPeer } from './prepared';
 import { Resource } from './resource';
+import { SharedReceiveQueue } from './srq';
 import type { ProtectionDomain } from './pd';
+
+export { SharedReceiveQueue, SharedReceiveQueueInit } from './srq';
 
 export interface QueuePairInit {
   type?: QpTypeName;
@@ -315,6 +319,9 @@ export class QueuePair extends Resource {
       sigAll: this.sigAll,
     };
     this.handle = new (native().QueuePair)(pd.handle, attrs, cmIdHandle);
+    const caps = this.handle.caps;
+    this.#maxSendWr = caps.maxSendWr;
+    this.#maxRecvWr = caps.maxRecvWr;
     this.#growPacks(SEND_STRIDE * 16, RECV_STRIDE * 16);
     this.dependOn(pd, init.sendCq, init.recvCq, init.srq);
   }
@@ -322,6 +329,10 @@ export class QueuePair extends Resource {
   get qpNum(): number {
     return this.handle.qpNum;
   }
+
+  /** the queue sizes the provider granted (at least those asked for) */
+  readonly #maxSendWr: number;
+  readonly #maxRecvWr: number;
 
   modify(attr: QpAttr): void {
     this.assertOpen();
@@ -371,6 +382,7 @@ export class QueuePair extends Resource {
   postSend(wrs: SendWorkRequest[]): void {
     this.assertOpen();
     if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
+    const count = checkListLength(wrs, this.#maxSendWr, 'wrs');
     this.#checkInline(wrs);
     const signaled = this.#postSendPacked(wrs);
     if (signaled >= 0) {
@@ -381,11 +393,31 @@ export class QueuePair extends Resource {
       if (signaled) this.sendCq.expect(signaled);
       return;
     }
-    const list = wrs.map((wr) => toNativeSend(wr, this.sigAll));
-    this.handle.postSend(list);
-    for (const wr of wrs) if (wr.opcode === 'BIND_MW') wr.bind!.mw.boundThrough(this, wr.bind!.mr);
+    // an index loop, not wrs.map(): an Array subclass's map() could return anything
+    const list: Array<Record<string, unknown>> = new Array(count);
+    for (let i = 0; i < count; i++) list[i] = toNativeSend(wrs[i], this.sigAll);
+    try {
+      this.handle.postSend(list);
+    } catch (err) {
+      this.#sent(wrs, postedBefore(err), (i) => ((list[i].flags as number) & SendFlags.SIGNALED) !== 0);
+      throw err;
+    }
+    this.#sent(wrs, count, (i) => ((list[i].flags as number) & SendFlags.SIGNALED) !== 0);
+  }
+
+  /**
+   * The first `count` WRs of `wrs` were posted: their windows are bound
+   * through this QP and their signaled completions are due on the send CQ.
+   * After a failed post, exactly those the provider posted (the error's
+   * `posted`), so that no bind or completion is missed or invented.
+   */
+  #sent(wrs: SendWorkRequest[], count: number, signaled: (i: number) => boolean): void {
     let n = 0;
-    for (const wr of list) if ((wr.flags as number) & SendFlags.SIGNALED) n++;
+    for (let i = 0; i < count; i++) {
+      const wr = wrs[i];
+      if (wr.opcode === 'BIND_MW') wr.bind!.mw.boundThrough(this, wr.bind!.mr);
+      if (signaled(i)) n++;
+    }
     if (n) this.sendCq.expect(n);
   }
 
@@ -444,8 +476,9 @@ export class QueuePair extends Resource {
     this.assertOpen();
     if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
     if (this.srq) throw new TypeError('this QP receives through its SharedReceiveQueue: post there');
+    checkListLength(wrs, this.#maxRecvWr, 'wrs');
     if (this.#postRecvPacked(wrs)) return;
-    this.handle.postRecv(wrs.map((wr) => ({ wrId: wr.wrId ?? 0, sge: wr.sge })));
+    this.handle.postRecv(toNativeRecvs(wrs));
   }
 
   /**
@@ -497,7 +530,13 @@ export class QueuePair extends Resource {
       if (s < 0) return -1;
       signaled += s;
     }
-    this.handle.postSendPacked(n, this.#handles);
+    try {
+      this.handle.postSendPacked(n, this.#handles);
+    } catch (err) {
+      this.#sent(wrs, postedBefore(err), (i) => (f[i * SEND_STRIDE + 2] & SendFlags.SIGNALED) !== 0);
+      this.#handles.length = 0;
+      throw err;
+    }
     return signaled;
   }
 
@@ -613,52 +652,6 @@ export class QueuePair extends Resource {
     }
     this.handle.postRecvPacked(n);
     return true;
-  }
-
-  protected release(): void {
-    this.handle.close();
-  }
-}
-
-export interface SharedReceiveQueueInit {
-  maxWr?: number;
-  maxSge?: number;
-  /** SRQ_LIMIT_REACHED fires when fewer WRs remain (0: off). */
-  limit?: number;
-}
-
-/** A shared receive queue (ibv_srq). */
-export class SharedReceiveQueue extends Resource {
-  readonly pd: ProtectionDomain;
-  /** @internal */
-  readonly handle: any;
-
-  /** @internal use ProtectionDomain.createSharedReceiveQueue() */
-  constructor(pd: ProtectionDomain, init: SharedReceiveQueueInit = {}) {
-    super();
-    this.pd = pd;
-    this.handle = new (native().SharedReceiveQueue)(pd.handle, {
-      maxWr: checkUint(init.maxWr ?? 256, 'maxWr', 0xffffffff, 1),
-      maxSge: checkUint(init.maxSge ?? 1, 'maxSge', 0xffffffff, 1),
-      limit: checkUint(init.limit ?? 0, 'limit'),
-    });
-    this.dependOn(pd);
-  }
-
-  postRecv(wrs: RecvWorkRequest[]): void {
-    this.assertOpen();
-    if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
-    this.handle.postRecv(wrs.map((wr) => ({ wrId: wr.wrId ?? 0, sge: wr.sge })));
-  }
-
-  setLimit(limit: number): void {
-    this.assertOpen();
-    this.handle.modify({ limit: checkUint(limit, 'limit') });
-  }
-
-  query(): { maxWr: number; maxSge: number; limit: number } {
-    this.assertOpen();
-    return this.handle.query();
   }
 
   protected release(): void {

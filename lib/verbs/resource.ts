@@ -41,7 +41,12 @@ export abstract class Resource {
     child.dependOn(this);
   }
 
-  /** Closes the children (newest first), then this object. Idempotent. */
+  /**
+   * Closes the children (newest first), then this object. Idempotent. When
+   * a child fails to close, this object stays open (the child still uses
+   * it: releasing it would fail, or leave the child on freed ground) and
+   * the child's error is thrown once every other child was tried.
+   */
   close(): void {
     if (this.#closed) return;
     const errors: unknown[] = [];
@@ -52,6 +57,7 @@ export abstract class Resource {
         errors.push(err);
       }
     }
+    if (errors.length) throw errors[0];
     this.#closed = true;
     try {
       this.release();
@@ -63,7 +69,6 @@ export abstract class Resource {
     }
     for (const p of this.#parents) p.#children.delete(this);
     this.#parents.clear();
-    if (errors.length) throw errors[0];
   }
 
   [Symbol.dispose](): void {

@@ -17,7 +17,7 @@ int SetNonBlocking(int fd) {
 Poller* Poller::Create(Napi::Env env, int fd, Callback on_readable) {
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) Throw(env, "napi_get_uv_event_loop", EINVAL);
-  auto* p = new Poller(std::move(on_readable));
+  auto* p = new Poller(env, std::move(on_readable));
   int rc = uv_poll_init(loop, &p->handle_, fd);
   if (rc != 0) {
     delete p;
@@ -86,8 +86,22 @@ void Poller::OnPoll(uv_poll_t* h, int status, int events) {
   auto* self = static_cast<Poller*>(h->data);
   if (self->closing_) return;
   // errors (e.g. EBADF after a device removal) are reported as readable so
-  // the owner drains and sees the verb's own error
-  self->cb_();
+  // the owner drains and sees the verb's own error.
+  // Nothing may propagate into libuv: a C++ exception there is
+  // std::terminate (exit 134), e.g. when an event arrives after the last JS
+  // ran and the owner's Node-API calls fail
+  napi_env env = self->env_;
+  try {
+    self->cb_();
+  } catch (const Napi::Error& e) {
+    ReportFromLoop(env, e);
+  } catch (const std::exception& e) {
+    try {
+      ReportFromLoop(env, Napi::Error::New(env, std::string("node-rdma: ") + e.what()));
+    } catch (...) {
+    }
+  } catch (...) {
+  }
 }
 
 }  // namespace rdma
@@ -103,7 +117,18 @@ void CallFromLoop(Napi::Env env, const Napi::FunctionReference& fn, Napi::AsyncC
   try {
     f.MakeCallback(env.Global(), args, ctx);
   } catch (const Napi::Error& e) {
-    napi_fatal_exception(env, e.Value());
+    ReportFromLoop(env, e);
+  }
+}
+
+void ReportFromLoop(napi_env env, const Napi::Error& err) noexcept {
+  try {
+    Napi::HandleScope scope(env);
+    napi_value v = err.Value();
+    // napi_fatal_exception refuses (napi_pending_exception) once JS cannot
+    // run: then the error is dropped quietly
+    if (v) napi_fatal_exception(env, v);
+  } catch (...) {
   }
 }
 }  // namespace rdma

@@ -36,12 +36,13 @@ class Poller {
   void Close();
 
  private:
-  Poller(Callback cb) : cb_(std::move(cb)) {}
+  Poller(napi_env env, Callback cb) : env_(env), cb_(std::move(cb)) {}
   ~Poller() = default;
   static void OnPoll(uv_poll_t* h, int status, int events);
   static void OnEnvTeardown(napi_async_cleanup_hook_handle hook, void* arg);
   void CloseHandle();  // uv_close once; the close callback removes the hook
   uv_poll_t handle_;
+  napi_env env_;
   napi_async_cleanup_hook_handle hook_ = nullptr;
   bool closing_ = false;         // uv_close called
   bool handle_closed_ = false;   // its close callback ran
@@ -63,4 +64,10 @@ namespace rdma {
 // instead of a C++ exception escaping into libuv.
 void CallFromLoop(Napi::Env env, const Napi::FunctionReference& fn, Napi::AsyncContext& ctx,
                   const std::vector<napi_value>& args);
+
+// Reports an error raised in a libuv callback as an uncaught exception. When
+// JS can no longer run (the environment is being torn down: node runs the
+// loop once more after the last JS, and every Node-API call that needs JS
+// then fails) the error is dropped: there is nobody left to tell.
+void ReportFromLoop(napi_env env, const Napi::Error& err) noexcept;
 }  // namespace rdma
