@@ -79,23 +79,9 @@ Napi::Object UdParamToJs(Napi::Env env, const rdma_ud_param& ud) {
   o.Set("qpNum", ud.qp_num);
   o.Set("qkey", ud.qkey);
   const ibv_ah_attr& ah = ud.ah_attr;
-  Napi::Object a = Napi::Object::New(env);
-  a.Set("dlid", ah.dlid);
-  a.Set("sl", ah.sl);
-  a.Set("portNum", ah.port_num);
+  Napi::Object a = AhToJs(env, ah);
   a.Set("srcPathBits", ah.src_path_bits);
   a.Set("staticRate", ah.static_rate);
-  if (ah.is_global) {
-    char buf[INET6_ADDRSTRLEN] = "";
-    inet_ntop(AF_INET6, ah.grh.dgid.raw, buf, sizeof buf);
-    Napi::Object g = Napi::Object::New(env);
-    g.Set("dgid", buf);
-    g.Set("sgidIndex", ah.grh.sgid_index);
-    g.Set("hopLimit", ah.grh.hop_limit);
-    g.Set("flowLabel", ah.grh.flow_label);
-    g.Set("trafficClass", ah.grh.traffic_class);
-    a.Set("grh", g);
-  }
   o.Set("ahAttr", a);
   return o;
 }

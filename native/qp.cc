@@ -44,24 +44,6 @@ uint8_t U8(const Napi::Object& o, const char* key) {
   return uint8_t(v);
 }
 
-Napi::Object AhToJs(Napi::Env env, const ibv_ah_attr& ah) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("dlid", ah.dlid);
-  o.Set("sl", ah.sl);
-  o.Set("portNum", ah.port_num);
-  if (ah.is_global) {
-    char buf[INET6_ADDRSTRLEN];
-    inet_ntop(AF_INET6, ah.grh.dgid.raw, buf, sizeof buf);
-    Napi::Object g = Napi::Object::New(env);
-    g.Set("dgid", buf);
-    g.Set("sgidIndex", ah.grh.sgid_index);
-    g.Set("hopLimit", ah.grh.hop_limit);
-    g.Set("flowLabel", ah.grh.flow_label);
-    g.Set("trafficClass", ah.grh.traffic_class);
-    o.Set("grh", g);
-  }
-  return o;
-}
 
 // A list length from JS, checked against the queue's capacity before
 // anything is allocated for it (2^32-1 entries would be std::bad_alloc).
@@ -92,6 +74,26 @@ void ParseSges(const Napi::Value& v, std::vector<ibv_sge>& out, size_t& count, u
 }
 
 }  // namespace
+
+// ibv_ah_attr -> {dlid, sl, portNum, grh?: {dgid, sgidIndex, hopLimit, flowLabel, trafficClass}}
+Napi::Object AhToJs(Napi::Env env, const ibv_ah_attr& ah) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dlid", ah.dlid);
+  o.Set("sl", ah.sl);
+  o.Set("portNum", ah.port_num);
+  if (ah.is_global) {
+    char buf[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, ah.grh.dgid.raw, buf, sizeof buf);
+    Napi::Object g = Napi::Object::New(env);
+    g.Set("dgid", buf);
+    g.Set("sgidIndex", ah.grh.sgid_index);
+    g.Set("hopLimit", ah.grh.hop_limit);
+    g.Set("flowLabel", ah.grh.flow_label);
+    g.Set("trafficClass", ah.grh.traffic_class);
+    o.Set("grh", g);
+  }
+  return o;
+}
 
 void ParseAh(const Napi::Object& o, ibv_ah_attr& ah) {
   Napi::Env env = o.Env();

@@ -68,5 +68,7 @@ void ParseRecvList(const Napi::Value& v, RecvStorage& st, uint32_t max_wr, uint3
 // {dlid, sl, srcPathBits, staticRate, portNum, grh: {dgid, ...}} into an
 // ibv_ah_attr (QP modify's ahAttr, AddressHandle)
 void ParseAh(const Napi::Object& o, ibv_ah_attr& ah);
+// ibv_ah_attr -> the object QueuePair.query() and the CM's UD parameters report
+Napi::Object AhToJs(Napi::Env env, const ibv_ah_attr& ah);
 
 }  // namespace rdma
