@@ -58,10 +58,18 @@ describe('admission', () => {
         const seen = [];
         const logs = [];
         const POOL = { queueDepth: 8, chunkSize: 4 << 20, maxHeaderSize: 512 };
+        let before, rss0, pending;
+        // the hook answers late and looks meanwhile: what exists while a
+        // connect waits for admission (the client's own PD is there already)
         const server = new transport.TransportServer({ ...POOL, handler: () => ({}), log: (l) => logs.push(l),
-          authorize: (peer) => (seen.push({ ...peer, credentials: peer.credentials.toString() }), false) });
+          authorize: async (peer) => {
+            seen.push({ ...peer, credentials: peer.credentials.toString() });
+            await new Promise((r) => setTimeout(r, 300));
+            pending = { res: res(), sessions: server.sessionCount };
+            return false;
+          } });
         server.listen([{ host: '${HOST0}', port: ${p} }]);
-        const before = res(); const rss0 = rss();
+        before = res(); rss0 = rss();
         const client = new transport.TransportClient({ paths: [{ host: '${HOST0}', port: ${p} }], credentials: Buffer.from('not-a-token'), reconnect: { maxAttempts: 0 } });
         client.on('error', () => undefined);
         const err = await client.start().then(() => null, (e) => ({ name: e.name, code: e.code }));
@@ -73,7 +81,7 @@ describe('admission', () => {
         const c = await transport.connect({ paths: [{ host: '${HOST0}', port: ${p + 1} }] });
         const admitted = res(); const rss2 = rss();
         await c.close(); await ok.close();
-        console.log(JSON.stringify({ err, before, after, admitted, rssGrowth: rss1 - rss0, rssAdmitted: rss2 - rss0, sessions, seen, logs }));
+        console.log(JSON.stringify({ err, before, pending, after, admitted, rssGrowth: rss1 - rss0, rssAdmitted: rss2 - rss0, sessions, seen, logs }));
       })().catch((e) => { console.error(e); process.exit(1); });`;
     port++;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 90_000 });
@@ -82,6 +90,11 @@ describe('admission', () => {
     const o = JSON.parse(r.stdout.trim().split('\n').pop()!);
     expect(o.err).toEqual({ name: 'TransportError', code: 'EACCES' });
     expect(o.sessions).toBe(0);
+    // while the hook decided: no session, and nothing on the device beyond the client's own
+    // PD and QP (its connect's) - in particular no pool MR and no server PD
+    expect(o.pending.sessions).toBe(0);
+    expect(o.pending.res.mr).toBe(o.before.mr);
+    expect(o.pending.res.pd).toBeLessThanOrEqual(o.before.pd + 1);
     // the refused client's own objects are gone too (start() closed it): nothing is left at all
     expect(o.after).toEqual(o.before);
     expect(o.rssGrowth).toBeLessThan(16);
