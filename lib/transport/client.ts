@@ -334,7 +334,7 @@ export class TransportClient extends EventEmitter {
     optFunction(opts.log, 'log');
     optString(opts.name, 'name');
     this.#windowType = checkWindowType(opts.windowType);
-    if (opts.credentials !== undefined && typeof opts.credentials !== 'function') checkCredentials(opts.credentials);
+    if (opts.credentials !== undefined && typeof opts.credentials !== 'function') P.checkCredentials(opts.credentials);
     this.#sessionId = opts.sessionId ?? P.randomSessionId();
     if (!P.isSessionId(this.#sessionId)) throw new TypeError('sessionId must be a lowercase non-nil UUID');
     const slots = opts.pathSlots ?? opts.paths.length;
@@ -518,7 +518,7 @@ export class TransportClient extends EventEmitter {
   #credentials(path: ClientPath): Uint8Array | undefined {
     const c = this.#opts.credentials;
     if (typeof c !== 'function') return c;
-    return checkCredentials(c({ sessionId: this.#sessionId, pathIndex: path.id, reconnectCount: path.reconnectCount }));
+    return P.checkCredentials(c({ sessionId: this.#sessionId, pathIndex: path.id, reconnectCount: path.reconnectCount }));
   }
 
   async #connectPath(path: ClientPath): Promise<void> {
@@ -1159,7 +1159,7 @@ export class TransportClient extends EventEmitter {
       io.sendsPending++;
       if (dev.windowType === 1) {
         // type 1 (rxe): ibv_bind_mw posts the bind ahead of the request
-        rkey = conn.bindWindow(mw, mr, at, io.len, Access.REMOTE_WRITE, c);
+        rkey = conn.bindWindow(mw, mr, at, io.len, Access.REMOTE_WRITE, wrId(WrKind.SEND, c));
         if (rkey === 0) return; // the connection failed: the path fails the IO over
       } else {
         // the bind's new key is chosen here (the next key byte), so the request
@@ -1501,12 +1501,4 @@ export class TransportClient extends EventEmitter {
     this.#devs.clear();
     this.#devices.close();
   }
-}
-
-function checkCredentials(c: unknown): Uint8Array {
-  if (!(c instanceof Uint8Array)) throw new TypeError('credentials must be a Uint8Array (or a function returning one)');
-  if (c.length > P.MAX_CREDENTIALS_SIZE) {
-    throw new RangeError(`credentials must be at most ${P.MAX_CREDENTIALS_SIZE} bytes (they travel in the CM connect request), got ${c.length}`);
-  }
-  return c;
 }

@@ -234,13 +234,14 @@ export class Conn {
 
   /**
    * Binds a type 1 window (ibv_bind_mw: a bind WR on this QP's send queue,
-   * ahead of whatever is posted after it). Returns the new rkey, or 0 when
-   * it could not post (the connection failed).
+   * ahead of whatever is posted after it), its completion reported under
+   * `id` (a wrId). Returns the new rkey, or 0 when it could not post (the
+   * connection failed).
    */
-  bindWindow(mw: MemoryWindow, mr: MemoryRegion, addr: number, length: number, access: number, index: number): number {
+  bindWindow(mw: MemoryWindow, mr: MemoryRegion, addr: number, length: number, access: number, id: number): number {
     if (this.failed) return 0;
     try {
-      const rkey = mw.bind(this.qp, mr, { addr, length, access, wrId: wrId(WrKind.SEND, index) });
+      const rkey = mw.bind(this.qp, mr, { addr, length, access, wrId: id });
       if (TRACE) trace(`qp ${this.qp.qpNum} bind type-1 ${length} B -> rkey=${rkey}`);
       this.wire.binds++;
       return rkey;
@@ -255,16 +256,8 @@ export class Conn {
     if (this.failed) return Promise.reject(new TransportError('ECONNRESET', 'the connection failed'));
     const n = this.#waitSeq = (this.#waitSeq + 1) % KIND_MUL;
     const done = new Promise<void>((resolve, reject) => this.#waiters.set(n, { resolve, reject }));
-    let rkey: number;
-    try {
-      rkey = mw.bind(this.qp, mr, { addr, length, access, wrId: wrId(WrKind.WAIT, n) });
-      this.wire.binds++;
-    } catch (err) {
-      this.#waiters.delete(n);
-      done.catch(() => undefined);
-      this.fail(err as Error);
-      return Promise.reject(new TransportError('ECONNRESET', 'the connection failed'));
-    }
+    // a bind that cannot post fails the connection, which rejects the waiter
+    const rkey = this.bindWindow(mw, mr, addr, length, access, wrId(WrKind.WAIT, n));
     return done.then(() => rkey);
   }
 

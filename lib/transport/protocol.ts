@@ -314,15 +314,22 @@ export interface ConnectRequest {
   credentials?: Uint8Array;
 }
 
+/** Client credentials as the connect request can carry them (§3.1): a Uint8Array of at most MAX_CREDENTIALS_SIZE bytes. */
+export function checkCredentials(c: unknown): Uint8Array {
+  if (!(c instanceof Uint8Array)) throw new TypeError('credentials must be a Uint8Array');
+  if (c.length > MAX_CREDENTIALS_SIZE) {
+    throw new RangeError(`credentials must be at most ${MAX_CREDENTIALS_SIZE} bytes (they travel in the CM connect request), got ${c.length}`);
+  }
+  return c;
+}
+
 export function encodeConnectRequest(req: Omit<ConnectRequest, 'version'> & { version?: number }): Buffer {
   const version = argUint(req.version ?? VERSION, 0xffff, 'version');
   const pathCount = argUint(req.pathCount, MAX_PATHS, 'pathCount', 1);
   const pathIndex = argUint(req.pathIndex, pathCount - 1, 'pathIndex');
   const reconnectCount = argUint(req.reconnectCount, 0xffffffff, 'reconnectCount');
   if (!isSessionId(req.sessionId)) throw new TypeError(`sessionId must be a lowercase non-nil UUID (got ${String(req.sessionId)})`);
-  const cred = req.credentials ?? new Uint8Array(0);
-  if (!(cred instanceof Uint8Array)) throw new TypeError('credentials must be a Uint8Array');
-  if (cred.length > MAX_CREDENTIALS_SIZE) throw new RangeError(`credentials must be at most ${MAX_CREDENTIALS_SIZE} bytes (they travel in the CM connect request), got ${cred.length}`);
+  const cred = req.credentials === undefined ? new Uint8Array(0) : checkCredentials(req.credentials);
   const buf = Buffer.alloc(CONNECT_REQUEST_SIZE);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   dv.setUint16(2, MAGIC, true);

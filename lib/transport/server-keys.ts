@@ -17,6 +17,11 @@ export interface PoolLayout {
   strict: boolean;
 }
 
+/** What window i covers: chunk i (strict) or the whole pool (relaxed, i = 0). */
+function windowRange(pool: MemoryRegion, layout: PoolLayout, i: number): [addr: number, length: number] {
+  return layout.strict ? [pool.addr + i * layout.chunkSize, layout.chunkSize] : [pool.addr, layout.queueDepth * layout.chunkSize];
+}
+
 /** The keys of one device's share of a session (type 1) or of one path (type 2). */
 export interface ChunkKeys {
   readonly type: 1 | 2;
@@ -209,8 +214,7 @@ export class DeviceWindows implements ChunkKeys {
       failed.catch(() => undefined);
       return failed;
     }
-    const cs = this.#layout.chunkSize;
-    const [addr, len] = this.#layout.strict ? [this.#pool.addr + i * cs, cs] : [this.#pool.addr, this.#layout.queueDepth * cs];
+    const [addr, len] = windowRange(this.#pool, this.#layout, i);
     const mw = this.#mws[i];
     this.#live[i] = 1;
     const waited = conn.bindWindowAndWait(mw, this.#pool, addr, len, Access.REMOTE_WRITE);
@@ -287,9 +291,8 @@ export class PathWindows implements ChunkKeys {
   }
 
   #bindWr(i: number, id?: number): SendWorkRequest {
-    const cs = this.#layout.chunkSize;
     const mw = this.#mws[i];
-    const [addr, length] = this.#layout.strict ? [this.#pool.addr + i * cs, cs] : [this.#pool.addr, this.#layout.queueDepth * cs];
+    const [addr, length] = windowRange(this.#pool, this.#layout, i);
     return { opcode: 'BIND_MW', wrId: id, bind: { mw, mr: this.#pool, addr, length, access: Access.REMOTE_WRITE, keyByte: randomKeyByte(mw.rkey & 0xff) } };
   }
 
