@@ -7,24 +7,9 @@
  */
 import { CmId, CompletionQueue, Device, MemoryRegion, MemoryWindow, openDevice, ProtectionDomain, QueuePair, SendWorkRequest, WorkCompletion } from '../verbs';
 import { Access } from '../verbs/constants';
-import type { TransportErrorCode } from './error-codes';
 import { encodeHbImm, IMM_PAYLOAD_MASK } from './protocol';
-
-/** Errors of the transport's IO API: `code` says what happened. */
-export class TransportError extends Error {
-  readonly code: TransportErrorCode;
-  constructor(code: TransportErrorCode, message: string) {
-    super(`${code}: ${message}`);
-    this.name = 'TransportError';
-    this.code = code;
-  }
-}
-
-export function abortError(reason?: unknown): Error {
-  const e = new TransportError('ABORT_ERR', `the IO was aborted${reason instanceof Error ? `: ${reason.message}` : ''}`);
-  e.name = 'AbortError';
-  return e;
-}
+import { TransportError } from './errors';
+import { PortSettle } from './port-settle';
 
 /** wrId = kind * 2^32 + index. */
 export const WrKind = { RECV: 1, SEND: 2, WAIT: 3 } as const;
@@ -423,22 +408,34 @@ function portState(dev: Device, port: number): string {
   }
 }
 
-/** Runs `fn` once `port` of `dev` has been ACTIVE for PORT_SETTLE_MS (or the device closed, or DEFER_MAX_MS passed). */
+/** `${device}/${port}` -> disconnects held back on that port (closesPending) */
+const heldBack = new Map<string, number>();
+
+/**
+ * True while a connection's disconnect over this port is held back: a
+ * reconnect waits for it, so the old connection's DREQ goes out first.
+ */
+export function closesPending(device: string, port: number): boolean {
+  return (heldBack.get(`${device}/${port}`) ?? 0) > 0;
+}
+
+/** Runs `fn` once `port` of `dev` has settled (port-settle.ts), or the device closed, or DEFER_MAX_MS passed. */
 function deferUntilActive(dev: Device, port: number, fn: () => void): void {
   const start = Date.now();
-  let activeSince: number | undefined;
+  const settle = new PortSettle();
+  const key = `${dev.name}/${port}`;
+  heldBack.set(key, (heldBack.get(key) ?? 0) + 1);
   const timer = setInterval(() => {
     const st = portState(dev, port);
-    if (st === 'ACTIVE') activeSince ??= Date.now();
-    else activeSince = undefined;
-    const settled = activeSince !== undefined && Date.now() - activeSince >= PORT_SETTLE_MS;
-    if (settled || st === 'UNKNOWN' || Date.now() - start > DEFER_MAX_MS) {
+    if (settle.observe(st) || st === 'UNKNOWN' || Date.now() - start > DEFER_MAX_MS) {
       clearInterval(timer);
+      const n = (heldBack.get(key) ?? 1) - 1;
+      if (n > 0) heldBack.set(key, n);
+      else heldBack.delete(key);
       fn();
     }
   }, 200);
   timer.unref();
 }
 
-const PORT_SETTLE_MS = 1000;
 const DEFER_MAX_MS = 120000;

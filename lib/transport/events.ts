@@ -8,7 +8,7 @@
  * EventEmitter's. The runtime name lists let the unit tests check the maps
  * against what the classes emit.
  */
-import type { ClientPathState, PathUpReason, SessionUpReason } from './client';
+import type { ClientPathState, PathUpReason, SessionUpReason } from './types';
 
 /** An error a path or session failed with: a TransportError, a ProtocolError or an RdmaError, each with its `code`. */
 export type TransportFailure = Error & { readonly code?: string };

@@ -18,7 +18,8 @@
  *   const r = await client.read(Buffer.from('key'), into);   // r.length bytes landed in into
  *   await client.close();                              // drains, then ends the session
  *
- * Errors are TransportError with a code: EMSGSIZE (header/data over the
+ * Errors are TransportError with a code (and, for an IO, `executed`: false
+ * or 'unknown'): EMSGSIZE (header/data over the
  * limits), ECLOSED, ECONNABORTED (no path could complete the IO), ESTALE
  * (the server lost the session), ETIMEDOUT (no path came back within
  * reconnectWaitMs), ENOSPC (addPath: no free path slot), ABORT_ERR
@@ -27,15 +28,21 @@
  * (docs/protocol.md "Client API"). Statistics:
  * client.stats() / server.stats(), or .prometheus() for the text format.
  */
-export * from './protocol';
-export * from './policy';
-export * from './backoff';
-export { TransportError, WireStats } from './conn';
-export { TransportErrorCode } from './error-codes';
-export { TransportServer, ServerOptions, TransportHandler, TransportRequest, TransportResponse, ServerPathStats, PeerInfo, AuthorizeResult } from './server';
-export { WindowTypeOption } from './windows';
+export { TransportClient, connect } from './client';
+export { ClientOptions, ClientPathOptions, IoOptions, IoResult } from './client-options';
 export {
-  TransportClient, connect, ClientOptions, ClientPathOptions, ClientPathState, ClientPathStats, ClientSessionStats, IoOptions, IoResult, PathUpReason, SessionUpReason,
-} from './client';
+  TransportServer, ServerOptions, TransportHandler, TransportRequest, TransportResponse, PeerInfo, AuthorizeResult,
+} from './server';
+export { TransportError, TransportErrorCode, Executed } from './errors';
+export { ProtocolError, ProtocolErrorCode, RejectCode, SessionParams, randomSessionId, isSessionId, MAX_PATHS, MAX_QUEUE_DEPTH, MAX_STATUS, STATUS_EIO } from './protocol';
+export { WindowTypeOption } from './windows';
+export { PolicyName, POLICIES, DEFAULT_POLICY, isPolicyName } from './policy';
+export { BackoffOptions, Backoff } from './backoff';
+export {
+  ClientPathState, ClientPathStats, ClientSessionStats, ServerPathStats, PathUpReason, SessionUpReason,
+} from './types';
+export { WireStats } from './conn';
 export { clientMetrics, serverMetrics, escapeLabel } from './stats';
 export { TransportClientEvents, TransportServerEvents, TransportFailure, ClientViolation, ServerViolation } from './events';
+/** The wire codec (docs/protocol.md), for tools and tests: not part of the IO API. */
+export * as protocol from './protocol';

@@ -11,7 +11,9 @@ import { EventEmitter } from 'events';
 import { CmId, MemoryRegion, ProtectionDomain, SendWorkRequest, WorkCompletion } from '../verbs';
 import { Access } from '../verbs/constants';
 import { checkUint, optBool, optFunction, optUint } from '../verbs/args';
-import { Area, Conn, DeviceCache, registerArea, TransportError, wireCounters, WireStats, wireStats, wrId, WrKind } from './conn';
+import { Area, Conn, DeviceCache, registerArea, wireCounters, WireStats, wireStats, wrId, WrKind } from './conn';
+import { TransportError } from './errors';
+import type { ServerPathStats } from './types';
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
 import { serverMetrics } from './stats';
@@ -111,20 +113,6 @@ export interface PeerInfo {
   newSession: boolean;
   /** the client's `credentials` option (0..23 bytes; empty when it sent none) */
   credentials: Buffer;
-}
-
-export interface ServerPathStats {
-  index: number;
-  state: 'connecting' | 'connected' | 'closed';
-  device: string;
-  reads: number;
-  readBytes: number;
-  writes: number;
-  writeBytes: number;
-  replays: number;
-  latencyNs: number | undefined;
-  /** messages and local work of the path's connection */
-  wire: WireStats;
 }
 
 interface ChunkRecord {

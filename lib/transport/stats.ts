@@ -3,9 +3,8 @@
  * 0.0.4): one HELP/TYPE block per metric, one sample per path, labels
  * escaped as the format requires.
  */
-import type { ClientPathStats, ClientSessionStats } from './client';
-import type { ServerPathStats } from './server';
 import type { WireStats } from './conn';
+import type { ClientPathStats, ClientSessionStats, ServerPathStats } from './types';
 
 type Labels = Record<string, string | number>;
 

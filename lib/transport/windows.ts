@@ -14,7 +14,7 @@
  * so a type 1 key still works only for that session's own connections.
  */
 import type { Device } from '../verbs';
-import { TransportError } from './conn';
+import { TransportError } from './errors';
 
 export type WindowTypeOption = 'auto' | 1 | 2;
 

@@ -11,7 +11,7 @@ import { transport } from '../../lib';
 import { captureEscapes, raw, Raw, rawWrite, seededRandom } from './transport-raw';
 
 const { TransportServer, connect } = transport;
-const P = transport;
+const P = transport.protocol;
 const HOST0 = '10.99.1.1';
 const PORT = 21000 + (process.pid % 500) * 4;
 

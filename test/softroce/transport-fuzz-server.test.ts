@@ -10,7 +10,7 @@ import { transport } from '../../lib';
 import { captureEscapes, rawServer, Raw, seededRandom } from './transport-raw';
 
 const { connect, TransportError } = transport;
-const P = transport;
+const P = transport.protocol;
 const HOST0 = '10.99.1.1';
 let port = 22000 + (process.pid % 500) * 16;
 

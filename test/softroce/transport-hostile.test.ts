@@ -11,7 +11,7 @@
 import { CmId, CompletionQueue, Device, MemoryRegion, openDevice, QueuePair, RdmaError, WorkCompletion, transport } from '../../lib';
 
 const { TransportServer, connect } = transport;
-const P = transport;
+const P = transport.protocol;
 const HOST = '10.99.1.1';
 let port = 21000 + (process.pid % 500) * 4;
 
@@ -43,7 +43,7 @@ function steadyIo(client: Awaited<ReturnType<typeof connect>>) {
   return { stats: () => ({ ok, failure }), stop: async () => { stop = true; await loop; } };
 }
 
-interface RawPath { id: CmId; dev: Device; cq: CompletionQueue; qp: QueuePair; mr: MemoryRegion; buf: Buffer; keys: transport.ChunkKey[]; acc: transport.AcceptData; disconnected: Promise<void>; close(): void }
+interface RawPath { id: CmId; dev: Device; cq: CompletionQueue; qp: QueuePair; mr: MemoryRegion; buf: Buffer; keys: transport.protocol.ChunkKey[]; acc: transport.protocol.AcceptData; disconnected: Promise<void>; close(): void }
 
 /** A hand-made client path: connect, info exchange, nothing else. */
 async function rawPath(p: number): Promise<RawPath> {
@@ -77,7 +77,7 @@ async function rawPath(p: number): Promise<RawPath> {
     req.copy(buf, 0);
     qp.postSend([{ wrId: 100, opcode: 'SEND', sge: [mr.sge(0, req.length)] }]);
     const asm = new P.InfoAssembler(acc);
-    let keys: transport.ChunkKey[] | undefined;
+    let keys: transport.protocol.ChunkKey[] | undefined;
     const deadline = Date.now() + 30_000;
     while (!keys) {
       if (!recvs.length) {

@@ -7,7 +7,7 @@
  */
 import { Access, CmId, CompletionQueue, Device, MemoryRegion, openDevice, ProtectionDomain, QueuePair, WorkCompletion, transport } from '../../lib';
 
-const P = transport;
+const P = transport.protocol;
 const HOST0 = '10.99.1.1';
 
 export function later<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
@@ -53,12 +53,12 @@ export interface Raw {
   qp: QueuePair;
   buf: Buffer;
   mr: MemoryRegion;
-  acc: transport.AcceptData;
-  keys: transport.ChunkKey[];
+  acc: transport.protocol.AcceptData;
+  keys: transport.protocol.ChunkKey[];
   wcs: Collector;
   disconnected: Promise<void>;
   /** raw server: the client's connect request (decoded) */
-  request?: transport.ConnectRequest;
+  request?: transport.protocol.ConnectRequest;
   close(): void;
 }
 
@@ -103,7 +103,7 @@ export async function raw(p: number, opts: { sessionId?: string; privateData?: B
     req.copy(buf, 0);
     qp.postSend([{ wrId: 1, opcode: 'SEND', sge: [mr.sge(0, req.length)] }]);
     const asm = new P.InfoAssembler(acc);
-    let keys: transport.ChunkKey[] | undefined;
+    let keys: transport.protocol.ChunkKey[] | undefined;
     while (!keys) {
       const w = await wcs.next((x) => x.opcodeName === 'RECV');
       const slot = w.wrId - 100;

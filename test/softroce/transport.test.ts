@@ -11,7 +11,7 @@ import { CmId, openDevice, RdmaError, transport } from '../../lib';
 import { later, raw, rawServer, rawWrite } from './transport-raw';
 
 const { TransportServer, TransportClient, connect } = transport;
-const P = transport;
+const P = transport.protocol;
 type TransportServer = InstanceType<typeof TransportServer>;
 
 const HOST0 = '10.99.1.1';
@@ -822,7 +822,7 @@ describe('security', () => {
       expect(rsp.ok).toBe(true);
       // chunk 0 now has record seq 5: seq 4 on it goes backwards
       const slot = rsp.wrId - 100;
-      const m = P.decodeClientMessage(r.buf.subarray(32768 + slot * 4096, 32768 + slot * 4096 + rsp.byteLen), { ...r.acc, pathCount: 1, pathIndex: 0 }) as transport.IoRsp;
+      const m = P.decodeClientMessage(r.buf.subarray(32768 + slot * 4096, 32768 + slot * 4096 + rsp.byteLen), { ...r.acc, pathCount: 1, pathIndex: 0 }) as transport.protocol.IoRsp;
       expect(m).toMatchObject({ type: 'io-rsp', chunk: 0, seq: 5n });
       r.keys[0].rkey = m.keys[0].rkey; // strict: the new key for chunk 0
       rawWrite(r, 0, Buffer.from('two'), 4n);

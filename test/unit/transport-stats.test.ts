@@ -2,7 +2,7 @@
  * Prometheus text exposition of the transport's per-path statistics.
  */
 import { clientMetrics, escapeLabel, serverMetrics } from '../../lib/transport/stats';
-import type { ClientPathStats, ClientSessionStats } from '../../lib/transport/client';
+import type { ClientPathStats, ClientSessionStats } from '../../lib/transport/types';
 
 const path = (i: number, over: Partial<ClientPathStats> = {}): ClientPathStats => ({
   index: i, host: `10.99.${i + 1}.1`, port: 7000, state: 'connected', device: `rxe${i}`,
