@@ -9,58 +9,17 @@
  * settle with their real outcome.
  */
 import { EventEmitter } from 'events';
-import { allocate, MemoryRegion, MemoryWindow, SendWorkRequest, WorkCompletion } from '../verbs';
-import { Access } from '../verbs/constants';
-import { ChunkLedger } from './chunk-ledger';
 import { checkClientOptions, checkPathOptions, ClientOptions, ClientPathOptions, IoOptions, IoResult } from './client-options';
-import { ClientPath, DevState, PathHost, portState } from './client-path';
-import { Conn, DeviceCache, wrId, WrKind } from './conn';
-import { abortError, Executed, isFatalForPath, TransportError } from './errors';
+import { ClientIos } from './client-ios';
+import { ClientPath, PathHost, portState } from './client-path';
+import { ClientMemory } from './client-memory';
+import { isFatalForPath, TransportError } from './errors';
 import type { TransportClientEvents } from './events';
-import { PathIterator, PathSelector, PolicyName, DEFAULT_POLICY } from './policy';
+import { PathSelector, PolicyName, DEFAULT_POLICY } from './policy';
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
 import { clientMetrics } from './stats';
 import type { ClientSessionStats, PathUpReason, SessionUpReason } from './types';
-import { windowTypeFor, WindowTypeOption } from './windows';
-
-const EMPTY = Buffer.alloc(0);
-
-/**
- * An IO fails over at most this often. Each failover needs a path failure,
- * so only a request that takes its path down every time reaches it; then it
- * fails (ECONNABORTED, executed 'unknown') instead of bouncing forever.
- */
-const MAX_FAILOVERS = 32;
-
-interface Io {
-  kind: 'write' | 'read';
-  header: Uint8Array;
-  data: Uint8Array;
-  /** read: requested length */
-  len: number;
-  /** the ledger's chunk and seq; -1 / 0 while queued */
-  chunk: number;
-  seq: number;
-  signal?: AbortSignal;
-  onAbort?: () => void;
-  resolve: (r: IoResult) => void;
-  reject: (e: Error) => void;
-  settled: boolean;
-  aborted: boolean;
-  iter?: PathIterator<ClientPath>;
-  failovers: number;
-  /** the path the request was posted on (its counters), until answered or failed */
-  path?: ClientPath;
-  sendsPending: number;
-  rsp?: { status: number; header: Buffer; length: number };
-  mw?: MemoryWindow;
-  mwDev?: DevState;
-  /** read destination: zero-copy region or the staging slot */
-  zeroCopy: boolean;
-  /** while no path is connected: fails the IO after reconnectWaitMs */
-  waitTimer?: NodeJS.Timeout;
-}
 
 /** Connects a session over `opts.paths`; resolves once at least one path is connected. */
 export async function connect(opts: ClientOptions): Promise<TransportClient> {
@@ -89,7 +48,6 @@ export class TransportClient extends EventEmitter {
   /** the live paths (removed ones leave the list) */
   #paths: ClientPath[];
   readonly #pathSlots: number;
-  readonly #windowType: WindowTypeOption;
   /** slot -> the highest reconnect count a removed path used in it (the server refuses lower ones) */
   readonly #slotReconnect = new Map<number, number>();
   #sessionUp = false;
@@ -97,19 +55,14 @@ export class TransportClient extends EventEmitter {
   /** the next session-up reason when a path connects while the session is down */
   #upReason: SessionUpReason = 'connected';
   readonly #selector: PathSelector<ClientPath>;
-  readonly #devices = new DeviceCache();
-  readonly #devs = new Map<string, DevState>();
-  readonly #userBufs = new Map<ArrayBuffer, Map<string, MemoryRegion>>();
-  #staging: ArrayBuffer | undefined;
-  #stagingBuf: Buffer = EMPTY;
-  /** the chunks (permits), their IOs and seqs, and every path's keys; after the first accept */
-  #ledger: ChunkLedger<Io> | undefined;
-  readonly #waiting: Io[] = [];
+  /** devices, PDs, windows, staging slots and the caller's registered buffers */
+  readonly #mem: ClientMemory;
+  /** the IOs: queue, chunk ledger, failover, answers */
+  readonly #ios: ClientIos;
   #established = false;
   #closing = false;
   #closed = false;
   #fatal: Error | undefined;
-  #drained: (() => void) | undefined;
   readonly #host: PathHost;
 
   constructor(opts: ClientOptions) {
@@ -117,11 +70,12 @@ export class TransportClient extends EventEmitter {
     const checked = checkClientOptions(opts);
     this.#sessionId = checked.sessionId;
     this.#pathSlots = checked.pathSlots;
-    this.#windowType = checked.windowType;
+    this.#mem = new ClientMemory(checked.windowType);
     this.#opts = opts;
     this.#paths = opts.paths.map((p, i) => new ClientPath(i, p, opts.reconnect));
     this.#selector = new PathSelector(opts.policy ?? DEFAULT_POLICY, () => this.#paths);
     this.#host = this.#pathHost();
+    this.#ios = this.#ioHost();
   }
 
   /** The session id; a new one after a rejoin with a restarted server. */
@@ -175,10 +129,10 @@ export class TransportClient extends EventEmitter {
   }
 
   stats(): ClientSessionStats {
-    const l = this.#ledger;
+    const ios = this.#ios;
     return {
       sessionId: this.#sessionId, state: this.#closed ? 'closed' : this.#sessionUp ? 'up' : 'down', queueDepth: this.#queueDepth,
-      waiting: this.#waiting.length, unsettled: l?.unsettledCount ?? 0, inflight: l?.inflightCount ?? 0,
+      waiting: ios.waitingCount, unsettled: ios.unsettledCount, inflight: ios.inflightCount,
       downs: this.#sessionCounters.downs, rejoins: this.#sessionCounters.rejoins, paths: this.#paths.map((p) => p.stats()),
     };
   }
@@ -244,26 +198,8 @@ export class TransportClient extends EventEmitter {
   #forget(path: ClientPath): void {
     const i = this.#paths.indexOf(path);
     if (i >= 0) this.#paths.splice(i, 1);
-    this.#ledger?.dropKeys(path.id);
+    this.#ios.ledger?.dropKeys(path.id);
     this.#slotReconnect.set(path.id, Math.max(path.reconnectCount, this.#slotReconnect.get(path.id) ?? -1));
-  }
-
-  // ---------------------------------------------------------------- memory
-
-  #devState(name: string): DevState {
-    let d = this.#devs.get(name);
-    if (d) return d;
-    const device = this.#devices.get(name);
-    const windowType = windowTypeFor(device, this.#windowType);
-    d = { pd: device.allocPd(), staging: undefined, windowType, freeMws: [] };
-    this.#devs.set(name, d);
-    return d;
-  }
-
-  /** The device's registration of the staging slots (after the first accept). */
-  #staged(d: DevState): MemoryRegion {
-    d.staging ??= d.pd.registerMemory(this.#staging!, Access.LOCAL_WRITE | Access.MW_BIND);
-    return d.staging;
   }
 
   /**
@@ -273,21 +209,7 @@ export class TransportClient extends EventEmitter {
   allocBuffer(size: number): Buffer {
     if (!Number.isInteger(size) || size < 1) throw new RangeError('size must be a positive integer');
     if (this.#closing || this.#closed) throw new TransportError('ECLOSED', 'the client is closed');
-    const mem = allocate(size);
-    this.#userBufs.set(mem, new Map());
-    return Buffer.from(mem, 0, size);
-  }
-
-  /** The MR covering `view` on `dev`, when view lies in an allocBuffer() buffer. */
-  #userMr(view: Uint8Array, devName: string, dev: DevState): MemoryRegion | undefined {
-    const regs = this.#userBufs.get(view.buffer as ArrayBuffer);
-    if (!regs) return undefined;
-    let mr = regs.get(devName);
-    if (!mr) {
-      mr = dev.pd.registerMemory(view.buffer as ArrayBuffer, Access.LOCAL_WRITE | Access.MW_BIND);
-      regs.set(devName, mr);
-    }
-    return mr;
+    return this.#mem.allocBuffer(size);
   }
 
   // ------------------------------------------------------------ paths
@@ -300,24 +222,40 @@ export class TransportClient extends EventEmitter {
       get sessionId() { return self.#sessionId; },
       get established() { return self.#established; },
       get closing() { return self.#closing; },
-      get ledger() { return self.#ledger as ChunkLedger<unknown> | undefined; },
+      get ledger() { return self.#ios.ledger; },
       get params() { return self.#params; },
       get queueDepth() { return self.#queueDepth; },
       pathSlots: this.#pathSlots,
       opts: this.#opts,
-      devices: this.#devices,
-      devState: (name) => this.#devState(name),
-      staged: (d) => this.#staged(d),
+      devices: this.#mem.devices,
+      devState: (name) => this.#mem.devState(name),
+      staged: (d) => this.#mem.staged(d),
       accepted: (acc) => (this.#params ? this.#checkSame(acc) : this.#adopt(acc)),
       credentials: (path) => {
         const c = this.#opts.credentials;
         if (typeof c !== 'function') return c;
         return P.checkCredentials(c({ sessionId: this.#sessionId, pathIndex: path.id, reconnectCount: path.reconnectCount }));
       },
-      onRecv: (path, conn, ctx, wc, slot) => this.#onRecv(path, conn, ctx, wc, slot),
-      onSendDone: (path, c) => this.#onSendDone(path, c),
+      onRecv: (path, conn, ctx, wc, slot) => this.#ios.onRecv(path, conn, ctx, wc, slot),
+      onSendDone: (path, c) => this.#ios.onSendDone(path, c),
       pathFailed: (path, err) => this.#pathFailed(path, err),
     };
+  }
+
+  /** What client-ios.ts needs of the session. */
+  #ioHost(): ClientIos {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    return new ClientIos({
+      get paths() { return self.#paths; },
+      get sessionUp() { return self.#sessionUp; },
+      get closing() { return self.#closing; },
+      selector: this.#selector,
+      mem: this.#mem,
+      reconnectWaitMs: this.#opts.reconnectWaitMs ?? 30000,
+      log: (line) => this.#log(line),
+      violation: (path, err) => this.#violation(path, err),
+    });
   }
 
   async #connectPath(path: ClientPath): Promise<void> {
@@ -330,9 +268,8 @@ export class TransportClient extends EventEmitter {
     this.#params = { queueDepth: acc.queueDepth, chunkSize: acc.chunkSize, maxHeaderSize: acc.maxHeaderSize, strict: acc.strict };
     this.#queueDepth = Math.min(acc.queueDepth, this.#opts.maxQueueDepth ?? 512);
     this.#maxIo = acc.maxIoSize;
-    this.#staging = allocate(this.#queueDepth * acc.chunkSize);
-    this.#stagingBuf = Buffer.from(this.#staging);
-    this.#ledger = new ChunkLedger<Io>(this.#queueDepth, this.#pathSlots);
+    this.#mem.allocStaging(this.#queueDepth, acc.chunkSize);
+    this.#ios.adopt(this.#params, this.#queueDepth, this.#pathSlots);
   }
 
   #checkSame(acc: P.AcceptData): void {
@@ -349,7 +286,6 @@ export class TransportClient extends EventEmitter {
     const conn = path.conn;
     // failed between the end of its info exchange and now: already handled
     if (!conn || (path.state !== 'connecting' && path.state !== 'reconnecting')) return;
-    const ledger = this.#ledger!;
     path.state = 'connected';
     if (path.reconnectCount > path.firstReconnect) path.counters.reconnectsOk++;
     path.timer.connected();
@@ -364,28 +300,11 @@ export class TransportClient extends EventEmitter {
       this.#sessionUp = true;
       const reason = this.#upReason;
       this.#upReason = 'path-reconnected';
-      for (const io of this.#waiting) this.#clearWait(io);
+      this.#ios.sessionUp();
       this.#log(`session up: ${reason}`);
       this.emit('session-up', reason);
     }
-    for (const c of ledger.chunksIn('unsettled')) this.#sendResume(path, c, ledger.ask(c));
-    if (this.#params!.strict) this.#claimChunks(path);
-    for (const c of ledger.chunksIn('parked')) this.#moveTo(ledger.io(c)!, path);
-    this.#pump();
-  }
-
-  /**
-   * Strict, a path (re)connected: a chunk that carried an IO on another path
-   * while this path's info exchange ran has no usable key here (its key was
-   * dropped, or may be stale: 7.3). Free chunks without a key on the path
-   * are asked for on it with RESUME_REQ: the answer binds one there, and the
-   * key the chunk has on its other path stays valid. Until then they are out
-   * of the pool. Without this a path that reconnects under load would get
-   * no chunks, and carry no IOs.
-   */
-  #claimChunks(path: ClientPath): void {
-    const l = this.#ledger!;
-    for (const c of l.withdraw((x) => !l.hasKey(path.id, x))) this.#sendResume(path, c, l.ask(c));
+    this.#ios.pathUp(path);
   }
 
   #pathFailed(path: ClientPath, err: Error): void {
@@ -395,7 +314,7 @@ export class TransportClient extends EventEmitter {
     // port events stay watched until the next connect: a PORT_ERR after the
     // flush errors still holds the reconnects back
     if (this.#closing || path.removed) path.unwatch?.();
-    else if (path.device && path.portNum && !path.portDown && portState(this.#devices.get(path.device), path.portNum) === 'DOWN') {
+    else if (path.device && path.portNum && !path.portDown && portState(this.#mem.devices.get(path.device), path.portNum) === 'DOWN') {
       path.markPortDown(this.#host, path.device, path.portNum);
     }
     path.teardown(err);
@@ -410,15 +329,7 @@ export class TransportClient extends EventEmitter {
       if (!this.#closing && !path.removed) this.#log(`${path.name}: connect failed: ${err.message}`);
     }
     // hand its IOs to other paths, or park them until one comes back
-    const ledger = this.#ledger;
-    if (ledger) {
-      for (const c of ledger.pathFailed(path.id)) {
-        const io = ledger.io(c)!;
-        this.#detach(io);
-        this.#failover(io);
-      }
-      if (!this.#closing) this.#reclaimChunks();
-    }
+    this.#ios.pathFailed(path);
     if (wasConnected) this.#checkSessionDown(err);
     if (this.#closing || path.removed) return;
     if (err instanceof TransportError && err.code === 'ESTALE') {
@@ -434,7 +345,7 @@ export class TransportClient extends EventEmitter {
       return;
     }
     const delay = path.timer.schedule(() => {
-      if (path.portStillDown(this.#devices)) {
+      if (path.portStillDown(this.#mem.devices)) {
         // a connect over a port that is down cannot work: count the attempt, wait again
         this.#pathFailed(path, new TransportError('ENETDOWN', `${path.portDown!.dev} port ${path.portDown!.port} is not back yet`));
         return;
@@ -460,35 +371,7 @@ export class TransportClient extends EventEmitter {
     this.#upReason = 'path-reconnected';
     this.#log(`session down: ${err.message}`);
     this.emit('session-down', err);
-    if (!this.#closing) for (const io of this.#waiting) this.#armWait(io);
-  }
-
-  /**
-   * An IO with no connected path (queued, or parked in the ledger): fails
-   * after reconnectWaitMs unless a path comes back. A parked IO whose
-   * request may have run says so (executed 'unknown'); its chunk stays
-   * unsettled until a RESUME answers.
-   */
-  #armWait(io: Io): void {
-    const ms = this.#opts.reconnectWaitMs ?? 30000;
-    if (io.waitTimer || ms === Infinity) return;
-    io.waitTimer = setTimeout(() => {
-      io.waitTimer = undefined;
-      const err = new TransportError('ETIMEDOUT', `no path of the session came back within reconnectWaitMs (${ms} ms)`);
-      const i = this.#waiting.indexOf(io);
-      if (i >= 0) {
-        this.#waiting.splice(i, 1);
-        this.#reject(io, err.forIo(false));
-      } else if (io.chunk >= 0 && this.#ledger?.io(io.chunk) === io && this.#ledger.state(io.chunk) === 'parked') {
-        this.#giveUp(io, err);
-      }
-    }, ms);
-  }
-
-  #clearWait(io: Io): void {
-    if (!io.waitTimer) return;
-    clearTimeout(io.waitTimer);
-    io.waitTimer = undefined;
+    if (!this.#closing) this.#ios.sessionDown();
   }
 
   /**
@@ -501,23 +384,7 @@ export class TransportClient extends EventEmitter {
    */
   #rejoin(from: ClientPath): void {
     const err = new TransportError('ESTALE', 'the server restarted and no longer knows the session: the IO may or may not have run');
-    const ledger = this.#ledger!;
-    const again: Io[] = [];
-    for (const io of ledger.ios()) {
-      this.#detach(io);
-      if (ledger.executed(io.chunk) === false && !io.aborted && !io.settled) again.push(io);
-      else this.#reject(io, err.forIo('unknown'));
-    }
-    ledger.reset();
-    again.sort((a, b) => a.seq - b.seq);
-    for (const io of again) {
-      io.chunk = -1;
-      io.seq = 0;
-      io.iter = undefined;
-      io.failovers = 0;
-    }
-    this.#waiting.unshift(...again);
-    if (!this.#sessionUp) for (const io of again) this.#armWait(io);
+    this.#ios.rejoin(err);
     const old = this.#sessionId;
     this.#sessionId = P.randomSessionId();
     this.#sessionCounters.rejoins++;
@@ -552,15 +419,7 @@ export class TransportClient extends EventEmitter {
   #failSession(err: Error): void {
     if (this.#fatal) return;
     this.#fatal = err;
-    const te = err instanceof TransportError ? err : undefined;
-    for (const io of this.#waiting.splice(0)) this.#reject(io, te ? te.forIo(false) : err);
-    const ledger = this.#ledger;
-    if (ledger) {
-      for (const io of ledger.ios()) {
-        if (io.settled) continue;
-        this.#reject(io, te ? te.forIo(ledger.executed(io.chunk)) : err);
-      }
-    }
+    this.#ios.failAll(err);
     // 'error' without a listener would throw from inside an rdma_cm callback
     if (this.listenerCount('error') > 0) this.emit('error', err);
   }
@@ -569,338 +428,24 @@ export class TransportClient extends EventEmitter {
 
   /** Writes `data` with `header` to the server; resolves with the handler's status and response header. */
   write(header: Uint8Array, data: Uint8Array, opts: IoOptions = {}): Promise<IoResult> {
-    return this.#submit('write', header, data, data?.length, opts);
+    return this.#submit('write', header, data, opts);
   }
 
   /** Reads into `into` (up to its length); resolves with status, response header and the length read. */
   read(header: Uint8Array, into: Uint8Array, opts: IoOptions = {}): Promise<IoResult> {
-    return this.#submit('read', header, into, into?.length, opts);
+    return this.#submit('read', header, into, opts);
   }
 
-  #submit(kind: 'write' | 'read', header: Uint8Array, data: Uint8Array, len: number, opts: IoOptions): Promise<IoResult> {
+  #submit(kind: 'write' | 'read', header: Uint8Array, data: Uint8Array, opts: IoOptions): Promise<IoResult> {
     if (!(header instanceof Uint8Array)) return Promise.reject(new TypeError('header must be a Uint8Array'));
     if (!(data instanceof Uint8Array)) return Promise.reject(new TypeError(`${kind === 'write' ? 'data' : 'into'} must be a Uint8Array`));
+    if (typeof opts !== 'object' || opts === null) return Promise.reject(new TypeError('options must be an object'));
     if (this.#closing || this.#closed) return Promise.reject(new TransportError('ECLOSED', 'the client is closing', false));
     if (this.#fatal) return Promise.reject(this.#fatal instanceof TransportError ? this.#fatal.forIo(false) : this.#fatal);
     const p = this.#params!;
     if (header.length > p.maxHeaderSize) return Promise.reject(new TransportError('EMSGSIZE', `header of ${header.length} bytes exceeds maxHeaderSize ${p.maxHeaderSize}`, false));
-    if (len > this.#maxIo) return Promise.reject(new TransportError('EMSGSIZE', `${len} bytes exceed maxIoSize ${this.#maxIo}`, false));
-    if (opts.signal?.aborted) return Promise.reject(abortError(opts.signal.reason, false));
-    return new Promise<IoResult>((resolve, reject) => {
-      const io: Io = {
-        kind, header, data, len, chunk: -1, seq: 0, signal: opts.signal, resolve, reject,
-        settled: false, aborted: false, failovers: 0, sendsPending: 0, zeroCopy: false,
-      };
-      if (io.signal) {
-        io.onAbort = () => this.#abort(io);
-        io.signal.addEventListener('abort', io.onAbort, { once: true });
-      }
-      this.#waiting.push(io);
-      if (!this.#sessionUp) this.#armWait(io);
-      this.#pump();
-    });
-  }
-
-  /** The caller's signal fired: the IO rejects now; its chunk returns once it is known not to run any more. */
-  #abort(io: Io): void {
-    if (io.settled) return;
-    const i = this.#waiting.indexOf(io);
-    if (i >= 0) {
-      this.#waiting.splice(i, 1);
-      this.#reject(io, abortError(io.signal?.reason, false));
-      return;
-    }
-    const ledger = this.#ledger!;
-    io.aborted = true;
-    this.#reject(io, abortError(io.signal?.reason, ledger.executed(io.chunk)));
-    // posted or resuming: the answer settles the chunk; parked: cut off now
-    if (ledger.state(io.chunk) === 'parked') this.#cutOff(io);
-  }
-
-  #reject(io: Io, err: Error): void {
-    if (io.settled) return;
-    io.settled = true;
-    this.#clearWait(io);
-    if (io.onAbort) io.signal?.removeEventListener('abort', io.onAbort);
-    io.reject(err);
-    this.#checkDrained();
-  }
-
-  #resolve(io: Io, r: IoResult): void {
-    if (io.settled) return;
-    io.settled = true;
-    this.#clearWait(io);
-    if (io.onAbort) io.signal?.removeEventListener('abort', io.onAbort);
-    io.resolve(r);
-  }
-
-  /** Starts waiting IOs while permits and a connected path exist. */
-  #pump(): void {
-    const ledger = this.#ledger;
-    if (!ledger) return;
-    if (this.#params!.strict) return this.#pumpStrict(ledger);
-    while (this.#waiting.length && ledger.freeCount && this.#paths.some((p) => p.connected)) {
-      const io = this.#start(ledger, 0);
-      io.iter = this.#selector.iterate((p) => ledger.hasKey(p.id, io.chunk));
-      const path = io.iter.next();
-      if (path) this.#post(io, path);
-      else this.#armWait(io); // parked, never sent: the next path up takes it
-    }
-  }
-
-  /**
-   * Strict mode: a chunk has a key only on the path of its last response
-   * (docs/protocol.md §7.3), so the policy picks the path first, then a free
-   * chunk keyed on it. A failover asks another path with RESUME_REQ, which
-   * needs no key there: the IO's iterator takes any connected path.
-   */
-  #pumpStrict(ledger: ChunkLedger<Io>): void {
-    // where each candidate's free keyed chunk is (select() only returns a
-    // path its test accepted, in this same call)
-    const at: number[] = [];
-    while (this.#waiting.length && ledger.freeCount) {
-      const path = this.#selector.select(undefined, (p) => (at[p.id] = ledger.findFree((c) => ledger.hasKey(p.id, c))) >= 0);
-      if (!path) return; // no key anywhere: a connect or a RESUME answer brings one
-      const io = this.#start(ledger, at[path.id]);
-      io.iter = this.#selector.iterate();
-      io.iter.markTried(path);
-      this.#post(io, path);
-    }
-  }
-
-  /** Takes the next waiting IO and the free chunk at free-list index `at`. */
-  #start(ledger: ChunkLedger<Io>, at: number): Io {
-    const io = this.#waiting.shift()!;
-    this.#clearWait(io);
-    const { chunk, seq } = ledger.start(io, at);
-    io.chunk = chunk;
-    io.seq = seq;
-    this.#stage(io);
-    return io;
-  }
-
-  /** Puts the request into the chunk's staging slot (once: failover re-posts it as is). */
-  #stage(io: Io): void {
-    const p = this.#params!;
-    const base = io.chunk * p.chunkSize;
-    const st = this.#stagingBuf;
-    io.zeroCopy = this.#userBufs.has(io.data.buffer as ArrayBuffer);
-    if (io.kind === 'write') {
-      // zero-copy: [header | trailer] at the slot start, sent after the user's data
-      const hdrAt = io.zeroCopy ? base : base + io.data.length;
-      if (!io.zeroCopy) st.set(io.data, base);
-      st.set(io.header, hdrAt);
-      P.writeWriteTrailer(st, hdrAt + io.header.length, { hdrLen: io.header.length, dataLen: io.data.length, seq: BigInt(io.seq) });
-    } else {
-      const reqAt = base + p.chunkSize - io.header.length - P.READ_TRAILER_SIZE;
-      st.set(io.header, reqAt);
-      // the trailer (with the window's rkey) is written when posted
-    }
-  }
-
-  #post(io: Io, path: ClientPath): void {
-    const p = this.#params!;
-    const conn = path.conn!;
-    const dev = path.dev!;
-    const c = io.chunk;
-    const ledger = this.#ledger!;
-    const key = ledger.key(path.id, c);
-    const base = c * p.chunkSize;
-    let mw: MemoryWindow | undefined;
-    if (io.kind === 'read' && io.len > 0) {
-      try {
-        // a pooled window may have been closed with a dead connection's QP
-        let free = dev.freeMws.pop();
-        while (free && free.closed) free = dev.freeMws.pop();
-        mw = free ?? dev.pd.allocMemoryWindow(dev.windowType);
-      } catch (err) {
-        this.#giveUp(io, new TransportError('EIO', `no memory window for the read's destination: ${(err as Error).message}`));
-        return;
-      }
-    }
-    this.#clearWait(io);
-    ledger.post(c, path.id);
-    io.path = path;
-    path.inflight++;
-    if (path.inflight === 1) conn.ref();
-    if (io.kind === 'write') {
-      const dataLen = io.data.length;
-      const hdrLen = io.header.length;
-      let sge;
-      if (io.zeroCopy) {
-        const mr = this.#userMr(io.data, path.device!, dev)!;
-        const off = io.data.byteOffset;
-        sge = dataLen ? [mr.sge(off, dataLen), this.#staged(dev).sge(base, hdrLen + P.WRITE_TRAILER_SIZE)] : [this.#staged(dev).sge(base, hdrLen + P.WRITE_TRAILER_SIZE)];
-      } else {
-        sge = [this.#staged(dev).sge(base, dataLen + hdrLen + P.WRITE_TRAILER_SIZE)];
-      }
-      io.sendsPending = 1;
-      conn.post([{
-        opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge, remoteAddr: key.addr, rkey: key.rkey,
-        imm: P.encodeRequestImm('write', c, dataLen + hdrLen, p),
-      }]);
-      return;
-    }
-    // read: a window over the destination, bound on this path's QP
-    const hdrLen = io.header.length;
-    const reqAt = p.chunkSize - hdrLen - P.READ_TRAILER_SIZE;
-    const wrs: SendWorkRequest[] = [];
-    let rkey = 0;
-    let addr = 0n;
-    if (mw) {
-      io.mw = mw;
-      io.mwDev = dev;
-      const mr = io.zeroCopy ? this.#userMr(io.data, path.device!, dev)! : this.#staged(dev);
-      const at = io.zeroCopy ? mr.addr + io.data.byteOffset : this.#staged(dev).addr + base;
-      io.sendsPending++;
-      if (dev.windowType === 1) {
-        // type 1 (rxe): ibv_bind_mw posts the bind ahead of the request
-        rkey = conn.bindWindow(mw, mr, at, io.len, Access.REMOTE_WRITE, wrId(WrKind.SEND, c));
-        if (rkey === 0) return; // the connection failed: the path fails the IO over
-      } else {
-        // the bind's new key is chosen here (the next key byte), so the request
-        // can carry it and both go out in one post (one doorbell)
-        const keyByte = (mw.rkey + 1) & 0xff;
-        wrs.push({ opcode: 'BIND_MW', wrId: wrId(WrKind.SEND, c), bind: { mw, mr, addr: at, length: io.len, access: Access.REMOTE_WRITE, keyByte } });
-        rkey = ((mw.rkey & 0xffffff00) | keyByte) >>> 0;
-      }
-      addr = BigInt(at);
-    }
-    P.writeReadTrailer(this.#stagingBuf, base + reqAt + hdrLen, { hdrLen, len: io.len, seq: BigInt(io.seq), addr, rkey });
-    io.sendsPending++;
-    wrs.push({
-      opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge: [this.#staged(dev).sge(base + reqAt, hdrLen + P.READ_TRAILER_SIZE)],
-      remoteAddr: key.addr + BigInt(reqAt), rkey: key.rkey, imm: P.encodeRequestImm('read', c, reqAt + hdrLen, p),
-    });
-    conn.post(wrs);
-  }
-
-  /** The IO leaves its path: counters, the connection's ref, its window (bound on that QP: never reused). */
-  #detach(io: Io): void {
-    const path = io.path;
-    if (path) {
-      path.inflight--;
-      if (path.inflight === 0) path.conn?.unref();
-      io.path = undefined;
-    }
-    io.sendsPending = 0;
-    if (io.mw) {
-      io.mw.close();
-      io.mw = undefined;
-    }
-  }
-
-  /** The client gives up on the IO: it rejects with err, saying whether it may have run. */
-  #giveUp(io: Io, err: TransportError): void {
-    this.#reject(io, err.forIo(this.#ledger!.executed(io.chunk)));
-    this.#cutOff(io);
-  }
-
-  /**
-   * The IO leaves its chunk: one that never reached the server goes back to
-   * the pool; one that may have stays unsettled, asked on every connected
-   * path, until an answer settles it.
-   */
-  #cutOff(io: Io): void {
-    const ledger = this.#ledger!;
-    this.#detach(io);
-    ledger.cutOff(io.chunk);
-    if (ledger.state(io.chunk) === 'unsettled') {
-      for (const path of this.#paths) if (path.connected) this.#sendResume(path, io.chunk, ledger.ask(io.chunk));
-    } else {
-      this.#checkDrained();
-      this.#pump();
-    }
-  }
-
-  /** The IO's path failed (it is parked): on to another connected path, or it waits for one. */
-  #failover(io: Io): void {
-    if (io.aborted || io.settled || this.#closing) {
-      this.#cutOff(io);
-      return;
-    }
-    if (++io.failovers > MAX_FAILOVERS) {
-      this.#giveUp(io, new TransportError('ECONNABORTED', `the IO failed over ${MAX_FAILOVERS} times: each path it was sent on failed`));
-      return;
-    }
-    const next = io.iter?.next() ?? this.#selector.select();
-    if (!next) {
-      // no path now: wait for one (exactly-once: its outcome is asked there)
-      this.#armWait(io);
-      return;
-    }
-    next.counters.failovers++;
-    this.#log(`failover: chunk ${io.chunk} seq ${io.seq} -> ${next.name}`);
-    this.#moveTo(io, next);
-  }
-
-  /**
-   * A parked IO goes to `path`. In strict mode, or for a read, the request's
-   * copy may have arrived (strict: and invalidated the chunk's key there),
-   * and a read must be posted again to get its data: ask first (§7.5). A
-   * relaxed write is posted again as is: the server's record replays it.
-   */
-  #moveTo(io: Io, path: ClientPath): void {
-    if (io.aborted || io.settled) {
-      this.#cutOff(io);
-      return;
-    }
-    this.#clearWait(io);
-    if (this.#params!.strict || io.kind === 'read') this.#sendResume(path, io.chunk, this.#ledger!.resume(io.chunk, path.id));
-    else this.#post(io, path);
-  }
-
-  #sendResume(path: ClientPath, c: number, seq: number): void {
-    if (!path.ctrl || !path.conn) return;
-    const off = P.CTRL_MSG_SIZE + c * P.RESUME_SIZE;
-    P.encodeResumeReq({ chunk: c, seq: BigInt(seq) }).copy(path.ctrl.buf, off);
-    path.conn.post([{ opcode: 'SEND', wrId: wrId(WrKind.SEND, 0xfffffffd), sge: [path.ctrl.mr.sge(off, P.RESUME_SIZE)] }]);
-  }
-
-  #onSendDone(path: ClientPath, c: number): void {
-    const io = this.#ledger?.io(c);
-    if (!io || io.path !== path || io.sendsPending === 0) return;
-    io.sendsPending--;
-    this.#maybeComplete(io);
-  }
-
-  // ------------------------------------------------------------- receive
-
-  #onRecv(path: ClientPath, conn: Conn, ctx: P.ClientMsgContext, wc: WorkCompletion, slot: number): void {
-    if (path.conn !== conn) return;
-    const p = this.#params!;
-    const ledger = this.#ledger!;
-    try {
-      if (wc.opcodeName === 'RECV_RDMA_WITH_IMM') {
-        const imm = P.decodeImm(wc.imm ?? 0, wc.byteLen, 'client', p);
-        if (imm.type === 'hb') conn.answerHeartbeat(imm.id);
-        else if (imm.type === 'hb-ack') conn.heartbeatAck(imm.id);
-        else if (imm.type === 'io-rsp') {
-          // a strict response carries the chunk's new key, which an immediate cannot (§5)
-          if (p.strict) throw new ProtocolError('imm-rsp-strict', `an immediate-only IO_RSP for chunk ${imm.chunk} in strict mode`);
-          this.#onResponse(path, imm.chunk, { status: imm.status, header: EMPTY, length: 0 }, undefined, 'write', undefined);
-        }
-        else throw new ProtocolError('imm-direction', `${imm.type} imm received by the client`);
-        // replaced after the caller's continuation (queued by the resolve
-        // above) had its turn to post the next IO; RECV_SLACK spare receives
-        // cover the server's messages meanwhile
-        queueMicrotask(() => conn.repost(slot));
-        return;
-      }
-      if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);
-      const m = P.decodeClientMessage(conn.recvBytes(slot, wc.byteLen), ctx);
-      if (m.type === 'io-rsp') {
-        const header = Buffer.from(m.header); // copy: the caller keeps it, the buffer is reposted
-        queueMicrotask(() => conn.repost(slot)); // after the caller's continuation, as above
-        this.#onResponse(path, m.chunk, { status: m.status, header, length: m.dataLen }, m, m.read ? 'read' : 'write', wc);
-        return;
-      }
-      conn.repost(slot);
-      if (m.type === 'info-rsp') path.onInfoRsp(m, ledger as ChunkLedger<unknown>);
-      else this.#onResumeRsp(path, m);
-    } catch (err) {
-      this.#violation(path, err);
-    }
+    if (data.length > this.#maxIo) return Promise.reject(new TransportError('EMSGSIZE', `${data.length} bytes exceed maxIoSize ${this.#maxIo}`, false));
+    return this.#ios.submit(kind, header, data, data.length, opts.signal);
   }
 
   #violation(path: ClientPath, err: unknown): void {
@@ -911,136 +456,6 @@ export class TransportClient extends EventEmitter {
     this.#pathFailed(path, err as Error);
   }
 
-  /** An IO_RSP (m: its message; undefined for an immediate-only one) on `path`. */
-  #onResponse(path: ClientPath, c: number, r: { status: number; header: Buffer; length: number }, m: P.IoRsp | undefined, kind: 'write' | 'read', wc: WorkCompletion | undefined): void {
-    const ledger = this.#ledger!;
-    const v = ledger.onResponse(c, path.id, m ? Number(m.seq) : undefined);
-    if (v.kind === 'late') return; // its keys too: a later IO on the chunk may have invalidated them
-    if (m) this.#takeKeys(c, m.keys);
-    if (v.kind === 'settled') {
-      this.#settled();
-      return;
-    }
-    const io = v.io;
-    if (kind !== io.kind) throw new ProtocolError('unexpected-response', `${kind} response for a ${io.kind} on chunk ${c}`);
-    if (ledger.state(c) === 'resuming') {
-      // the answer to our RESUME_REQ: the IO ran. A read still needs its data: post it again here
-      if (io.kind === 'read' && io.len > 0 && !io.aborted) {
-        this.#post(io, path);
-        return;
-      }
-    } else if (io.kind === 'read') {
-      if (r.length > io.len) throw new ProtocolError('data-len', `read response of ${r.length} bytes for a ${io.len}-byte read`);
-      const inv = wc?.invalidatedRkey;
-      if (io.mw) {
-        if (inv !== undefined && inv !== io.mw.rkey) throw new ProtocolError('invalidated-rkey', `the server invalidated rkey ${inv}, the IO's window is ${io.mw.rkey}`);
-        if (inv === undefined || io.mw.type === 1) {
-          // not invalidated by the server (a type 1 window never is: the
-          // kernel refuses it; or rxe reported it under the kernel's flag
-          // value): deallocate the window, which is safe in any state and
-          // leaves no key behind that a late SEND_WITH_INV could meet
-          io.mw.close();
-          io.mw = undefined;
-          path.wire.invalidations++;
-        }
-      }
-    }
-    io.rsp = r;
-    this.#maybeComplete(io);
-  }
-
-  /**
-   * The keys an IO_RSP gives for chunk c, those of another connection
-   * generation dropped (§7.4): a response composed before a reconnect must
-   * not overwrite the new connection's keys.
-   */
-  #takeKeys(c: number, keys: P.IoRspKey[]): void {
-    const current = keys.filter((k) => this.#paths.some((q) => q.id === k.pathIndex && q.generation === k.generation));
-    this.#ledger!.takeKeys(c, current.map((k) => ({ slot: k.pathIndex, rkey: k.rkey })), this.#params!.strict);
-  }
-
-  /**
-   * Strict, after a path failed: free chunks whose only key was on it are
-   * asked for on a connected path (RESUME_REQ for their last IO binds a key
-   * there); until the answer they are out of the pool, like cut-off chunks.
-   * Chunks already waiting for an answer are asked again in case the failed
-   * path was the one asked. With no path connected, the next connect asks.
-   */
-  #reclaimChunks(): void {
-    const ledger = this.#ledger!;
-    const live = this.#paths.filter((p) => p.connected);
-    if (live.length === 0) return;
-    if (this.#params?.strict) ledger.withdraw((c) => !live.some((p) => ledger.hasKey(p.id, c)));
-    for (const c of ledger.chunksIn('unsettled')) this.#sendResume(this.#selector.select() ?? live[0], c, ledger.ask(c));
-  }
-
-  #maybeComplete(io: Io): void {
-    if (!io.rsp || io.sendsPending > 0) return;
-    const path = io.path;
-    if (path) {
-      if (io.kind === 'write') {
-        path.counters.writes++;
-        path.counters.writeBytes += io.data.length;
-      } else {
-        path.counters.reads++;
-        path.counters.readBytes += io.rsp.length;
-      }
-      path.inflight--;
-      if (path.inflight === 0) path.conn?.unref();
-      io.path = undefined;
-    }
-    if (io.mw) {
-      if (io.mw.type === 1) io.mw.close(); // never reused: see #onResponse
-      else io.mwDev!.freeMws.push(io.mw);
-      io.mw = undefined;
-    }
-    const r = io.rsp;
-    if (io.kind === 'read' && !io.zeroCopy && r.length > 0 && !io.aborted) {
-      const base = io.chunk * this.#params!.chunkSize;
-      io.data.set(this.#stagingBuf.subarray(base, base + r.length));
-    }
-    this.#ledger!.complete(io.chunk);
-    this.#resolve(io, { status: r.status, header: r.header, length: io.kind === 'read' ? r.length : 0 });
-    this.#checkDrained();
-    this.#pump();
-  }
-
-  #onResumeRsp(path: ClientPath, m: P.ResumeRsp): void {
-    const ledger = this.#ledger!;
-    const c = m.chunk;
-    const v = ledger.onResumeRsp(c, path.id, Number(m.seq));
-    if (v.kind === 'late') return;
-    ledger.setKey(path.id, c, m.rkey);
-    if (v.kind === 'settled') {
-      this.#settled();
-      return;
-    }
-    // the IO never reached the server: post it here with the key just bound,
-    // unless it was aborted meanwhile (then it never runs: its chunk goes
-    // back to the pool)
-    if (v.io.aborted || v.io.settled) {
-      ledger.release(c);
-      this.#settled();
-    } else {
-      this.#post(v.io, path);
-    }
-  }
-
-  /** A chunk came back to the pool. */
-  #settled(): void {
-    this.#checkDrained();
-    this.#pump();
-  }
-
-  // ---------------------------------------------------------------- close
-
-  #checkDrained(): void {
-    if (!this.#drained) return;
-    const ledger = this.#ledger;
-    if (this.#waiting.length || ledger?.unsettledCount) return;
-    if (ledger?.ios().some((io) => !io.settled)) return;
-    this.#drained();
-  }
 
   /**
    * Closes the session. drain (default): new IOs are refused, queued and
@@ -1054,21 +469,18 @@ export class TransportClient extends EventEmitter {
     if (drain) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, opts.drainTimeoutMs ?? 30000);
-        this.#drained = () => {
+        this.#ios.whenDrained(() => {
           clearTimeout(timer);
           resolve();
-        };
-        this.#checkDrained();
+        });
       });
-      this.#drained = undefined;
+      this.#ios.whenDrained(undefined);
     }
     const err = new TransportError('ECLOSED', 'the client was closed before the IO completed');
-    for (const io of this.#waiting.splice(0)) this.#reject(io, err.forIo(false));
-    const ledger = this.#ledger;
-    if (ledger) for (const io of ledger.ios()) this.#reject(io, err.forIo(ledger.executed(io.chunk)));
+    this.#ios.failAll(err);
     // tell the server (best effort): it frees the session at once
     const path = this.#paths.find((p) => p.connected && p.conn && p.ctrl);
-    if (path && !ledger?.unsettledCount) {
+    if (path && this.#ios.unsettledCount === 0) {
       const off = P.CTRL_MSG_SIZE + this.#queueDepth * P.RESUME_SIZE;
       P.encodeSessionClose().copy(path.ctrl!.buf, off);
       await Promise.race([
@@ -1084,10 +496,6 @@ export class TransportClient extends EventEmitter {
       p.state = 'closed';
       p.teardown(err);
     }
-    for (const regs of this.#userBufs.values()) for (const mr of regs.values()) mr.close();
-    this.#userBufs.clear();
-    for (const d of this.#devs.values()) d.pd.close();
-    this.#devs.clear();
-    this.#devices.close();
+    this.#mem.close();
   }
 }

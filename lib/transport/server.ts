@@ -920,7 +920,12 @@ class ServerPath {
     if (this.state !== 'connected') return;
     const s = this.session;
     const rec = s.records[c];
-    if (seq < rec.seq) return this.violation(new ProtocolError('seq', `RESUME_REQ chunk ${c} seq ${seq} < recorded ${rec.seq}`));
+    // the client asks an unsettled chunk on several paths: once one answer
+    // settled it, the chunk may carry a newer IO before the other asks arrive
+    if (seq < rec.seq) {
+      s.server.log(`${this.name}: dropped a stale RESUME_REQ for chunk ${c} seq ${seq} (recorded ${rec.seq})`);
+      return;
+    }
     if (seq === rec.seq && (rec.state === 'done' || rec.state === 'running')) {
       if (rec.state === 'running') {
         rec.respondOn = this;

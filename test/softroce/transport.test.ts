@@ -557,7 +557,7 @@ describe('cut-off IOs', () => {
     srv = undefined;
   });
 
-  test.each([true, false])('the only path dies mid-IO: ECONNABORTED, the chunk stays out of the pool until RESUME settles it (strict=%s)', async (strict) => {
+  test.each([true, false])('the only path dies mid-IO: the IO waits for the path and settles with its real outcome, the handler ran once (strict=%s)', async (strict) => {
     const entered = later<{ pathIndex: number; sessionId: string }>();
     const release = later();
     let cutCalls = 0;
@@ -577,8 +577,49 @@ describe('cut-off IOs', () => {
     try {
       const io = client.write(Buffer.from('cut'), Buffer.alloc(8));
       const where = await entered.promise;
+      const down = new Promise((r) => client.once('session-down', r));
       srv.server.disconnectPath(where.sessionId, where.pathIndex);
-      await expect(io).rejects.toMatchObject({ code: 'ECONNABORTED' });
+      await down;
+      expect(client.stats().inflight).toBe(1); // parked, not failed
+      release.resolve();
+      // the reconnected path's RESUME finds it run (or running): answered from the record
+      expect((await io).status).toBe(7);
+      expect(cutCalls).toBe(1);
+      expect(client.stats()).toMatchObject({ unsettled: 0, inflight: 0 });
+      expect(client.stats().paths[0].reconnects.ok).toBe(1);
+      const next = await client.write(Buffer.from('next'), Buffer.alloc(8));
+      expect(next.status).toBe(7);
+    } finally {
+      release.resolve();
+      await client.close();
+    }
+  });
+
+  test.each([true, false])('the path stays away longer than reconnectWaitMs: ETIMEDOUT with executed "unknown"; the chunk stays out of the pool until RESUME settles it (strict=%s)', async (strict) => {
+    const entered = later<{ pathIndex: number; sessionId: string }>();
+    const release = later();
+    let cutCalls = 0;
+    srv = serverWith({
+      strict,
+      queueDepth: 1,
+      handler: async (req) => {
+        if (req.header.toString() === 'cut') {
+          cutCalls++;
+          entered.resolve({ pathIndex: req.pathIndex, sessionId: req.sessionId });
+          await release.promise;
+        }
+        return { status: 7 };
+      },
+    });
+    // the reconnect comes after reconnectWaitMs ran out
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }], reconnectWaitMs: 300, reconnect: { initialDelayMs: 1500, jitter: 0 } });
+    try {
+      const io = client.write(Buffer.from('cut'), Buffer.alloc(8));
+      const queued = client.write(Buffer.from('queued'), Buffer.alloc(8)).catch((e: Error) => e);
+      const where = await entered.promise;
+      srv.server.disconnectPath(where.sessionId, where.pathIndex);
+      await expect(io).rejects.toMatchObject({ code: 'ETIMEDOUT', executed: 'unknown' });
+      expect(await queued).toMatchObject({ code: 'ETIMEDOUT', executed: false });
       expect(client.stats().unsettled).toBe(1);
       release.resolve();
       // queue depth 1: this IO can only run once the reconnected path's RESUME settled the chunk
@@ -586,7 +627,6 @@ describe('cut-off IOs', () => {
       expect(next.status).toBe(7);
       expect(client.stats().unsettled).toBe(0);
       expect(cutCalls).toBe(1);
-      expect(client.stats().paths[0].reconnects.ok).toBe(1);
     } finally {
       release.resolve();
       await client.close();
@@ -613,7 +653,7 @@ describe('client against a raw server', () => {
 
   test('S3 on the client: in strict mode an immediate-only response (no new key) closes the path; the IO fails cleanly', async () => {
     const rs = await rawServer(port++, { hbIntervalMs: 60000, hbMissedMax: 10 }, true);
-    const client = await connect({ paths: [{ host: HOST0, port: rs.port }], reconnect: { initialDelayMs: 5000 } });
+    const client = await connect({ paths: [{ host: HOST0, port: rs.port }], reconnect: { initialDelayMs: 5000 }, reconnectWaitMs: 500 });
     const violations: Array<{ reason: string }> = [];
     client.on('violation', (v) => violations.push(v));
     try {
@@ -624,7 +664,8 @@ describe('client against a raw server', () => {
       const imm = P.decodeImm(req.imm!, req.byteLen, 'server', sp.acc);
       if (imm.type !== 'write-req') throw new Error(`expected a write request, got ${imm.type}`);
       sp.qp.postSend([{ wrId: 2, opcode: 'RDMA_WRITE_WITH_IMM', imm: P.encodeIoRspImm(imm.chunk, 0), sge: [], remoteAddr: 0, rkey: 0 }]);
-      await expect(io).rejects.toThrow(/ECONNABORTED/);
+      // the path is closed; the IO waits for it, and gives up after reconnectWaitMs saying it may have run
+      await expect(io).rejects.toMatchObject({ code: 'ETIMEDOUT', executed: 'unknown' });
       expect(violations[0]).toMatchObject({ reason: 'imm-rsp-strict' });
     } finally {
       await client.close({ drain: false });

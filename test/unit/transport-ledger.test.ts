@@ -21,15 +21,18 @@ type Msg =
   | { to: 'client'; type: 'io-rsp'; c: number; seq: number }
   | { to: 'client'; type: 'resume-rsp'; c: number; seq: number };
 
-interface Rec { seq: number; state: 'idle' | 'running' | 'done' | 'resumed'; respondOn: number; arrivedOn: number; resumedOn: number }
+/** a path's connection: slot and generation (a reconnect is a new connection: the server answers on the one a copy came on) */
+type ConnId = { path: number; gen: number } | undefined;
+
+interface Rec { seq: number; state: 'idle' | 'running' | 'done' | 'resumed'; respondOn: ConnId; arrivedOn: ConnId; resumedOn: number }
 
 class ServerModel {
   readonly recs: Rec[];
   /** `${c}:${seq}` -> handler runs */
   readonly runs = new Map<string, number>();
   violations = 0;
-  constructor(qd: number, private readonly up: (p: number) => boolean, private readonly send: (p: number, m: Msg) => void) {
-    this.recs = Array.from({ length: qd }, () => ({ seq: 0, state: 'idle' as const, respondOn: -1, arrivedOn: -1, resumedOn: -1 }));
+  constructor(qd: number, private readonly conn: (p: number) => ConnId, private readonly send: (p: number, m: Msg) => void) {
+    this.recs = Array.from({ length: qd }, () => ({ seq: 0, state: 'idle' as const, respondOn: undefined, arrivedOn: undefined, resumedOn: -1 }));
   }
 
   request(c: number, seq: number, path: number): void {
@@ -37,21 +40,23 @@ class ServerModel {
     if (seq < r.seq) return void this.violations++;
     if (seq === r.seq && r.state === 'resumed' && r.resumedOn !== path) return; // a stale copy: dropped
     if (seq === r.seq && r.state !== 'resumed') {
-      if (r.state === 'running') r.respondOn = path;
+      if (r.state === 'running') r.respondOn = this.conn(path);
       else this.send(path, { to: 'client', type: 'io-rsp', c, seq }); // replay
       return;
     }
     if (seq > r.seq && r.state === 'running') return void this.violations++;
-    Object.assign(r, { seq, state: 'running', respondOn: path, arrivedOn: path, resumedOn: -1 });
+    Object.assign(r, { seq, state: 'running', respondOn: this.conn(path), arrivedOn: this.conn(path), resumedOn: -1 });
     const k = `${c}:${seq}`;
     this.runs.set(k, (this.runs.get(k) ?? 0) + 1);
   }
 
   resume(c: number, seq: number, path: number): void {
     const r = this.recs[c];
-    if (seq < r.seq) return void this.violations++;
+    // the client asks an unsettled chunk on several paths; one answer
+    // settled it and the chunk carried a newer IO: a stale ask, dropped
+    if (seq < r.seq) return;
     if (seq === r.seq && (r.state === 'done' || r.state === 'running')) {
-      if (r.state === 'running') r.respondOn = path;
+      if (r.state === 'running') r.respondOn = this.conn(path);
       else this.send(path, { to: 'client', type: 'io-rsp', c, seq });
       return;
     }
@@ -65,8 +70,9 @@ class ServerModel {
     const r = this.recs[c];
     if (r.state !== 'running') return;
     r.state = 'done';
-    const target = this.up(r.respondOn) ? r.respondOn : r.arrivedOn;
-    if (this.up(target)) this.send(target, { to: 'client', type: 'io-rsp', c, seq: r.seq });
+    const live = (x: ConnId): boolean => x !== undefined && this.conn(x.path)?.gen === x.gen;
+    const target = live(r.respondOn) ? r.respondOn : r.arrivedOn;
+    if (live(target)) this.send(target!.path, { to: 'client', type: 'io-rsp', c, seq: r.seq });
   }
 }
 
@@ -89,6 +95,7 @@ class World {
   readonly ledger: ChunkLedger<Io>;
   readonly server: ServerModel;
   readonly up = new Array(PATHS).fill(true);
+  readonly gen = new Array(PATHS).fill(0);
   /** per path: messages on the wire, in order (either direction) */
   readonly wire: Msg[][] = Array.from({ length: PATHS }, () => []);
   readonly ios: Io[] = [];
@@ -96,7 +103,7 @@ class World {
   ioId = 0;
   constructor(readonly qd: number, readonly strict: boolean) {
     this.ledger = new ChunkLedger<Io>(qd, PATHS);
-    this.server = new ServerModel(qd, (p) => p >= 0 && this.up[p], (p, m) => this.wire[p].push(m));
+    this.server = new ServerModel(qd, (p) => (this.up[p] ? { path: p, gen: this.gen[p] } : undefined), (p, m) => this.wire[p].push(m));
   }
 
   connected(): number[] {
@@ -173,6 +180,7 @@ class World {
       case 'up': {
         if (this.up[s.path]) return;
         this.up[s.path] = true;
+        this.gen[s.path]++;
         for (const c of l.chunksIn('unsettled')) this.ask(c, s.path);
         for (const c of l.chunksIn('parked')) this.moveTo(l.io(c)!, s.path);
         this.pump();
