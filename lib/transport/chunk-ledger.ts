@@ -341,6 +341,10 @@ export class ChunkLedger<T> {
     return this.#keys[slot]?.addr[c] ?? 0n;
   }
 
+  rkey(slot: number, c: number): number {
+    return this.#keys[slot]?.rkey[c] ?? 0;
+  }
+
   hasKey(slot: number, c: number): boolean {
     return (this.#keys[slot]?.rkey[c] ?? 0) !== 0;
   }

@@ -334,7 +334,7 @@ export class ClientIos {
     io.path = path;
     path.inflight++;
     if (path.inflight === 1) path.conn!.ref();
-    this.#host.mem.postRequest(io, path.conn!, path.device!, dev, ledger.key(path.id, io.chunk), this.#params!, mw);
+    this.#host.mem.postRequest(io, path.conn!, path.device!, dev, ledger.addr(path.id, io.chunk), ledger.rkey(path.id, io.chunk), this.#params!, mw);
   }
 
   /** The IO leaves its path: counters, the connection's ref, its window (bound on that QP: never reused). */
@@ -509,6 +509,7 @@ export class ClientIos {
    * not overwrite the new connection's keys.
    */
   #takeKeys(c: number, keys: P.IoRspKey[]): void {
+    if (keys.length === 0 && !this.#params!.strict) return; // relaxed: the pool keys stay
     const current = keys.filter((k) => this.#host.paths.some((q) => q.id === k.pathIndex && q.generation === k.generation));
     this.#ledger!.takeKeys(c, current.map((k) => ({ slot: k.pathIndex, rkey: k.rkey })), this.#params!.strict);
   }

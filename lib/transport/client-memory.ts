@@ -13,6 +13,9 @@ import { windowTypeFor, WindowTypeOption } from './windows';
 
 const EMPTY = Buffer.alloc(0);
 
+/** Type 1 windows kept allocated ahead per device (reads in flight beyond this allocate their own) */
+const SPARE_WINDOWS = 32;
+
 /** What a request needs of its IO. */
 export interface IoRequest {
   kind: 'write' | 'read';
@@ -38,6 +41,8 @@ export class ClientMemory {
   #staging: ArrayBuffer | undefined;
   #stagingBuf: Buffer = EMPTY;
   #chunkSize = 0;
+  #closed = false;
+  readonly #refilling = new Set<DevState>();
 
   constructor(windowType: WindowTypeOption) {
     this.#windowType = windowType;
@@ -104,20 +109,41 @@ export class ClientMemory {
     }
   }
 
-  /** A window for a read's destination on `dev` (a pooled type 2 one, or a new one); throws when none can be had. */
+  /**
+   * A window for a read's destination on `dev`; throws when none can be
+   * had. Type 2: an unbound one from the pool, or a new one. Type 1: a spare
+   * allocated ahead (never reused: each is deallocated once its read is
+   * answered, which is how the client takes the key away), so the
+   * allocation's syscall is off the IO's path; spares are refilled after
+   * the current batch of completions.
+   */
   takeWindow(dev: DevState): MemoryWindow {
     // a pooled window may have been closed with a dead connection's QP
     let free = dev.freeMws.pop();
     while (free && free.closed) free = dev.freeMws.pop();
+    if (dev.windowType === 1) this.#refillSoon(dev);
     return free ?? dev.pd.allocMemoryWindow(dev.windowType);
   }
 
+  #refillSoon(dev: DevState): void {
+    if (this.#refilling.has(dev)) return;
+    this.#refilling.add(dev);
+    setImmediate(() => {
+      this.#refilling.delete(dev);
+      try {
+        while (!this.#closed && dev.freeMws.length < SPARE_WINDOWS) dev.freeMws.push(dev.pd.allocMemoryWindow(1));
+      } catch {
+        // out of windows: the next read allocates its own, and fails cleanly if it cannot
+      }
+    });
+  }
+
   /**
-   * Posts io's request on `conn` (device `devName`) to the chunk's key:
+   * Posts io's request on `conn` (device `devName`) to the chunk's key (keyAddr, keyRkey):
    * a write's WRITE_WITH_IMM; a read's window bind over its destination
    * (with `mw`) and its WRITE_WITH_IMM. Sets io.sendsPending.
    */
-  postRequest(io: IoRequest, conn: Conn, devName: string, dev: DevState, key: { addr: bigint; rkey: number }, p: P.SessionParams, mw: MemoryWindow | undefined): void {
+  postRequest(io: IoRequest, conn: Conn, devName: string, dev: DevState, keyAddr: bigint, keyRkey: number, p: P.SessionParams, mw: MemoryWindow | undefined): void {
     const c = io.chunk;
     const base = c * p.chunkSize;
     const staged = this.staged(dev);
@@ -133,7 +159,7 @@ export class ClientMemory {
       }
       io.sendsPending = 1;
       conn.post([{
-        opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge, remoteAddr: key.addr, rkey: key.rkey,
+        opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge, remoteAddr: keyAddr, rkey: keyRkey,
         imm: P.encodeRequestImm('write', c, dataLen + hdrLen, p),
       }]);
       return;
@@ -168,7 +194,7 @@ export class ClientMemory {
     io.sendsPending++;
     wrs.push({
       opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge: [staged.sge(base + reqAt, hdrLen + P.READ_TRAILER_SIZE)],
-      remoteAddr: key.addr + BigInt(reqAt), rkey: key.rkey, imm: P.encodeRequestImm('read', c, reqAt + hdrLen, p),
+      remoteAddr: keyAddr + BigInt(reqAt), rkey: keyRkey, imm: P.encodeRequestImm('read', c, reqAt + hdrLen, p),
     });
     conn.post(wrs);
   }
@@ -181,6 +207,8 @@ export class ClientMemory {
 
   /** Deregisters the caller's buffers, closes the PDs and devices. */
   close(): void {
+    this.#closed = true;
+    for (const d of this.#devs.values()) for (const mw of d.freeMws.splice(0)) mw.close();
     for (const regs of this.#userBufs.values()) for (const mr of regs.values()) mr.close();
     this.#userBufs.clear();
     for (const d of this.#devs.values()) d.pd.close();

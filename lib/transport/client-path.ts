@@ -23,7 +23,7 @@ export interface DevState {
   staging: MemoryRegion | undefined;
   /** the type of the windows over read destinations on this device */
   windowType: 1 | 2;
-  /** type 2 windows known to be unbound (type 1 ones are never reused) */
+  /** unbound windows: type 2 ones back from answered reads, type 1 spares allocated ahead (a type 1 window is never bound twice) */
   freeMws: MemoryWindow[];
 }
 

@@ -622,6 +622,8 @@ describe('cut-off IOs', () => {
       expect(await queued).toMatchObject({ code: 'ETIMEDOUT', executed: false });
       expect(client.stats().unsettled).toBe(1);
       release.resolve();
+      // the path is back after its 1.5 s reconnect delay (an IO queued before would wait 300 ms at most)
+      for (let i = 0; i < 200 && !client.sessionUp; i++) await new Promise((r) => setTimeout(r, 50));
       // queue depth 1: this IO can only run once the reconnected path's RESUME settled the chunk
       const next = await client.write(Buffer.from('next'), Buffer.alloc(8));
       expect(next.status).toBe(7);
