@@ -10,9 +10,9 @@
  */
 import { MemoryWindow, WorkCompletion } from '../verbs';
 import { ChunkLedger } from './chunk-ledger';
-import type { ClientMemory } from './client-memory';
+import type { ClientMemory, IoRequest } from './client-memory';
 import type { IoResult } from './client-options';
-import type { ClientPath, DevState } from './client-path';
+import type { ClientPath } from './client-path';
 import { Conn, wrId, WrKind } from './conn';
 import { abortError, TransportError } from './errors';
 import { PathIterator, PathSelector } from './policy';
@@ -28,15 +28,8 @@ const EMPTY = Buffer.alloc(0);
  */
 const MAX_FAILOVERS = 32;
 
-interface Io {
-  kind: 'write' | 'read';
-  header: Uint8Array;
-  data: Uint8Array;
-  /** read: requested length */
-  len: number;
-  /** the ledger's chunk and seq; -1 / 0 while queued */
-  chunk: number;
-  seq: number;
+/** One write or read: its request (client-memory.ts) and its life here. */
+interface Io extends IoRequest {
   signal?: AbortSignal;
   onAbort?: () => void;
   resolve: (r: IoResult) => void;
@@ -47,12 +40,7 @@ interface Io {
   failovers: number;
   /** the path the request was posted on (its counters), until answered or failed */
   path?: ClientPath;
-  sendsPending: number;
   rsp?: { status: number; header: Buffer; length: number };
-  mw?: MemoryWindow;
-  mwDev?: DevState;
-  /** read destination: zero-copy region or the staging slot */
-  zeroCopy: boolean;
   /** while no path is connected: fails the IO after reconnectWaitMs */
   waitTimer?: NodeJS.Timeout;
 }

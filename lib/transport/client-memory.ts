@@ -23,12 +23,14 @@ export interface IoRequest {
   data: Uint8Array;
   /** read: requested length */
   len: number;
+  /** the ledger's chunk and seq; -1 / 0 while queued */
   chunk: number;
   seq: number;
   /** data/into lies in an allocBuffer() buffer: sent from / read into it directly */
   zeroCopy: boolean;
   /** the completions the request's WRs still owe (send, bind) */
   sendsPending: number;
+  /** a read's window over its destination, and its device */
   mw?: MemoryWindow;
   mwDev?: DevState;
 }

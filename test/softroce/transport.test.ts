@@ -557,7 +557,8 @@ describe('cut-off IOs', () => {
     srv = undefined;
   });
 
-  test.each([true, false])('the only path dies mid-IO: the IO waits for the path and settles with its real outcome, the handler ran once (strict=%s)', async (strict) => {
+  /** A one-chunk server whose handler holds the IO with header 'cut' until released. */
+  function holdCut(strict: boolean): { entered: Promise<{ pathIndex: number; sessionId: string }>; release: { resolve: () => void }; calls: () => number } {
     const entered = later<{ pathIndex: number; sessionId: string }>();
     const release = later();
     let cutCalls = 0;
@@ -573,18 +574,23 @@ describe('cut-off IOs', () => {
         return { status: 7 };
       },
     });
-    const client = await connect({ paths: [{ host: HOST0, port: srv.port }], reconnect: { initialDelayMs: 300, jitter: 0 } });
+    return { entered: entered.promise, release, calls: () => cutCalls };
+  }
+
+  test.each([true, false])('the only path dies mid-IO: the IO waits for the path and settles with its real outcome, the handler ran once (strict=%s)', async (strict) => {
+    const { entered, release, calls } = holdCut(strict);
+    const client = await connect({ paths: [{ host: HOST0, port: srv!.port }], reconnect: { initialDelayMs: 300, jitter: 0 } });
     try {
       const io = client.write(Buffer.from('cut'), Buffer.alloc(8));
-      const where = await entered.promise;
+      const where = await entered;
       const down = new Promise((r) => client.once('session-down', r));
-      srv.server.disconnectPath(where.sessionId, where.pathIndex);
+      srv!.server.disconnectPath(where.sessionId, where.pathIndex);
       await down;
       expect(client.stats().inflight).toBe(1); // parked, not failed
       release.resolve();
       // the reconnected path's RESUME finds it run (or running): answered from the record
       expect((await io).status).toBe(7);
-      expect(cutCalls).toBe(1);
+      expect(calls()).toBe(1);
       expect(client.stats()).toMatchObject({ unsettled: 0, inflight: 0 });
       expect(client.stats().paths[0].reconnects.ok).toBe(1);
       const next = await client.write(Buffer.from('next'), Buffer.alloc(8));
@@ -596,28 +602,14 @@ describe('cut-off IOs', () => {
   });
 
   test.each([true, false])('the path stays away longer than reconnectWaitMs: ETIMEDOUT with executed "unknown"; the chunk stays out of the pool until RESUME settles it (strict=%s)', async (strict) => {
-    const entered = later<{ pathIndex: number; sessionId: string }>();
-    const release = later();
-    let cutCalls = 0;
-    srv = serverWith({
-      strict,
-      queueDepth: 1,
-      handler: async (req) => {
-        if (req.header.toString() === 'cut') {
-          cutCalls++;
-          entered.resolve({ pathIndex: req.pathIndex, sessionId: req.sessionId });
-          await release.promise;
-        }
-        return { status: 7 };
-      },
-    });
+    const { entered, release, calls } = holdCut(strict);
     // the reconnect comes after reconnectWaitMs ran out
-    const client = await connect({ paths: [{ host: HOST0, port: srv.port }], reconnectWaitMs: 300, reconnect: { initialDelayMs: 1500, jitter: 0 } });
+    const client = await connect({ paths: [{ host: HOST0, port: srv!.port }], reconnectWaitMs: 300, reconnect: { initialDelayMs: 1500, jitter: 0 } });
     try {
       const io = client.write(Buffer.from('cut'), Buffer.alloc(8));
       const queued = client.write(Buffer.from('queued'), Buffer.alloc(8)).catch((e: Error) => e);
-      const where = await entered.promise;
-      srv.server.disconnectPath(where.sessionId, where.pathIndex);
+      const where = await entered;
+      srv!.server.disconnectPath(where.sessionId, where.pathIndex);
       await expect(io).rejects.toMatchObject({ code: 'ETIMEDOUT', executed: 'unknown' });
       expect(await queued).toMatchObject({ code: 'ETIMEDOUT', executed: false });
       expect(client.stats().unsettled).toBe(1);
@@ -628,7 +620,7 @@ describe('cut-off IOs', () => {
       const next = await client.write(Buffer.from('next'), Buffer.alloc(8));
       expect(next.status).toBe(7);
       expect(client.stats().unsettled).toBe(0);
-      expect(cutCalls).toBe(1);
+      expect(calls()).toBe(1);
     } finally {
       release.resolve();
       await client.close();
