@@ -225,11 +225,23 @@ export class DeviceWindows implements ChunkKeys {
       b.settled = true;
     }, (err: Error) => {
       b.settled = true;
-      // never completed (its path failed): the key is not handed out; the
-      // window stays live (the kernel may have bound it) until deallocated
+      // never completed (its path failed): the key is not handed out, and
+      // the window is replaced. Its key is unknown now: rxe's ibv_bind_mw
+      // advanced it in user space when the bind was posted, the kernel only
+      // if it ran the bind (a flushed one did not), and the next bind names
+      // the user-space key: one the kernel does not hold fails (MW_BIND_ERR,
+      // reported as a flush) and puts the QP of the path binding it in
+      // error, every reconnect's #info again. Deallocating also takes away
+      // what the kernel may have bound.
       if (this.#bound[i] === b) {
         this.#keys[i] = 0;
         this.#bound[i] = undefined;
+        try {
+          this.#dealloc(i);
+        } catch {
+          // the old window could not be freed: it stays live, and the next
+          // arrival on the chunk tries again (and fails its path if it cannot)
+        }
       }
       throw err;
     });

@@ -9,6 +9,8 @@ class FakeWindow {
   static next = 1;
   readonly index = FakeWindow.next++;
   rkey = (this.index << 8) | 7;
+  /** the key the kernel holds: moved only by a bind that ran (rxe checks a bind's named key against it) */
+  kernelKey = this.rkey;
   closed = false;
   bound = false;
   close(): void {
@@ -45,7 +47,7 @@ function fixture(opts: { strict?: boolean; allocFails?: () => boolean } = {}) {
 
 const tick = () => new Promise((r) => setImmediate(r));
 
-test('a re-key whose completion never came (its path closed first) is still taken away on the next arrival', async () => {
+test('a re-key whose completion never came (its path closed first) is taken away: the window is deallocated', async () => {
   const { dw, conn, binds } = fixture();
   const ready = dw.ready(0, conn);
   binds[0].resolve();
@@ -57,14 +59,49 @@ test('a re-key whose completion never came (its path closed first) is still take
   const bound = binds[1].mw;
   binds[1].reject(new Error('ECLOSED: the connection was closed'));
   await tick();
-  // the server no longer hands the key out...
+  // the server no longer hands the key out, and what the kernel may have bound is gone
   expect(dw.key(0)).toBe(0);
-  // ...but the kernel bound it: the next arrival must deallocate the window
-  expect(dw.exposed(0)).toBe(true);
-  await dw.invalidate(0);
   expect(bound.closed).toBe(true);
   expect(dw.exposed(0)).toBe(false);
+  expect(dw.invalidate(0)).toBeUndefined(); // nothing left to take away
   expect(k0).not.toBe(0);
+});
+
+/**
+ * A connection that binds like rxe: ibv_bind_mw names the window's
+ * user-space key and advances it at post; the kernel runs the bind only if
+ * the named key is the one it holds. `flush`: the QP is in error, so the
+ * bind is flushed without running.
+ */
+function rxeConn(flush: boolean) {
+  return {
+    failed: false,
+    bindWindowAndWait: (mw: FakeWindow) => {
+      const named = mw.rkey;
+      mw.rkey = (mw.rkey & ~0xff) | ((mw.rkey + 1) & 0xff);
+      if (flush) return Promise.reject(new Error('ECONNRESET: SEND completed with WR_FLUSH_ERR'));
+      if (named !== mw.kernelKey) return Promise.reject(new Error('EIO: work request failed: MW_BIND_ERR'));
+      mw.kernelKey = mw.rkey;
+      return Promise.resolve(mw.rkey);
+    },
+  } as never;
+}
+
+test('a re-key flushed on a dead path does not leave a window every later bind fails on (rxe: user-space key ahead of the kernel\'s)', async () => {
+  const { dw } = fixture();
+  const first = await dw.ready(1, rxeConn(false));
+  dw.invalidate(1);
+  // the handler's response re-keys on a path whose link just went down
+  dw.rekey(1, rxeConn(true));
+  await tick();
+  expect(dw.key(1)).toBe(0);
+  // the reconnected path's info exchange binds chunk 1 again: it must succeed
+  // (on rxe a failed bind puts that path's QP in error: the path never came back)
+  const again = await dw.ready(1, rxeConn(false));
+  expect(again).not.toBe(0);
+  expect(again).not.toBe(first);
+  expect(dw.key(1)).toBe(again);
+  expect(await dw.ready(1, rxeConn(false))).toBe(again);
 });
 
 test('an arrival while a re-key is still queued waits for it before deallocating the window', async () => {
