@@ -77,6 +77,12 @@ export class ClientPath implements PathLike {
   abortConnect: (() => void) | undefined;
   /** a connect attempt is under way */
   connecting = false;
+  /**
+   * The current connect attempt's failure was handled: a failure during a
+   * connect reaches the client twice (the server's disconnect, then the
+   * connect's own rejection), and counts and backs off once.
+   */
+  attemptFailed = false;
   /** removePath() was called: never reconnects */
   removed = false;
   /** stops watching the device's port events */
@@ -138,6 +144,7 @@ export class ClientPath implements PathLike {
     if (host.closing) throw new TransportError('ECLOSED', 'the client is closed');
     if (this.removed) throw new TransportError('ECLOSED', 'the path was removed');
     this.state = this.reconnectCount === 0 && !host.established ? 'connecting' : 'reconnecting';
+    this.attemptFailed = false;
     const opts = host.opts;
     const id = CmId.create();
     let conn: Conn | undefined;

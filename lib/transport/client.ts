@@ -188,6 +188,7 @@ export class TransportClient extends EventEmitter {
       const until = Date.now() + (opts.drainTimeoutMs ?? 5000);
       while (path.state === 'draining' && path.inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
     }
+    path.attemptFailed = false; // a path waiting to reconnect is torn down too
     this.#pathFailed(path, new TransportError('ECONNRESET', 'the path was removed'));
     path.state = 'closed';
     this.#forget(path);
@@ -310,6 +311,8 @@ export class TransportClient extends EventEmitter {
   #pathFailed(path: ClientPath, err: Error): void {
     if (path.state === 'closed' || path.state === 'dead') return;
     const wasConnected = path.state === 'connected' || path.state === 'draining';
+    if (!wasConnected && path.attemptFailed) return; // this attempt's failure was handled already
+    path.attemptFailed = true;
     path.state = this.#closing || path.removed ? 'closed' : 'reconnecting';
     // port events stay watched until the next connect: a PORT_ERR after the
     // flush errors still holds the reconnects back
@@ -347,6 +350,7 @@ export class TransportClient extends EventEmitter {
     const delay = path.timer.schedule(() => {
       if (path.portStillDown(this.#mem.devices)) {
         // a connect over a port that is down cannot work: count the attempt, wait again
+        path.attemptFailed = false;
         this.#pathFailed(path, new TransportError('ENETDOWN', `${path.portDown!.dev} port ${path.portDown!.port} is not back yet`));
         return;
       }

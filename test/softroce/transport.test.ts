@@ -35,6 +35,8 @@ function serverWith(opts: Partial<ConstructorParameters<typeof TransportServer>[
 
 // ------------------------------------------------------------------ tests
 
+let srvForDrop: ReturnType<typeof serverWith>;
+
 describe('single path', () => {
   let srv: ReturnType<typeof serverWith>;
   afterEach(async () => {
@@ -629,6 +631,41 @@ describe('cut-off IOs', () => {
 });
 
 describe('client against a raw server', () => {
+  test('a path whose server accepts and then disconnects: each failed attempt counts once and backs off once', async () => {
+    // path 0: a real server; path 1: a listener that accepts with the same pool and disconnects at once
+    srvForDrop = serverWith({ strict: false });
+    const p1 = port++;
+    const listener = CmId.create();
+    let attempts = 0;
+    listener.on('connection', (id) => {
+      attempts++;
+      id.accept({ privateData: P.encodeAccept({ queueDepth: 8, chunkSize: 16384, maxHeaderSize: 512, strict: false, sessionCreated: false, hbIntervalMs: 5000, hbMissedMax: 5 }) })
+        .then(() => setTimeout(() => id.disconnect(), 20), () => undefined);
+      id.on('disconnected', () => id.close());
+    });
+    listener.listen(HOST1, p1);
+    const logs: string[] = [];
+    const client = await connect({
+      paths: [{ host: HOST0, port: srvForDrop.port }, { host: HOST1, port: p1 }], log: (l) => logs.push(l),
+      reconnect: { initialDelayMs: 200, maxDelayMs: 200, jitter: 0 },
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 2500));
+      const fails = client.stats().paths[1].reconnects.fail;
+      const logged = logs.filter((l) => /^path 1 .*connect failed/.test(l)).length;
+      // before: the disconnect and the connect's rejection each counted (and each backed off)
+      expect(attempts).toBeGreaterThanOrEqual(3);
+      expect(fails).toBeGreaterThanOrEqual(attempts - 2);
+      expect(fails).toBeLessThanOrEqual(attempts);
+      expect(logged).toBeLessThanOrEqual(attempts);
+      expect((await client.write(Buffer.alloc(0), Buffer.alloc(8))).status).toBe(0); // path 0 carries on
+    } finally {
+      await client.close({ drain: false });
+      listener.close();
+      await srvForDrop.server.close();
+    }
+  });
+
   test('a server that never answers heartbeats: the client declares the path down and schedules a reconnect', async () => {
     const rs = await rawServer(port++);
     const events: string[] = [];
