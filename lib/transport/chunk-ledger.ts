@@ -47,6 +47,9 @@ export type ResumeVerdict<T> =
   | { kind: 'settled' }
   | { kind: 'late' };
 
+/** asked seqs remembered per chunk (late answers to older asks are recognized) */
+const ASKED_KEPT = 8;
+
 const KEY_NONE = 0;
 const KEY_INFO = 1;
 const KEY_RSP = 2;
@@ -60,8 +63,12 @@ interface Entry<T> {
   path: number;
   /** a copy of the request may have reached the server (posted since the last not-arrived) */
   sent: boolean;
-  /** the seq of the last RESUME_REQ sent for the chunk; 0: none */
-  asked: number;
+  /**
+   * the seqs RESUME_REQs were sent for, newest last (at most ASKED_KEPT):
+   * an answer to an older ask may arrive after the chunk moved on to a
+   * newer seq that was asked too
+   */
+  asked: number[];
 }
 
 /** One path's keys for every chunk: addresses, rkeys, and where each rkey came from. */
@@ -85,7 +92,7 @@ export class ChunkLedger<T> {
   constructor(queueDepth: number, pathSlots: number) {
     if (!Number.isInteger(queueDepth) || queueDepth < 1) throw new RangeError('queueDepth must be a positive integer');
     this.queueDepth = queueDepth;
-    this.#chunks = Array.from({ length: queueDepth }, () => ({ state: 'free' as ChunkState, seq: 0, io: undefined, path: -1, sent: false, asked: 0 }));
+    this.#chunks = Array.from({ length: queueDepth }, () => ({ state: 'free' as ChunkState, seq: 0, io: undefined, path: -1, sent: false, asked: [] as number[] }));
     this.#free = Array.from({ length: queueDepth }, (_, i) => i);
     this.#keys = new Array(pathSlots).fill(undefined);
   }
@@ -180,7 +187,7 @@ export class ChunkLedger<T> {
     if (e.state !== 'parked') throw new LedgerError(`resume chunk ${c} on path ${path}: it is ${this.#describe(e)}`);
     e.state = 'resuming';
     e.path = path;
-    e.asked = e.seq;
+    this.#noteAsked(e);
     return e.seq;
   }
 
@@ -188,7 +195,7 @@ export class ChunkLedger<T> {
   ask(c: number): number {
     const e = this.#at(c);
     if (e.state !== 'unsettled') throw new LedgerError(`ask for chunk ${c}: it is ${this.#describe(e)}`);
-    e.asked = e.seq;
+    this.#noteAsked(e);
     return e.seq;
   }
 
@@ -252,6 +259,11 @@ export class ChunkLedger<T> {
    */
   onResponse(c: number, path: number, seq: number | undefined): ResponseVerdict<T> {
     const e = this.#checkChunk(c, 'IO_RSP');
+    // an immediate-only answer (no seq) answers the request copy it follows,
+    // never a RESUME_REQ: a replay always carries its seq (§7.4)
+    if (seq === undefined && e.state !== 'posted') {
+      throw new ProtocolError('unexpected-response', `an immediate-only response for chunk ${c}, which is ${e.state}: only a posted request is answered without a seq`);
+    }
     if (e.state === 'posted' || e.state === 'resuming') {
       if (seq !== undefined && seq !== e.seq) {
         if (this.#isLate(e, seq)) return { kind: 'late' };
@@ -260,12 +272,12 @@ export class ChunkLedger<T> {
       if (e.path !== path) throw new ProtocolError('unexpected-response', `response for chunk ${c} on path ${path}, it is on path ${e.path}`);
       return { kind: 'ran', io: e.io! };
     }
-    if (e.state === 'unsettled' && (seq === undefined || seq === e.seq)) {
+    if (e.state === 'unsettled' && seq === e.seq) {
       this.#settle(c, e);
       return { kind: 'settled' };
     }
-    if (seq !== undefined && this.#isLate(e, seq)) return { kind: 'late' };
-    throw new ProtocolError('unexpected-response', `response for chunk ${c}${seq === undefined ? '' : ` seq ${seq}`}, which has no IO in flight`);
+    if (this.#isLate(e, seq!)) return { kind: 'late' };
+    throw new ProtocolError('unexpected-response', `response for chunk ${c} seq ${seq}, which has no IO in flight`);
   }
 
   /** A RESUME_RSP for c with `seq` arrived on `path`: the request with that seq never reached the server. */
@@ -311,7 +323,7 @@ export class ChunkLedger<T> {
    */
   reset(): T[] {
     const ios = this.ios();
-    for (const e of this.#chunks) Object.assign(e, { state: 'free', seq: 0, io: undefined, path: -1, sent: false, asked: 0 });
+    for (const e of this.#chunks) Object.assign(e, { state: 'free', seq: 0, io: undefined, path: -1, sent: false, asked: [] });
     this.#free = Array.from({ length: this.queueDepth }, (_, i) => i);
     this.#inflight = 0;
     this.#unsettled = 0;
@@ -411,7 +423,13 @@ export class ChunkLedger<T> {
 
   /** a second answer for seq, asked with RESUME_REQ, whose IO is settled (the chunk is not carrying seq any more) */
   #isLate(e: Entry<T>, seq: number): boolean {
-    return e.asked === seq && !((e.io !== undefined || e.state === 'unsettled') && e.seq === seq);
+    return e.asked.includes(seq) && !((e.io !== undefined || e.state === 'unsettled') && e.seq === seq);
+  }
+
+  #noteAsked(e: Entry<T>): void {
+    if (e.asked[e.asked.length - 1] === e.seq) return;
+    e.asked.push(e.seq);
+    if (e.asked.length > ASKED_KEPT) e.asked.shift();
   }
 
   #settle(c: number, e: Entry<T>): void {

@@ -107,7 +107,10 @@ export class ClientIos {
     const ledger = this.#ledger!;
     for (const c of ledger.chunksIn('unsettled')) this.sendResume(path, c, ledger.ask(c));
     if (this.#params!.strict) this.#claimChunks(path);
-    for (const c of ledger.chunksIn('parked')) this.moveTo(ledger.io(c)!, path);
+    for (const c of ledger.chunksIn('parked')) {
+      if (!path.connected) break; // a post failed and took the path down (synchronously)
+      this.moveTo(ledger.io(c)!, path);
+    }
     this.pump();
   }
 
@@ -129,6 +132,13 @@ export class ClientIos {
   pathFailed(path: ClientPath): void {
     const ledger = this.#ledger;
     if (!ledger) return;
+    // answered, only its send completion was outstanding: it ran, and a
+    // read's data landed before the answer (the server's WRITE precedes its SEND)
+    for (const io of ledger.ios()) {
+      if (io.path !== path || !io.rsp) continue;
+      io.sendsPending = 0;
+      this.#maybeComplete(io);
+    }
     for (const c of ledger.pathFailed(path.id)) {
       const io = ledger.io(c)!;
       this.#detach(io);
@@ -237,6 +247,11 @@ export class ClientIos {
       return;
     }
     const ledger = this.#ledger!;
+    if (io.chunk < 0 || ledger.io(io.chunk) !== io) {
+      // not queued and not on a chunk: nothing can be known of it any more
+      this.reject(io, abortError(io.signal?.reason, 'unknown'));
+      return;
+    }
     io.aborted = true;
     this.reject(io, abortError(io.signal?.reason, ledger.executed(io.chunk)));
     // posted or resuming: the answer settles the chunk; parked: cut off now
@@ -334,6 +349,7 @@ export class ClientIos {
       io.path = undefined;
     }
     io.sendsPending = 0;
+    io.rsp = undefined;
     if (io.mw) {
       io.mw.close();
       io.mw = undefined;
@@ -365,7 +381,8 @@ export class ClientIos {
 
   /** The IO's path failed (it is parked): on to another connected path, or it waits for one. */
   #failover(io: Io): void {
-    if (io.aborted || io.settled || this.#host.closing) {
+    // (while close() drains, IOs fail over as usual: the drain is for them to finish)
+    if (io.aborted || io.settled) {
       this.#cutOff(io);
       return;
     }
@@ -393,6 +410,10 @@ export class ClientIos {
   moveTo(io: Io, path: ClientPath): void {
     if (io.aborted || io.settled) {
       this.#cutOff(io);
+      return;
+    }
+    if (!path.connected || !path.conn) {
+      this.armWait(io); // the path failed meanwhile: it stays parked
       return;
     }
     this.clearWait(io);
@@ -465,6 +486,7 @@ export class ClientIos {
     }
     const io = v.io;
     if (kind !== io.kind) throw new ProtocolError('unexpected-response', `${kind} response for a ${io.kind} on chunk ${c}`);
+    if (r.length > io.len) throw new ProtocolError('data-len', `read response of ${r.length} bytes for a ${io.len}-byte read`);
     if (ledger.state(c) === 'resuming') {
       // the answer to our RESUME_REQ: the IO ran. A read still needs its data: post it again here
       if (io.kind === 'read' && io.len > 0 && !io.aborted) {
@@ -472,7 +494,6 @@ export class ClientIos {
         return;
       }
     } else if (io.kind === 'read') {
-      if (r.length > io.len) throw new ProtocolError('data-len', `read response of ${r.length} bytes for a ${io.len}-byte read`);
       const inv = wc?.invalidatedRkey;
       if (io.mw) {
         if (inv !== undefined && inv !== io.mw.rkey) throw new ProtocolError('invalidated-rkey', `the server invalidated rkey ${inv}, the IO's window is ${io.mw.rkey}`);

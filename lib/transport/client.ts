@@ -194,6 +194,7 @@ export class TransportClient extends EventEmitter {
     this.#forget(path);
     this.#log(`${path.name}: removed`);
     this.emit('path', path.id, 'removed');
+    this.#failIfNoPaths(); // the others may all be dead
   }
 
   #forget(path: ClientPath): void {

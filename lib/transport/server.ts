@@ -892,7 +892,8 @@ class ServerPath {
       const bind = this.keys.rekey(c, this.conn, c);
       if (bind) wrs.push(bind);
     }
-    const fast = !p.strict && rec.kind === 'write' && rec.header.length === 0;
+    // a replay carries its seq: an immediate-only answer could settle a newer IO on the chunk (§7.4)
+    const fast = !replay && !p.strict && rec.kind === 'write' && rec.header.length === 0;
     if (fast) {
       wrs.push({ opcode: 'RDMA_WRITE_WITH_IMM', imm: P.encodeIoRspImm(c, rec.status), sge: [], remoteAddr: 0, rkey: 0, wrId: wrId(WrKind.SEND, c) });
       this.conn.post(wrs);

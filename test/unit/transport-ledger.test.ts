@@ -16,26 +16,26 @@ import { ProtocolError } from '../../lib/transport/protocol';
 // ------------------------------------------------------------ server model (§7.5)
 
 type Msg =
-  | { to: 'server'; type: 'req'; c: number; seq: number }
+  | { to: 'server'; type: 'req'; c: number; seq: number; kind: 'write' | 'read' }
   | { to: 'server'; type: 'resume'; c: number; seq: number }
-  | { to: 'client'; type: 'io-rsp'; c: number; seq: number }
+  | { to: 'client'; type: 'io-rsp'; c: number; seq: number | undefined }
   | { to: 'client'; type: 'resume-rsp'; c: number; seq: number };
 
 /** a path's connection: slot and generation (a reconnect is a new connection: the server answers on the one a copy came on) */
 type ConnId = { path: number; gen: number } | undefined;
 
-interface Rec { seq: number; state: 'idle' | 'running' | 'done' | 'resumed'; respondOn: ConnId; arrivedOn: ConnId; resumedOn: number }
+interface Rec { seq: number; state: 'idle' | 'running' | 'done' | 'resumed'; respondOn: ConnId; arrivedOn: ConnId; resumedOn: number; kind: 'write' | 'read' }
 
 class ServerModel {
   readonly recs: Rec[];
   /** `${c}:${seq}` -> handler runs */
   readonly runs = new Map<string, number>();
   violations = 0;
-  constructor(qd: number, private readonly conn: (p: number) => ConnId, private readonly send: (p: number, m: Msg) => void) {
-    this.recs = Array.from({ length: qd }, () => ({ seq: 0, state: 'idle' as const, respondOn: undefined, arrivedOn: undefined, resumedOn: -1 }));
+  constructor(qd: number, private readonly strict: boolean, private readonly conn: (p: number) => ConnId, private readonly send: (p: number, m: Msg) => void) {
+    this.recs = Array.from({ length: qd }, () => ({ seq: 0, state: 'idle' as const, respondOn: undefined, arrivedOn: undefined, resumedOn: -1, kind: 'write' as const }));
   }
 
-  request(c: number, seq: number, path: number): void {
+  request(c: number, seq: number, path: number, kind: 'write' | 'read'): void {
     const r = this.recs[c];
     if (seq < r.seq) return void this.violations++;
     if (seq === r.seq && r.state === 'resumed' && r.resumedOn !== path) return; // a stale copy: dropped
@@ -45,7 +45,7 @@ class ServerModel {
       return;
     }
     if (seq > r.seq && r.state === 'running') return void this.violations++;
-    Object.assign(r, { seq, state: 'running', respondOn: this.conn(path), arrivedOn: this.conn(path), resumedOn: -1 });
+    Object.assign(r, { seq, state: 'running', respondOn: this.conn(path), arrivedOn: this.conn(path), resumedOn: -1, kind });
     const k = `${c}:${seq}`;
     this.runs.set(k, (this.runs.get(k) ?? 0) + 1);
   }
@@ -65,14 +65,19 @@ class ServerModel {
     this.send(path, { to: 'client', type: 'resume-rsp', c, seq });
   }
 
-  /** the handler of chunk c finishes: answered on the latest copy's path, else where it arrived, else lost */
+  /**
+   * the handler of chunk c finishes: answered on the latest copy's path,
+   * else where it arrived, else lost. A relaxed write is answered with an
+   * immediate (no seq) then; a replay always carries its seq (§7.4).
+   */
   finish(c: number): void {
     const r = this.recs[c];
     if (r.state !== 'running') return;
     r.state = 'done';
     const live = (x: ConnId): boolean => x !== undefined && this.conn(x.path)?.gen === x.gen;
     const target = live(r.respondOn) ? r.respondOn : r.arrivedOn;
-    if (live(target)) this.send(target!.path, { to: 'client', type: 'io-rsp', c, seq: r.seq });
+    const seq = !this.strict && r.kind === 'write' ? undefined : r.seq;
+    if (live(target)) this.send(target!.path, { to: 'client', type: 'io-rsp', c, seq });
   }
 }
 
@@ -103,7 +108,7 @@ class World {
   ioId = 0;
   constructor(readonly qd: number, readonly strict: boolean) {
     this.ledger = new ChunkLedger<Io>(qd, PATHS);
-    this.server = new ServerModel(qd, (p) => (this.up[p] ? { path: p, gen: this.gen[p] } : undefined), (p, m) => this.wire[p].push(m));
+    this.server = new ServerModel(qd, strict, (p) => (this.up[p] ? { path: p, gen: this.gen[p] } : undefined), (p, m) => this.wire[p].push(m));
   }
 
   connected(): number[] {
@@ -123,7 +128,7 @@ class World {
 
   post(io: Io, p: number): void {
     this.ledger.post(io.chunk, p);
-    this.wire[p].push({ to: 'server', type: 'req', c: io.chunk, seq: io.seq });
+    this.wire[p].push({ to: 'server', type: 'req', c: io.chunk, seq: io.seq, kind: io.kind });
   }
 
   /** a parked IO goes to path p (client.ts #moveTo) */
@@ -212,7 +217,7 @@ class World {
         if (i < 0) i = 0;
         const m = q.splice(i, 1)[0];
         if (m.to === 'server') {
-          if (m.type === 'req') this.server.request(m.c, m.seq, s.path);
+          if (m.type === 'req') this.server.request(m.c, m.seq, s.path, m.kind);
           else this.server.resume(m.c, m.seq, s.path);
           return;
         }
@@ -229,7 +234,8 @@ class World {
       if (v.kind === 'ran') {
         const io = v.io;
         // the server really ran this IO's seq, once
-        expect(this.server.runs.get(`${m.c}:${m.seq}`)).toBe(1);
+        expect(this.server.runs.get(`${m.c}:${io.seq}`)).toBe(1);
+        expect(this.server.recs[m.c]).toMatchObject({ seq: io.seq, state: 'done' }); // it ran, and finished
         if (l.state(m.c) === 'resuming' && io.kind === 'read' && !io.aborted) {
           this.post(io, p); // a read's data comes with the replay to a request copy
           return;
@@ -359,6 +365,56 @@ describe('chunk ledger: transitions the protocol forbids', () => {
     expect(() => l.onResumeRsp(chunk, 0, seq)).toThrow(/not asked/);
     expect(() => l.onResponse(5, 0, 1)).toThrow(/beyond/);
     expect(l.onResponse(chunk, 0, seq)).toEqual({ kind: 'ran', io: 'a' });
+  });
+
+  test('an unsettled chunk settles only on its own seq; a RESUME_RSP counts only on the path asked', () => {
+    const l = ledger();
+    const a = l.start('a');
+    l.post(a.chunk, 0);
+    l.cutOff(a.chunk);
+    l.ask(a.chunk);
+    expect(() => l.onResponse(a.chunk, 0, a.seq + 1)).toThrow(ProtocolError); // not the seq asked
+    expect(l.state(a.chunk)).toBe('unsettled');
+    const b = l.start('b');
+    l.post(b.chunk, 0);
+    l.pathFailed(0);
+    l.resume(b.chunk, 0);
+    expect(() => l.onResumeRsp(b.chunk, 1, b.seq)).toThrow(/not asked/); // asked on path 0, answered on 1
+    expect(l.state(b.chunk)).toBe('resuming');
+    expect(l.onResumeRsp(b.chunk, 0, b.seq)).toEqual({ kind: 'not-arrived', io: 'b' });
+  });
+
+  test('an immediate-only answer (no seq) answers only a posted request: never a resume, an unsettled chunk or a free one', () => {
+    const l = ledger();
+    const a = l.start('a');
+    l.post(a.chunk, 0);
+    l.pathFailed(0);
+    l.resume(a.chunk, 1);
+    expect(() => l.onResponse(a.chunk, 1, undefined)).toThrow(/immediate-only/);
+    l.cutOff(a.chunk);
+    expect(() => l.onResponse(a.chunk, 1, undefined)).toThrow(/immediate-only/);
+    expect(l.state(a.chunk)).toBe('unsettled');
+    expect(() => l.onResponse(1, 0, undefined)).toThrow(/immediate-only/);
+    const b = l.start('b');
+    l.post(b.chunk, 0);
+    expect(l.onResponse(b.chunk, 0, undefined)).toEqual({ kind: 'ran', io: 'b' });
+  });
+
+  test('an answer to an older ask is late even after the chunk moved on and was asked again', () => {
+    const l = ledger();
+    const a = l.start('a'); // chunk 0
+    l.post(a.chunk, 0);
+    l.cutOff(a.chunk);
+    l.ask(a.chunk); // asked on paths 0 and 1
+    expect(l.onResponse(a.chunk, 0, a.seq)).toEqual({ kind: 'settled' });
+    l.start('x', l.findFree((c) => c !== a.chunk)); // chunk 1, so that chunk 0 comes next
+    const b = l.start('b');
+    expect(b.chunk).toBe(a.chunk);
+    l.post(b.chunk, 0);
+    l.pathFailed(0);
+    l.resume(b.chunk, 1); // asked for b's seq on path 1
+    expect(l.onResponse(a.chunk, 1, a.seq)).toEqual({ kind: 'late' }); // path 1's answer to the first ask
+    expect(l.state(b.chunk)).toBe('resuming');
   });
 
   test('a second answer to a RESUME_REQ is late and dropped; the chunk is not freed twice', () => {
