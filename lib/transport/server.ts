@@ -8,7 +8,7 @@
  * keys on every path before the handler runs and re-keys on completion.
  */
 import { EventEmitter } from 'events';
-import { CmId, MemoryRegion, ProtectionDomain, SendWorkRequest, WorkCompletion } from '../verbs';
+import { CmId, MemoryRegion, ProtectionDomain, SendWorkRequest, Sge, WorkCompletion } from '../verbs';
 import { Access } from '../verbs/constants';
 import { checkUint, optBool, optFunction, optUint } from '../verbs/args';
 import { Area, Conn, DeviceCache, registerArea, TransportError, wireCounters, WireStats, wireStats, wrId, WrKind } from './conn';
@@ -16,6 +16,7 @@ import * as P from './protocol';
 import { ProtocolError } from './protocol';
 import { serverMetrics } from './stats';
 import type { TransportServerEvents } from './events';
+import * as R from './records';
 import { ChunkKeys, DeviceWindows, PathWindows } from './server-keys';
 import { checkWindowType, windowTypeFor, WindowTypeOption } from './windows';
 
@@ -127,19 +128,7 @@ export interface ServerPathStats {
   wire: WireStats;
 }
 
-interface ChunkRecord {
-  seq: bigint;
-  state: 'idle' | 'running' | 'done' | 'resumed';
-  kind: 'write' | 'read';
-  status: number;
-  header: Buffer;
-  dataLen: number;
-  /** path that answers when a running IO finishes (the latest copy's) */
-  respondOn?: ServerPath;
-  /** the read destination of the latest request copy, and the path it arrived on */
-  dest?: { addr: bigint; rkey: number; path: ServerPath };
-  resumedOn?: ServerPath;
-}
+type ChunkRecord = R.ChunkRecord<ServerPath>;
 
 interface DevState {
   pd: ProtectionDomain;
@@ -447,8 +436,16 @@ class ServerSession {
   readonly paths: Array<ServerPath | undefined>;
   readonly lastReconnect: Array<number | undefined>;
   readonly records: ChunkRecord[];
-  readonly #locks: Array<Promise<void> | undefined>;
+  /** 1 while a task (an IO, a resume, a key's info bind) holds chunk c */
+  readonly #busy: Uint8Array;
+  /** tasks waiting for chunk c */
+  readonly #queued: Array<Array<() => void | Promise<void>> | undefined>;
   readonly #devs = new Map<string, DevState>();
+  /** #devs' values, for the request path (walked without an iterator) */
+  readonly devList: DevState[] = [];
+  /** each chunk's latest header and data views (a request's Buffers, reused while their extent repeats) */
+  readonly #headerViews: Array<Buffer | undefined>;
+  readonly #dataViews: Array<Buffer | undefined>;
   #linger: NodeJS.Timeout | undefined;
   closing = false;
 
@@ -464,8 +461,11 @@ class ServerSession {
     this.#poolSize = this.params.queueDepth * this.params.chunkSize;
     this.paths = new Array(pathCount).fill(undefined);
     this.lastReconnect = new Array(pathCount).fill(undefined);
-    this.records = Array.from({ length: this.params.queueDepth }, () => ({ seq: 0n, state: 'idle' as const, kind: 'write' as const, status: 0, header: EMPTY, dataLen: 0 }));
-    this.#locks = new Array(this.params.queueDepth).fill(undefined);
+    this.records = Array.from({ length: this.params.queueDepth }, () => R.newRecord<ServerPath>());
+    this.#busy = new Uint8Array(this.params.queueDepth);
+    this.#headerViews = new Array(this.params.queueDepth).fill(undefined);
+    this.#dataViews = new Array(this.params.queueDepth).fill(undefined);
+    this.#queued = new Array(this.params.queueDepth).fill(undefined);
   }
 
   readonly #poolSize: number;
@@ -499,7 +499,23 @@ class ServerSession {
       throw err;
     }
     this.#devs.set(name, d);
+    this.devList.push(d);
     return d;
+  }
+
+  /**
+   * Chunk c's bytes [off, off + len) (a view of the pool, nothing copied);
+   * the header's and the data's latest views are kept per chunk and handed
+   * out again while an IO's extent is the same as the last one's.
+   */
+  view(c: number, off: number, len: number, header: boolean): Buffer {
+    const cache = header ? this.#headerViews : this.#dataViews;
+    const start = c * this.params.chunkSize + off;
+    const v = cache[c];
+    if (v !== undefined && v.byteOffset === this.#buf.byteOffset + start && v.length === len) return v;
+    const fresh = this.#buf.subarray(start, start + len);
+    cache[c] = fresh;
+    return fresh;
   }
 
   attach(p: ServerPath): void {
@@ -534,17 +550,75 @@ class ServerSession {
     return out;
   }
 
-  /** Runs fn after every earlier task on chunk c (one IO per chunk at a time). */
-  serialize(c: number, fn: () => Promise<void>): void {
-    const prev = this.#locks[c];
-    // a free chunk runs at once (a request's common case: no promise hop
-    // before the handler); a busy one queues behind what holds it
-    const run = prev ? prev.then(fn) : invoke(fn);
-    const next = run.catch((err) => this.server.log(`session ${this.id}: chunk ${c}: ${(err as Error).message}`));
-    this.#locks[c] = next;
-    void next.then(() => {
-      if (this.#locks[c] === next) this.#locks[c] = undefined;
+  /**
+   * Runs fn after every earlier task on chunk c (one IO per chunk at a
+   * time). A free chunk runs it at once, and a task that finishes
+   * synchronously (returns no promise) frees the chunk at once: a request
+   * with a synchronous handler costs no promise and no microtask hop.
+   */
+  serialize(c: number, fn: () => void | Promise<void>): void {
+    if (this.#busy[c] === 1) {
+      (this.#queued[c] ??= []).push(fn);
+      return;
+    }
+    this.#run(c, fn);
+  }
+
+  /**
+   * serialize() without a closure, for the request path: takes chunk c if it
+   * is free (then the caller runs its task and hands its result to
+   * release()); false when it is busy (then serialize() the task).
+   */
+  acquire(c: number): boolean {
+    if (this.#busy[c] === 1) return false;
+    this.#busy[c] = 1;
+    return true;
+  }
+
+  /** The task that acquire() allowed has returned r: chunk c is free now (r undefined) or once r settles. */
+  release(c: number, r: void | Promise<void>): void {
+    if (r) this.#after(c, r);
+    else this.#next(c);
+  }
+
+  #run(c: number, fn: () => void | Promise<void>): void {
+    this.#busy[c] = 1;
+    let r: void | Promise<void> = undefined;
+    try {
+      r = fn();
+    } catch (err) {
+      this.taskFailed(c, err);
+    }
+    this.release(c, r);
+  }
+
+  #after(c: number, r: Promise<void>): void {
+    r.then(() => this.#next(c), (err: unknown) => {
+      this.taskFailed(c, err);
+      this.#next(c);
     });
+  }
+
+  #next(c: number): void {
+    // a queued task runs from here (an index loop, not recursion: a run of
+    // synchronous tasks does not grow the stack)
+    const q = this.#queued[c];
+    while (q !== undefined && q.length > 0) {
+      const fn = q.shift()!;
+      let r: void | Promise<void> = undefined;
+      try {
+        r = fn();
+      } catch (err) {
+        this.taskFailed(c, err);
+      }
+      if (r) return this.#after(c, r);
+    }
+    this.#busy[c] = 0;
+  }
+
+  /** a task on chunk c failed (it threw or rejected): logged, the chunk goes on */
+  taskFailed(c: number, err: unknown): void {
+    this.server.log(`session ${this.id}: chunk ${c}: ${(err as Error)?.message ?? String(err)}`);
   }
 
   async destroy(why: string): Promise<void> {
@@ -558,6 +632,7 @@ class ServerSession {
       d.pd.close(); // closes its windows, the spare ones too
     }
     this.#devs.clear();
+    this.devList.length = 0;
     this.server.forget(this);
     this.server.log(`session ${this.id} closed: ${why}`);
   }
@@ -584,6 +659,11 @@ class ServerPath {
   #infoTimer: NodeJS.Timeout | undefined;
   #counters = { reads: 0, readBytes: 0, writes: 0, writeBytes: 0, replays: 0 };
   readonly #wire = wireCounters();
+  // per-IO scratch, reused (one IO at a time uses them, synchronously)
+  readonly #writeTrailer = Buffer.alloc(P.WRITE_TRAILER_SIZE);
+  readonly #readTrailer = Buffer.alloc(P.READ_TRAILER_SIZE);
+  readonly #result: Result = { status: 0, header: EMPTY, length: 0 };
+  readonly #out: Outgoing;
 
   constructor(session: ServerSession, index: number, reconnectCount: number, id: CmId, dev: DevState, localReadInvalidate: boolean) {
     this.session = session;
@@ -606,6 +686,7 @@ class ServerPath {
       this.#rspSlot = P.clientRecvSize(session.params, session.pathCount);
       this.#rsp = registerArea(dev.pd, this.#rspSlot * qd);
       this.#ctrl = registerArea(dev.pd, P.RESUME_SIZE * qd);
+      this.#out = outgoing(dev.pool.lkey, this.#rsp.mr.lkey);
     } catch (err) {
       this.conn.close();
       throw err;
@@ -679,7 +760,7 @@ class ServerPath {
           case 'write-req':
           case 'read-req':
             if (!this.#infoDone) throw new ProtocolError('state', 'IO request before the info exchange');
-            this.session.serialize(imm.chunk, () => this.#request(imm.type === 'write-req' ? 'write' : 'read', imm.chunk, imm.trailerOffset, wc.byteLen));
+            this.#onRequest(imm.type === 'write-req' ? 'write' : 'read', imm.chunk, imm.trailerOffset, wc.byteLen);
             break;
           default:
             throw new ProtocolError('imm-direction', `${imm.type} imm received by the server`);
@@ -766,45 +847,90 @@ class ServerPath {
 
   // ----------------------------------------------------------- IO (§6, §7)
 
-  async #request(kind: 'write' | 'read', c: number, trailerOffset: number, byteLen: number): Promise<void> {
+  /** One IO at a time per chunk: a free chunk runs the request now (no closure), a busy one queues it. */
+  #onRequest(kind: 'write' | 'read', c: number, trailerOffset: number, byteLen: number): void {
     const s = this.session;
-    const p = s.params;
+    if (!s.acquire(c)) return s.serialize(c, () => this.#request(kind, c, trailerOffset, byteLen));
+    let r: void | Promise<void> = undefined;
+    try {
+      r = this.#request(kind, c, trailerOffset, byteLen);
+    } catch (err) {
+      s.taskFailed(c, err);
+    }
+    s.release(c, r);
+  }
+
+  /**
+   * A request copy arrived for chunk c (§7.1). Synchronous as far as it can
+   * be: a strict invalidation that completes at once (type 1 windows are
+   * deallocated) and a handler that returns its result (not a promise)
+   * cost no promise and no microtask hop; the returned promise (if any)
+   * holds the chunk's lock until the IO is answered.
+   */
+  #request(kind: 'write' | 'read', c: number, trailerOffset: number, byteLen: number): void | Promise<void> {
+    const s = this.session;
     if (this.state !== 'connected' || s.closing) return;
-    if (p.strict) {
-      // every key of the chunk, on every device and path; a LOCAL_INV that
-      // fails fails its connection, which closes that path (and with it
-      // every window bound to its QP)
-      const sets = s.keySets();
+    if (s.params.strict) {
+      const inv = this.#invalidate(c);
+      if (inv === false) return;
+      if (inv !== true) return inv.then((ok) => (ok ? this.#arrived(kind, c, trailerOffset, byteLen) : undefined));
+    }
+    return this.#arrived(kind, c, trailerOffset, byteLen);
+  }
+
+  /**
+   * Strict, on arrival (§7.1 step 2): chunk c's key taken away in every key
+   * set of the session (ServerSession.keySets(), walked without building
+   * the list). true: done now; false: it could not be, this path closed; a
+   * promise: some invalidation completes later (a LOCAL_INV, a bind still
+   * queued), resolved with the same meaning.
+   */
+  #invalidate(c: number): boolean | Promise<boolean> {
+    const s = this.session;
+    let pending: Array<Promise<void>> | undefined;
+    try {
       // type 1 deallocations are counted on the arrival path (a device's
       // windows are shared by its paths); LOCAL_INVs by the path posting them
-      for (const k of sets) if (k.type === 1 && k.exposed(c)) this.#wire.invalidations++;
-      const pending: Promise<void>[] = [];
-      try {
-        for (const k of sets) {
-          const x = k.invalidate(c);
-          if (x) pending.push(x);
-        }
-      } catch (err) {
-        // no fresh window (the device's windows are used up): the chunk's
-        // key stays, so its handler must not run; the client fails over
-        this.close(`cannot take chunk ${c}'s key away: ${(err as Error).message}`);
-        return;
+      for (const d of s.devList) {
+        const k = d.windows;
+        if (!k) continue;
+        if (k.exposed(c)) this.#wire.invalidations++;
+        const x = k.invalidate(c);
+        if (x) (pending ??= []).push(x);
       }
-      if (pending.length > 0) {
-        const settled = await Promise.allSettled(pending);
-        const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-        if (failed && s.keySets().some((k) => k.type === 1 && k.exposed(c))) {
-          this.close(`cannot take chunk ${c}'s key away: ${(failed.reason as Error)?.message}`);
-          return;
-        }
+      for (const q of s.paths) {
+        if (!q || q.state === 'closed' || !q.keyed || q.keys.type !== 2) continue;
+        const x = q.keys.invalidate(c);
+        if (x) (pending ??= []).push(x);
       }
-      if (this.closed) return;
+    } catch (err) {
+      // no fresh window (the device's windows are used up): the chunk's
+      // key stays, so its handler must not run; the client fails over
+      for (const x of pending ?? []) x.catch(() => undefined);
+      this.close(`cannot take chunk ${c}'s key away: ${(err as Error).message}`);
+      return false;
     }
+    if (!pending) return !this.closed;
+    return Promise.allSettled(pending).then((settled) => {
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed && s.keySets().some((k) => k.type === 1 && k.exposed(c))) {
+        this.close(`cannot take chunk ${c}'s key away: ${(failed.reason as Error)?.message}`);
+        return false;
+      }
+      return !this.closed;
+    });
+  }
+
+  /** The request's keys are gone (strict): its trailer, the record's decision, the handler (§7.1 steps 3-4). */
+  #arrived(kind: 'write' | 'read', c: number, trailerOffset: number, byteLen: number): void | Promise<void> {
+    const s = this.session;
+    const p = s.params;
     if (this.state !== 'connected') return;
-    const base = c * p.chunkSize;
-    // copy the trailer out: no re-reads of peer-writable memory after the checks
-    const size = kind === 'write' ? P.WRITE_TRAILER_SIZE : P.READ_TRAILER_SIZE;
-    const tb = Buffer.from(s.buf.subarray(base + trailerOffset, base + trailerOffset + size));
+    const at = c * p.chunkSize + trailerOffset;
+    // copy the trailer out: no re-reads of peer-writable memory after the
+    // checks (into this path's scratch: the decoders copy its fields out)
+    const tb = kind === 'write' ? this.#writeTrailer : this.#readTrailer;
+    s.buf.copy(tb, 0, at, at + tb.length);
     let w: P.WriteTrailer | undefined;
     let r: P.ReadTrailer | undefined;
     try {
@@ -814,61 +940,66 @@ class ServerPath {
       this.violation(err);
       return;
     }
-    const seq = (w ?? r)!.seq;
     const rec = s.records[c];
-    if (seq < rec.seq) return this.violation(new ProtocolError('seq', `chunk ${c}: seq ${seq} < recorded ${rec.seq}`));
-    if (seq === rec.seq && rec.state === 'resumed' && rec.resumedOn !== this) {
-      s.server.log(`${this.name}: dropped a stale copy of chunk ${c} seq ${seq}`);
-      await this.#rekey(c);
-      return;
-    }
-    if (seq === rec.seq && rec.state !== 'resumed') {
-      if (rec.kind !== kind) return this.violation(new ProtocolError('seq', `chunk ${c}: seq ${seq} reused for a ${kind}`));
-      if (r) rec.dest = { addr: r.addr, rkey: r.rkey, path: this };
-      if (rec.state === 'running') {
-        rec.respondOn = this; // the serialized lock means this cannot happen while running; kept for clarity
+    const d = r ? R.onRequest(rec, c, r.seq, 'read', this, r.addr, r.rkey) : R.onRequest(rec, c, w!.seq, 'write', this);
+    switch (d.decision) {
+      case 'run':
+        break;
+      case 'replay':
+        this.#counters.replays++;
+        this.#respond(c, rec, true);
         return;
-      }
-      this.#counters.replays++;
-      await this.#respond(c, rec, true);
-      return;
+      case 'await':
+        return; // (the chunk's lock means a running IO is never seen here)
+      case 'drop-stale':
+        s.server.log(`${this.name}: dropped a stale copy of chunk ${c} seq ${rec.seq}`);
+        return this.#rekey(c);
+      case 'violation':
+        return this.violation(new ProtocolError(d.reason, d.message));
+      default:
+        throw new Error(`unexpected decision ${d.decision} for a request`);
     }
-    if (seq > rec.seq && rec.state === 'running') return this.violation(new ProtocolError('chunk-busy', `chunk ${c} is running seq ${rec.seq}`));
-    // a new IO
-    rec.seq = seq;
-    rec.state = 'running';
-    rec.kind = kind;
-    rec.respondOn = this;
-    rec.resumedOn = undefined;
-    rec.dest = r ? { addr: r.addr, rkey: r.rkey, path: this } : undefined;
-    const chunk = s.buf.subarray(base, base + p.chunkSize);
-    const req: TransportRequest = w
-      ? { kind, sessionId: s.id, pathIndex: this.index, header: chunk.subarray(w.dataLen, w.dataLen + w.hdrLen), data: chunk.subarray(0, w.dataLen) }
-      : { kind, sessionId: s.id, pathIndex: this.index, header: chunk.subarray(trailerOffset - r!.hdrLen, trailerOffset), data: chunk.subarray(0, r!.len) };
+    const req: TransportRequest = {
+      kind, sessionId: s.id, pathIndex: this.index,
+      header: w ? s.view(c, w.dataLen, w.hdrLen, true) : s.view(c, trailerOffset - r!.hdrLen, r!.hdrLen, true),
+      data: s.view(c, 0, w ? w.dataLen : r!.len, false),
+    };
     let res: TransportResponse | void | Promise<TransportResponse | void>;
     try {
       res = s.server.handler(req);
-      // a handler that answers at once is answered at once (no await hop)
-      if (isThenable(res)) res = await res;
     } catch (err) {
-      s.server.log(`${this.name}: handler failed on chunk ${c}: ${(err as Error).message}`);
-      res = { status: P.STATUS_EIO };
+      res = this.#handlerFailed(c, err);
     }
-    const out = checkResult(res, req, p.maxHeaderSize);
-    if (out.problem) s.server.log(`${this.name}: handler result rejected: ${out.problem}`);
-    rec.status = out.status;
-    rec.header = out.header;
-    rec.dataLen = kind === 'read' ? out.length : 0;
-    rec.state = 'done';
-    if (kind === 'write') {
+    // a handler that answers at once is answered at once
+    if (isThenable(res)) {
+      return Promise.resolve(res).then(
+        (v) => this.#handled(c, rec, req, v),
+        (err: unknown) => this.#handled(c, rec, req, this.#handlerFailed(c, err)),
+      );
+    }
+    this.#handled(c, rec, req, res);
+  }
+
+  #handlerFailed(c: number, err: unknown): TransportResponse {
+    this.session.server.log(`${this.name}: handler failed on chunk ${c}: ${(err as Error)?.message ?? String(err)}`);
+    return HANDLER_FAILED;
+  }
+
+  /** The handler's result for the running IO on chunk c: recorded (§7.2) and answered on the latest copy's path. */
+  #handled(c: number, rec: ChunkRecord, req: TransportRequest, res: TransportResponse | void): void {
+    const out = this.#result;
+    const problem = checkResult(res, req, this.session.params.maxHeaderSize, out);
+    if (problem) this.session.server.log(`${this.name}: handler result rejected: ${problem}`);
+    const latest = R.complete(rec, out.status, out.header, out.length);
+    if (req.kind === 'write') {
       this.#counters.writes++;
-      this.#counters.writeBytes += w!.dataLen;
+      this.#counters.writeBytes += req.data.length;
     } else {
       this.#counters.reads++;
       this.#counters.readBytes += rec.dataLen;
     }
-    const target = rec.respondOn && rec.respondOn.state === 'connected' ? rec.respondOn : this;
-    return target.#respond(c, rec, false);
+    const target = latest && latest.state === 'connected' ? latest : this;
+    target.#respond(c, rec, false);
   }
 
   /** Strict: new keys for chunk c on every live path's key set except this one's (bound and awaited). */
@@ -884,18 +1015,25 @@ class ServerPath {
     if (this.keys.key(c) === 0 && this.state === 'connected') await this.keys.ready(c, this.conn).catch(() => 0);
   }
 
-  /** Sends chunk c's recorded result on this path (§7.3, §7.4). */
-  async #respond(c: number, rec: ChunkRecord, replay: boolean): Promise<void> {
+  /** Sends chunk c's recorded result on this path (§7.3, §7.4), through this path's reused work requests. */
+  #respond(c: number, rec: ChunkRecord, replay: boolean): void {
     if (this.state !== 'connected') return; // the client resumes on another path
     const s = this.session;
     const p = s.params;
-    const wrs: SendWorkRequest[] = [];
+    const o = this.#out;
+    const wrs = o.wrs;
+    wrs.length = 0;
     // read data goes only to the destination of a copy that arrived here (§7.5)
-    const dest = rec.kind === 'read' && rec.dest?.path === this ? rec.dest : undefined;
+    const dest = R.readDataGoesTo(rec, this);
     if (dest && rec.dataLen > 0) {
-      wrs.push({ opcode: 'RDMA_WRITE', sge: [this.dev.pool.sge(c * p.chunkSize, rec.dataLen)], remoteAddr: dest.addr, rkey: dest.rkey, wrId: wrId(WrKind.SEND, c) });
+      const wr = o.data;
+      wr.sge![0].addr = this.dev.pool.addr + c * p.chunkSize;
+      wr.sge![0].length = rec.dataLen;
+      wr.remoteAddr = rec.destAddr;
+      wr.rkey = rec.destRkey;
+      wr.wrId = wrId(WrKind.SEND, c);
+      wrs.push(wr);
     }
-    let keys: P.IoRspKey[] = [];
     if (p.strict && this.keys.key(c) === 0) {
       // a new key through this path (§7.3), bound ahead of the response in
       // its send queue: valid for every path of this device's key set (type
@@ -904,50 +1042,73 @@ class ServerPath {
       const bind = this.keys.rekey(c, this.conn, c);
       if (bind) wrs.push(bind);
     }
-    const fast = !p.strict && rec.kind === 'write' && rec.header.length === 0;
-    if (fast) {
-      wrs.push({ opcode: 'RDMA_WRITE_WITH_IMM', imm: P.encodeIoRspImm(c, rec.status), sge: [], remoteAddr: 0, rkey: 0, wrId: wrId(WrKind.SEND, c) });
+    if (!p.strict && rec.kind === 'write' && rec.header.length === 0) {
+      o.imm.imm = P.encodeIoRspImm(c, rec.status);
+      o.imm.wrId = wrId(WrKind.SEND, c);
+      wrs.push(o.imm);
       this.conn.post(wrs);
       return;
     }
-    if (p.strict) keys = s.keyedPaths().filter((q) => q.keys.key(c) !== 0).map((q) => ({ pathIndex: q.index, generation: q.reconnectCount & 0xffff, rkey: q.keys.key(c) }));
+    const keys = o.keys;
+    keys.length = 0;
+    if (p.strict) {
+      let n = 0;
+      for (const q of s.paths) {
+        if (!q || q.state === 'closed' || !q.keyed || q.keys.key(c) === 0) continue;
+        const k = (o.keyPool[n++] ??= { pathIndex: 0, generation: 0, rkey: 0 });
+        k.pathIndex = q.index;
+        k.generation = q.reconnectCount & 0xffff;
+        k.rkey = q.keys.key(c);
+        keys.push(k);
+      }
+    }
     const off = c * this.#rspSlot;
-    const len = P.writeIoRsp(this.#rsp.buf, off, {
-      chunk: c, status: rec.status, seq: rec.seq, dataLen: dest ? rec.dataLen : 0, read: rec.kind === 'read', replay, keys, header: rec.header,
-    });
+    const f = o.fields;
+    f.chunk = c;
+    f.status = rec.status;
+    f.seq = rec.seq;
+    f.dataLen = dest ? rec.dataLen : 0;
+    f.read = rec.kind === 'read';
+    f.replay = replay;
+    f.header = rec.header;
+    const len = P.writeIoRsp(this.#rsp.buf, off, f);
     // a 1.1 client on rxe exposes type 1 windows, which SEND_WITH_INV cannot
     // invalidate (and fails the connection trying): it takes them away itself
-    const invalidate = dest !== undefined && dest.rkey !== 0 && !this.localReadInvalidate;
-    wrs.push({
-      opcode: invalidate ? 'SEND_WITH_INV' : 'SEND',
-      invalidateRkey: invalidate ? dest.rkey : undefined,
-      sge: [this.#rsp.mr.sge(off, len)],
-      wrId: wrId(WrKind.SEND, c),
-    });
+    const invalidate = dest && rec.destRkey !== 0 && !this.localReadInvalidate;
+    const wr = o.rsp;
+    wr.opcode = invalidate ? 'SEND_WITH_INV' : 'SEND';
+    wr.invalidateRkey = invalidate ? rec.destRkey : undefined;
+    wr.sge![0].addr = this.#rsp.mr.addr + off;
+    wr.sge![0].length = len;
+    wr.wrId = wrId(WrKind.SEND, c);
+    wrs.push(wr);
     // not posted: the connection failed (and closes this path); no key was bound
     if (!this.conn.post(wrs) && p.strict) this.keys.forget(c);
   }
 
-  async #resume(c: number, seq: bigint): Promise<void> {
+  #resume(c: number, seq: bigint): void | Promise<void> {
     if (this.state !== 'connected') return;
-    const s = this.session;
-    const rec = s.records[c];
-    if (seq < rec.seq) return this.violation(new ProtocolError('seq', `RESUME_REQ chunk ${c} seq ${seq} < recorded ${rec.seq}`));
-    if (seq === rec.seq && (rec.state === 'done' || rec.state === 'running')) {
-      if (rec.state === 'running') {
-        rec.respondOn = this;
+    const rec = this.session.records[c];
+    const d = R.onResume(rec, c, seq, this);
+    switch (d.decision) {
+      case 'await':
         return;
-      }
-      this.#counters.replays++;
-      await this.#respond(c, rec, true);
-      return;
+      case 'replay':
+        this.#counters.replays++;
+        this.#respond(c, rec, true);
+        return;
+      case 'resumed':
+        return this.#resumeRsp(c, seq);
+      case 'violation':
+        return this.violation(new ProtocolError(d.reason, d.message));
+      default:
+        throw new Error(`unexpected decision ${d.decision} for a resume`);
     }
-    if (seq > rec.seq && rec.state === 'running') return this.violation(new ProtocolError('chunk-busy', `RESUME_REQ for chunk ${c} while seq ${rec.seq} runs`));
-    rec.seq = seq;
-    rec.state = 'resumed';
-    rec.resumedOn = this;
-    rec.header = EMPTY;
-    const rkey = s.params.strict ? await this.keys.ready(c, this.conn) : this.keys.key(c);
+  }
+
+  /** RESUME_RSP: chunk c's key on this path (bound first when it has none). */
+  async #resumeRsp(c: number, seq: bigint): Promise<void> {
+    const rkey = this.session.params.strict ? await this.keys.ready(c, this.conn) : this.keys.key(c);
     if (this.state !== 'connected') return;
     const m = P.encodeResumeRsp({ chunk: c, rkey, seq });
     m.copy(this.#ctrl.buf, c * P.RESUME_SIZE);
@@ -955,30 +1116,63 @@ class ServerPath {
   }
 }
 
-function checkResult(res: TransportResponse | void, req: TransportRequest, maxHeader: number): { status: number; header: Buffer; length: number; problem?: string } {
-  const r = res ?? {};
-  const status = r.status ?? 0;
-  if (!Number.isInteger(status) || status < 0 || status > P.MAX_STATUS) {
-    return { status: P.STATUS_EIO, header: EMPTY, length: 0, problem: `status ${String(status)} outside 0..${P.MAX_STATUS}` };
-  }
-  const h = r.header ?? EMPTY;
-  if (!(h instanceof Uint8Array) || h.length > maxHeader) {
-    return { status: P.STATUS_EIO, header: EMPTY, length: 0, problem: `response header larger than ${maxHeader} bytes` };
-  }
-  const length = req.kind === 'read' ? r.length ?? (status === 0 ? req.data.length : 0) : 0;
-  if (!Number.isInteger(length) || length < 0 || length > req.data.length) {
-    return { status: P.STATUS_EIO, header: EMPTY, length: 0, problem: `read length ${String(length)} outside 0..${req.data.length}` };
-  }
-  return { status, header: Buffer.from(h), length };
+/**
+ * A path's response work requests, reused by every response (postSend
+ * copies them into the send queue): what changes per IO is written into
+ * them before the post.
+ */
+interface Outgoing {
+  wrs: SendWorkRequest[];
+  /** a read's data, RDMA WRITE to the request's destination */
+  data: SendWorkRequest & { sge: Sge[] };
+  /** relaxed write with no response header: the response is the imm */
+  imm: SendWorkRequest;
+  /** IO_RSP (SEND, or SEND_WITH_INV of the read destination's key) */
+  rsp: SendWorkRequest & { sge: Sge[] };
+  keys: P.IoRspKey[];
+  keyPool: P.IoRspKey[];
+  fields: P.IoRspFields & { keys: P.IoRspKey[] };
 }
 
-/** fn(), with a synchronous throw turned into a rejection. */
-function invoke(fn: () => Promise<void>): Promise<void> {
-  try {
-    return fn();
-  } catch (err) {
-    return Promise.reject(err);
-  }
+function outgoing(poolLkey: number, rspLkey: number): Outgoing {
+  const keys: P.IoRspKey[] = [];
+  return {
+    wrs: [],
+    data: { opcode: 'RDMA_WRITE', sge: [{ addr: 0, length: 0, lkey: poolLkey }], remoteAddr: 0, rkey: 0, wrId: 0 },
+    imm: { opcode: 'RDMA_WRITE_WITH_IMM', imm: 0, sge: [], remoteAddr: 0, rkey: 0, wrId: 0 },
+    rsp: { opcode: 'SEND', invalidateRkey: undefined, sge: [{ addr: 0, length: 0, lkey: rspLkey }], wrId: 0 },
+    keys,
+    keyPool: [],
+    fields: { chunk: 0, status: 0, seq: 1n, dataLen: 0, read: false, replay: false, keys, header: EMPTY },
+  };
+}
+
+/** What the handler's result is recorded as (one per path, reused: read before the next IO starts). */
+interface Result {
+  status: number;
+  header: Buffer;
+  length: number;
+}
+
+const HANDLER_FAILED: TransportResponse = Object.freeze({ status: P.STATUS_EIO });
+
+/** Checks a handler's result into out; returns why it was refused (then out is EIO), or undefined. */
+function checkResult(res: TransportResponse | void, req: TransportRequest, maxHeader: number, out: Result): string | undefined {
+  out.status = P.STATUS_EIO;
+  out.header = EMPTY;
+  out.length = 0;
+  const status = res?.status ?? 0;
+  if (!Number.isInteger(status) || status < 0 || status > P.MAX_STATUS) return `status ${String(status)} outside 0..${P.MAX_STATUS}`;
+  const h = res?.header ?? EMPTY;
+  if (!(h instanceof Uint8Array) || h.length > maxHeader) return `response header larger than ${maxHeader} bytes`;
+  const length = req.kind === 'read' ? res?.length ?? (status === 0 ? req.data.length : 0) : 0;
+  if (!Number.isInteger(length) || length < 0 || length > req.data.length) return `read length ${String(length)} outside 0..${req.data.length}`;
+  out.status = status;
+  // the record keeps a copy (replays answer with it after the handler's
+  // buffer may have changed); an empty header needs none
+  out.header = h.length === 0 ? EMPTY : Buffer.from(h);
+  out.length = length;
+  return undefined;
 }
 
 function isThenable<T>(v: T | PromiseLike<T>): v is PromiseLike<T> {
