@@ -200,7 +200,8 @@ export class DeviceWindows implements ChunkKeys {
   }
 
   rekey(c: number, conn: Conn): undefined {
-    void this.#bind(c, conn).catch(() => undefined);
+    // (its rejection is handled where it is made: #bind)
+    void this.#bind(c, conn);
     return undefined;
   }
 
@@ -236,7 +237,8 @@ export class DeviceWindows implements ChunkKeys {
     const waited = conn.bindWindowAndWait(mw, this.#pool, addr, len, Access.REMOTE_WRITE);
     // the new key is known at once (ibv_bind_mw took the next key byte)
     this.#keys[i] = mw.rkey;
-    const b: { done: Promise<void>; settled: boolean } = { done: Promise.resolve(), settled: false };
+    // (done is set at once below: no placeholder promise per bind)
+    const b = { settled: false } as { done: Promise<void>; settled: boolean };
     b.done = waited.then(() => {
       b.settled = true;
     }, (err: Error) => {
