@@ -53,7 +53,8 @@ export interface Violation {
  * - run: a new IO; the record is now running it (call complete() with the handler's result)
  * - replay: the seq is done; answer with the record's result (REPLAY)
  * - await: the seq is running; its answer goes to this copy's path when it finishes
- * - drop-stale: a copy of a seq resumed on another path; no answer
+ * - drop-stale: a request copy of a seq resumed on another path, or a
+ *   RESUME_REQ older than the record; no answer
  * - resumed: the seq never arrived; the record is resumed on this path (answer RESUME_RSP)
  */
 export type Decision =
@@ -114,7 +115,10 @@ export function onRequest<P>(
 
 /** A RESUME_REQ for chunk c with `seq` on `path` (§7.5, strict failover and unsettled chunks). */
 export function onResume<P>(rec: ChunkRecord<P>, c: number, seq: bigint, path: P): Decision {
-  if (seq < rec.seq) return violation('seq', `RESUME_REQ chunk ${c} seq ${seq} < recorded ${rec.seq}`);
+  // a stale ask, no answer: the client asks an unsettled chunk on every
+  // connected path, and once one answer settled it the chunk may carry a
+  // newer IO before the other asks arrive (before 1.1: a violation)
+  if (seq < rec.seq) return DROP_STALE;
   if (seq === rec.seq && rec.state === 'running') {
     rec.respondOn = path;
     return AWAIT;

@@ -569,7 +569,8 @@ export class ServerPath {
       const bind = this.keys.rekey(c, this.conn, c);
       if (bind) wrs.push(bind);
     }
-    if (!p.strict && rec.kind === 'write' && rec.header.length === 0) {
+    // a replay carries its seq: an immediate-only answer could settle a newer IO on the chunk (§7.4)
+    if (!replay && !p.strict && rec.kind === 'write' && rec.header.length === 0) {
       o.imm.imm = P.encodeIoRspImm(c, rec.status);
       o.imm.wrId = wrId(WrKind.SEND, c);
       wrs.push(o.imm);
@@ -619,6 +620,9 @@ export class ServerPath {
     const d = R.onResume(rec, c, seq, this);
     switch (d.decision) {
       case 'await':
+        return;
+      case 'drop-stale':
+        this.session.server.log(`${this.name}: dropped a stale RESUME_REQ for chunk ${c} seq ${seq} (recorded ${rec.seq})`);
         return;
       case 'replay':
         this.#counters.replays++;
