@@ -62,38 +62,54 @@ function randomKeyByte(avoid: number): number {
   }
 }
 
-/** Spare windows kept ahead for invalidation by deallocation. */
-const SPARE_MWS = 8;
+/** Spare windows kept ahead for invalidation by deallocation: one per chunk up to this many. */
+const MAX_SPARE_MWS = 32;
+const MIN_SPARE_MWS = 8;
 
 /**
  * Invalidation by deallocation needs a fresh window at once: ibv_alloc_mw is
- * a syscall (~100 us on rxe under emulation), so a few are allocated ahead,
- * once per event-loop turn, off the request's critical path.
+ * a syscall (~100 us on rxe under emulation), so windows are allocated
+ * ahead: a full set when the key set is made, and afterwards refilled in a
+ * setImmediate, after the event-loop turn's requests were answered (a burst
+ * of arrivals in one completion batch takes spares, never allocates, while
+ * any remain). Only an empty set allocates on a request's own path.
  */
 class Spares {
   readonly #pd: ProtectionDomain;
   readonly #type: 1 | 2;
   readonly #mws: MemoryWindow[] = [];
+  readonly #size: number;
   #refill: NodeJS.Immediate | undefined;
 
-  constructor(pd: ProtectionDomain, type: 1 | 2) {
+  constructor(pd: ProtectionDomain, type: 1 | 2, layout: PoolLayout) {
     this.#pd = pd;
     this.#type = type;
+    this.#size = Math.min(Math.max(layout.queueDepth, MIN_SPARE_MWS), MAX_SPARE_MWS);
+    // relaxed mode never invalidates: no spares
+    if (!layout.strict) return;
+    try {
+      this.#fill();
+    } catch {
+      // fewer spares (the device's windows are scarce): take() allocates
+      // inline and reports an error there
+    }
   }
 
   take(): MemoryWindow {
     const mw = this.#mws.pop() ?? this.#pd.allocMemoryWindow(this.#type);
-    if (!this.#refill) {
-      this.#refill = setImmediate(() => {
-        this.#refill = undefined;
-        try {
-          while (this.#mws.length < SPARE_MWS && !this.#pd.closed) this.#mws.push(this.#pd.allocMemoryWindow(this.#type));
-        } catch {
-          // the next take() allocates inline and reports the error there
-        }
-      });
-    }
+    this.#refill ??= setImmediate(() => {
+      this.#refill = undefined;
+      try {
+        this.#fill();
+      } catch {
+        // the next take() allocates inline and reports the error there
+      }
+    });
     return mw;
+  }
+
+  #fill(): void {
+    while (this.#mws.length < this.#size && !this.#pd.closed) this.#mws.push(this.#pd.allocMemoryWindow(this.#type));
   }
 
   close(): void {
@@ -135,7 +151,7 @@ export class DeviceWindows implements ChunkKeys {
     this.#keys = new Uint32Array(n);
     this.#live = new Uint8Array(n);
     this.#bound = new Array(n).fill(undefined);
-    this.#spares = new Spares(pd, 1);
+    this.#spares = new Spares(pd, 1, layout);
     for (let i = 0; i < n; i++) this.#mws.push(pd.allocMemoryWindow(1));
   }
 
@@ -184,7 +200,8 @@ export class DeviceWindows implements ChunkKeys {
   }
 
   rekey(c: number, conn: Conn): undefined {
-    void this.#bind(c, conn).catch(() => undefined);
+    // (its rejection is handled where it is made: #bind)
+    void this.#bind(c, conn);
     return undefined;
   }
 
@@ -220,7 +237,8 @@ export class DeviceWindows implements ChunkKeys {
     const waited = conn.bindWindowAndWait(mw, this.#pool, addr, len, Access.REMOTE_WRITE);
     // the new key is known at once (ibv_bind_mw took the next key byte)
     this.#keys[i] = mw.rkey;
-    const b: { done: Promise<void>; settled: boolean } = { done: Promise.resolve(), settled: false };
+    // (done is set at once below: no placeholder promise per bind)
+    const b = { settled: false } as { done: Promise<void>; settled: boolean };
     b.done = waited.then(() => {
       b.settled = true;
     }, (err: Error) => {
@@ -279,7 +297,7 @@ export class PathWindows implements ChunkKeys {
     this.#conn = conn;
     const n = layout.strict ? layout.queueDepth : 1;
     this.#keys = new Uint32Array(n);
-    this.#spares = deallocInvalidate ? new Spares(pd, 2) : undefined;
+    this.#spares = deallocInvalidate ? new Spares(pd, 2, layout) : undefined;
     for (let i = 0; i < n; i++) this.#mws.push(pd.allocMemoryWindow(2));
   }
 
