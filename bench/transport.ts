@@ -293,8 +293,11 @@ async function syscallRuns(a: Args, port: number): Promise<unknown[]> {
       const client = await connectPeer(a.host0, port++, Math.max(...a.depths), 'bench-syscalls', busy);
       try {
         await warmUp(client, a);
-        const tc = await straceOf(process.pid, `/tmp/bench-strace-client-${process.pid}.txt`);
+        // the server's strace first: started after the client's, it would be
+        // a child of a traced process, and its own ptrace/wait4 calls would be
+        // counted as the client's (the 2026-12-07 12:45 run's client counts)
         const ts = await straceOf(server.pid, `/tmp/bench-strace-server-${process.pid}.txt`);
+        const tc = await straceOf(process.pid, `/tmp/bench-strace-client-${process.pid}.txt`);
         const r = await runWorkload(client, { size: a.size, depth: 1, durationMs: 120_000, maxIos: a.syscallIos, readRatio: 0, keys: 1 });
         const [cc, sc] = [await tc.stop(), await ts.stop()];
         const ios = r.ios ?? a.syscallIos;
