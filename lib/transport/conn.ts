@@ -63,6 +63,14 @@ export interface ConnOptions {
    * WRs that wait for a later signaled completion to free their slots.
    */
   signalEvery?: number;
+  /**
+   * Hand onRecv one reused object, refilled per completion (no allocation
+   * per completion), instead of a fresh one each. Only for owners that read
+   * `wc` during the call: a closure that reads it later sees a later
+   * completion (server.ts's serialize() of a busy chunk read `wc.byteLen`
+   * late: transport-failover's repeated cuts failed with it on). Default false.
+   */
+  reuseCompletion?: boolean;
   /** counted into (the owning path's, so they outlive the connection) */
   wire?: WireCounters;
 }
@@ -171,9 +179,9 @@ export class Conn {
   recvSize = 0;
   /**
    * receive completion: the data is recv.buf[slot * recvSize, + byteLen);
-   * call repost(slot) when done with it. `wc` is one object per Conn,
-   * refilled for each completion (no allocation per completion): it is
-   * valid only during the call, so copy the fields a deferred step needs.
+   * call repost(slot) when done with it. With `reuseCompletion`, `wc` is
+   * one object per Conn, refilled for each completion: valid only during
+   * the call, so copy the fields a deferred step needs.
    */
   onRecv: (wc: WorkCompletion, slot: number) => void = () => undefined;
   /** send completion of a SEND-kind work request (index from its wrId) */
@@ -194,10 +202,15 @@ export class Conn {
   #hbOutstanding = false;
   latencyNs: number | undefined;
   /** the completion being handed out (onRecv's `wc`): refilled in place */
-  readonly #wc: WorkCompletion = {
-    wrId: 0, status: 0, statusName: 'SUCCESS', ok: true, opcode: 0, opcodeName: 'SEND', vendorErr: 0, byteLen: 0,
-    imm: undefined, invalidatedRkey: undefined, qpNum: 0, srcQp: 0, wcFlags: 0,
-  };
+  #wc: WorkCompletion = Conn.#blankWc();
+  readonly #reuseWc: boolean;
+
+  static #blankWc(): WorkCompletion {
+    return {
+      wrId: 0, status: 0, statusName: 'SUCCESS', ok: true, opcode: 0, opcodeName: 'SEND', vendorErr: 0, byteLen: 0,
+      imm: undefined, invalidatedRkey: undefined, qpNum: 0, srcQp: 0, wcFlags: 0,
+    };
+  }
   // send queue accounting: WRs posted and WRs whose slots are free again, as
   // running counts (2^53 WRs is centuries of posting), and the post count at
   // each signaled WR not yet completed, oldest first (a ring): its completion
@@ -227,6 +240,7 @@ export class Conn {
     const every = opts.signalEvery ?? DEFAULT_SIGNAL_EVERY;
     if (!Number.isInteger(every) || every < 1 || every > 4096) throw new RangeError(`signalEvery must be an integer from 1 to 4096, got ${every}`);
     this.#signalEvery = every;
+    this.#reuseWc = opts.reuseCompletion === true;
     try {
       this.qp = id.createQueuePair(pd, {
         sendCq: this.cq, recvCq: this.cq, maxSendWr: opts.maxSendWr + every, maxRecvWr: opts.maxRecvWr, maxSendSge: 2, maxRecvSge: 1,
@@ -416,11 +430,11 @@ export class Conn {
     for (const w of ws) w.reject(err);
   }
 
-  /** One CQ batch, read in place: each completion fills #wc, no object per completion. */
+  /** One CQ batch, read in place: each completion fills #wc (reused, or one fresh object per completion). */
   #onBatch(b: CompletionBatch): void {
-    const wc = this.#wc;
     for (let i = 0; i < b.length; i++) {
       if (this.#closed) return;
+      const wc = this.#reuseWc ? this.#wc : (this.#wc = Conn.#blankWc());
       const status = b.status(i);
       const opcode = b.opcode(i);
       wc.wrId = b.wrId(i);

@@ -13,7 +13,7 @@ import { region } from './helpers';
 
 let port = 26000 + (process.pid % 500) * 8;
 
-async function connPair(opts: { signalEvery?: number } = {}) {
+async function connPair(opts: { signalEvery?: number; reuseCompletion?: boolean } = {}) {
   const host = '10.99.1.1';
   const p = port++;
   const listener = CmId.create();
@@ -49,8 +49,8 @@ async function connPair(opts: { signalEvery?: number } = {}) {
   };
 }
 
-test('onRecv gets one reused object, refilled per completion with that completion\'s fields', async () => {
-  const t = await connPair();
+test.each([true, false])('reuseCompletion %s: onRecv gets each completion\'s fields, in one reused object (true) or a fresh one each (false)', async (reuse) => {
+  const t = await connPair({ reuseCompletion: reuse });
   try {
     const seen: Array<{ obj: WorkCompletion; imm: number | undefined; opcodeName: string; byteLen: number; statusName: string }> = [];
     const got = new Promise<void>((resolve) => {
@@ -73,8 +73,14 @@ test('onRecv gets one reused object, refilled per completion with that completio
       { imm: undefined, opcodeName: 'RECV', byteLen: 20, statusName: 'SUCCESS' },
       { imm: 0x2222, opcodeName: 'RECV_RDMA_WITH_IMM', byteLen: 4, statusName: 'SUCCESS' },
     ]);
-    expect(seen[1].obj).toBe(seen[0].obj);
-    expect(seen[2].obj).toBe(seen[0].obj);
+    if (reuse) {
+      expect(seen[1].obj).toBe(seen[0].obj);
+      expect(seen[2].obj).toBe(seen[0].obj);
+    } else {
+      expect(new Set(seen.map((x) => x.obj)).size).toBe(3);
+      // a fresh object keeps its fields after the call (a deferred reader sees its own completion)
+      expect(seen.map((x) => x.obj.imm)).toEqual([0x1111, undefined, 0x2222]);
+    }
   } finally {
     t.close();
   }
