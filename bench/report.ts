@@ -86,10 +86,32 @@ export interface BenchResults {
     paths?: PathsResult;
     pathsStrict?: PathsResult;
     failover?: FailoverResult;
+    /** strace -c per IO, relaxed 4 KiB writes at QD1, per polling setup (or why it could not run) */
+    syscalls?: SyscallRow[] | { error: string };
   };
+  /** bench/tcp.ts: the same workload over Node's net */
+  tcp?: TcpResult;
   ratios?: Record<string, number>;
   /** steps that failed (the run went on without them) */
   failures?: Array<{ step: string; error: string }>;
+}
+
+export interface SyscallRow {
+  setup: string;
+  ios: number;
+  clientPerIo: number;
+  serverPerIo: number;
+  client: Record<string, number>;
+  server: Record<string, number>;
+}
+
+export interface TcpLatency { iters: number; p50Us: number; p99Us: number; meanUs: number; minUs: number; maxUs: number; histogram?: Array<[number, number, number]> }
+
+export interface TcpResult {
+  size: number;
+  write?: TcpLatency;
+  read?: TcpLatency;
+  iops?: Array<{ depth: number; iops: number; p50Us: number; p99Us: number }>;
 }
 
 export interface FloorIo {
@@ -213,34 +235,49 @@ export interface HistSeries {
   buckets: Array<[number, number, number]>;
 }
 
-/** Latency histograms as step lines on a log time axis, y = share of IOs per bucket (%). */
-export function latencyHistogramSvg(series: HistSeries[], markers: Array<{ label: string; us: number }> = []): string {
-  const all = series.flatMap((s) => s.buckets);
+const DASHES = ['4 3', '1 3', '8 3 2 3', '2 2'];
+
+/**
+ * Latency CDFs (share of IOs at or below a latency, log time axis), one
+ * line per series, for one panel of the report (one mode and kind of IO).
+ * The legend and the reference lines' names sit below the plot, never over
+ * the lines; each reference line has its own dash pattern.
+ */
+export function latencyCdfSvg(title: string, series: HistSeries[], markers: Array<{ label: string; us: number }> = []): string {
+  const all = series.flatMap((s) => s.buckets.filter((b) => b[2] > 0));
   if (all.length === 0) return '<p>(no latency data)</p>';
   const lo = Math.min(...all.map((b) => b[0]), ...markers.map((m) => m.us)) * 0.8;
   const hi = Math.max(...all.map((b) => b[1]), ...markers.map((m) => m.us)) * 1.25;
-  const shares = series.map((s) => {
-    const n = s.buckets.reduce((a, b) => a + b[2], 0) || 1;
-    return s.buckets.map(([l, u, c]) => [l, u, (c * 100) / n] as [number, number, number]);
-  });
-  const ymax = Math.max(...shares.flat().map((b) => b[2])) * 1.1;
   const x = logScale(lo, hi, M.l, W - M.r);
-  const y = linScale(0, ymax, H - M.b, M.t);
-  const body = frame({ scale: x, ticks: logTicks(lo, hi), label: 'latency (us, log scale)' }, { scale: y, ticks: ticks(ymax), label: '% of IOs' });
-  shares.forEach((bs, i) => {
+  const y = linScale(0, 100, H - M.b, M.t);
+  const body = frame({ scale: x, ticks: logTicks(lo, hi), label: `${title}: latency (us, log scale)` }, { scale: y, ticks: [0, 25, 50, 75, 100], label: '% of IOs at or below' });
+  series.forEach((s, i) => {
+    const n = s.buckets.reduce((a, b) => a + b[2], 0) || 1;
+    const bs = s.buckets.filter((b) => b[2] > 0).sort((a, b) => a[0] - b[0]);
+    let acc = 0;
     const pts: string[] = [];
-    for (const [l, u, pct] of bs) {
-      pts.push(`${x(l).toFixed(1)},${y(0).toFixed(1)}`, `${x(l).toFixed(1)},${y(pct).toFixed(1)}`, `${x(u).toFixed(1)},${y(pct).toFixed(1)}`, `${x(u).toFixed(1)},${y(0).toFixed(1)}`);
+    for (const [l, u, c] of bs) {
+      // the bucket's IOs spread over it: a ramp from its lower to its upper bound
+      pts.push(`${x(l).toFixed(1)},${y((acc * 100) / n).toFixed(1)}`);
+      acc += c;
+      pts.push(`${x(u).toFixed(1)},${y((acc * 100) / n).toFixed(1)}`);
     }
-    body.push(`<polyline fill="${COLORS[i % COLORS.length]}" fill-opacity="0.12" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.5" points="${pts.join(' ')}"/>`);
+    body.push(`<polyline fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="2" points="${pts.join(' ')}"><title>${esc(s.label)}</title></polyline>`);
   });
   markers.forEach((m, i) => {
     const xv = x(m.us).toFixed(1);
-    body.push(`<line x1="${xv}" x2="${xv}" y1="${M.t}" y2="${H - M.b}" stroke="#444" stroke-dasharray="4 3"/>`);
-    body.push(`<text x="${xv}" y="${M.t + 12 + i * 13}" font-size="10" text-anchor="end" dx="-3">${esc(m.label)}</text>`);
+    body.push(`<line x1="${xv}" x2="${xv}" y1="${M.t}" y2="${H - M.b}" stroke="#444" stroke-dasharray="${DASHES[i % DASHES.length]}"><title>${esc(`${m.label}: ${num(m.us)} us`)}</title></line>`);
   });
-  body.push(legend(series.map((s, i) => ({ label: s.label, color: COLORS[i % COLORS.length] }))));
-  return svg('latency histogram', body);
+  // the p50 line, to read medians off
+  body.push(`<line x1="${M.l}" x2="${W - M.r}" y1="${y(50).toFixed(1)}" y2="${y(50).toFixed(1)}" stroke="#bbb" stroke-dasharray="2 2"/>`);
+  const items = [
+    ...series.map((s, i) => `<line x1="0" x2="22" y1="0" y2="0" stroke="${COLORS[i % COLORS.length]}" stroke-width="2.5"/><text x="28" y="0" dominant-baseline="middle" font-size="11">${esc(s.label)}</text>`),
+    ...markers.map((m, i) => `<line x1="0" x2="22" y1="0" y2="0" stroke="#444" stroke-width="1.5" stroke-dasharray="${DASHES[i % DASHES.length]}"/><text x="28" y="0" dominant-baseline="middle" font-size="11">${esc(`${m.label} (${num(m.us)} us)`)}</text>`),
+  ];
+  const rowH = 16;
+  items.forEach((it, i) => body.push(`<g transform="translate(${M.l + 10},${H + 6 + i * rowH})">${it}</g>`));
+  const h = H + 10 + items.length * rowH;
+  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${h}" width="${W}" height="${h}" role="img" aria-label="${esc(`latency CDF, ${title}`)}" font-family="sans-serif">${body.join('')}</svg>`;
 }
 
 /** IOPS vs queue depth (log2 x axis), one line per series. */
@@ -364,21 +401,54 @@ export function renderReport(r: BenchResults): string {
     const modes = (['strict', 'relaxed'] as const).filter((m) => t[m]);
     parts.push(`<h2>Transport: ${t.size} B IOs at queue depth 1</h2>`);
     const rows = [['mode', 'IO', 'IOs', 'min', 'p50', 'mean', 'p99', 'max']];
-    const series: HistSeries[] = [];
     for (const m of modes) {
       for (const l of t[m]!.latency) {
         const what = l.setup ? `${l.kind} (${l.setup})` : l.kind;
         rows.push([m, what, String(l.iters), `${num(l.minUs)} us`, `${num(l.p50Us)} us`, `${num(l.meanUs)} us`, `${num(l.p99Us)} us`, `${num(l.maxUs)} us`]);
-        series.push({ label: `${m} ${what}`, buckets: l.histogram });
       }
     }
     parts.push(tableHtml(rows));
-    const markers: Array<{ label: string; us: number }> = [];
-    if (r.perftest4k) {
-      markers.push({ label: 'ib_write_lat 4K x2 (RTT)', us: r.perftest4k.ib_write_lat.t_typical_usec * 2 });
-      markers.push({ label: 'ib_read_lat 4K', us: r.perftest4k.ib_read_lat.t_typical_usec });
+    // one CDF panel per mode and kind of IO: the setups, TCP, and the references
+    const tcp = r.tcp;
+    const floorIo = r.floor?.io;
+    parts.push('<h3>Latency CDFs (QD1), one panel per mode and IO</h3>');
+    for (const m of modes) {
+      for (const kind of ['write', 'read'] as const) {
+        const ls = t[m]!.latency.filter((l) => l.kind === kind);
+        const series: HistSeries[] = ls.map((l) => ({ label: l.setup ?? kind, buckets: l.histogram }));
+        const tl = tcp?.[kind];
+        if (tl?.histogram) series.push({ label: "Node's net (TCP), same workload", buckets: tl.histogram });
+        const markers: Array<{ label: string; us: number }> = [];
+        if (kind === 'write' && r.perftest4k) markers.push({ label: 'ib_write_lat 4K x2 (RTT)', us: r.perftest4k.ib_write_lat.t_typical_usec * 2 });
+        if (kind === 'read' && r.perftest4k) markers.push({ label: 'ib_read_lat 4K', us: r.perftest4k.ib_read_lat.t_typical_usec });
+        const fl = kind === 'write' ? floorIo?.write1 : floorIo?.read1;
+        if (fl) markers.push({ label: `C floor ${kind} p50`, us: fl.p50_usec });
+        parts.push(latencyCdfSvg(`${m} ${kind}`, series, markers));
+      }
     }
-    parts.push('<h3>Latency histogram (QD1)</h3>', latencyHistogramSvg(series, markers));
+    if (tcp) {
+      parts.push(`<h2>Node's net (TCP) with the same workload (${tcp.size} B request/response)</h2>`);
+      const best = (kind: 'write' | 'read'): TransportLatency | undefined =>
+        t.relaxed?.latency.filter((l) => l.kind === kind).sort((a, b) => a.p50Us - b.p50Us)[0];
+      const trows = [['figure', 'TCP', 'transport relaxed (best setup)', 'TCP / transport']];
+      for (const kind of ['write', 'read'] as const) {
+        const a = tcp[kind];
+        const b = best(kind);
+        if (a) trows.push([`${kind} p50, QD1`, `${num(a.p50Us)} us`, b ? `${num(b.p50Us)} us` : '-', b ? `${num(a.p50Us / b.p50Us, 2)}x` : '-']);
+      }
+      for (const p of tcp.iops ?? []) {
+        const q = t.relaxed?.iops.find((x) => x.depth === p.depth);
+        trows.push([`IOPS, 50% reads, QD ${p.depth}`, num(p.iops, 0), q ? num(q.iops, 0) : '-', q ? `${num(p.iops / q.iops, 2)}x` : '-']);
+      }
+      parts.push(tableHtml(trows));
+    }
+    const sc = t.syscalls;
+    if (sc && Array.isArray(sc)) {
+      parts.push('<h2>Syscalls per IO (strace -c, relaxed 4 KiB writes, QD1)</h2>');
+      const top = (c: Record<string, number>) => Object.entries(c).slice(0, 5).map(([k, v]) => `${k} ${num(v, 2)}`).join(', ');
+      parts.push(tableHtml([['setup', 'IOs', 'client', 'server', 'client: most', 'server: most'],
+        ...sc.map((x) => [x.setup, String(x.ios), num(x.clientPerIo, 2), num(x.serverPerIo, 2), top(x.client), top(x.server)])]));
+    } else if (sc) parts.push(`<p class="note">syscall counts: ${esc(sc.error)}</p>`);
     parts.push(`<h2>Transport: IOPS vs queue depth (${t.size} B, 50% reads)</h2>`);
     parts.push(iopsVsDepthSvg(modes.map((m) => ({ label: m, points: t[m]!.iops }))));
     const depths = [...new Set(modes.flatMap((m) => t[m]!.iops.map((p) => p.depth)))].sort((a, b) => a - b);

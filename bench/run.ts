@@ -33,6 +33,8 @@ interface Opts {
   host2: string | undefined; cut: string; pointMs: number; failoverMs: number; environment: string | undefined;
   /** --cpus CLIENT,SERVER | none: the two ends of every two-ended benchmark on these CPUs */
   cpus: { client: number; server: number } | undefined;
+  /** IOs per strace'd syscall count run of the transport (0: none; needs strace) */
+  syscallIos: number;
 }
 
 function parse(argv: string[]): Opts {
@@ -43,6 +45,7 @@ function parse(argv: string[]): Opts {
     // sometimes put both on one CPU: one-way latency then varied 36-49 us in
     // the guest against 33-40 us pinned)
     cpus: os.cpus().length >= 2 ? { client: 0, server: 1 } : undefined,
+    syscallIos: 300,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
@@ -57,6 +60,7 @@ function parse(argv: string[]): Opts {
     else if (k === '--point-ms') o.pointMs = Number(v);
     else if (k === '--failover-ms') o.failoverMs = Number(v);
     else if (k === '--environment') o.environment = v;
+    else if (k === '--syscalls') o.syscallIos = Number(v);
     else if (k === '--cpus') {
       const m = /^(\d+),(\d+)$/.exec(v ?? '');
       if (!m && v !== 'none') throw new Error('--cpus is CLIENT_CPU,SERVER_CPU or none');
@@ -226,11 +230,16 @@ async function main(): Promise<number> {
   const floorSet = async (when: string) =>
     ({ write1: await floorIo(1, 0, when), read1: await floorIo(1, 100, when), mix32: await floorIo(32, 50, when), mix64: await floorIo(64, 50, when) });
   const floorIos = await floorSet('before');
-  const targs = ['--host0', o.host, '--iters', String(o.iters), '--point-ms', String(o.pointMs), '--cut', o.cut, '--failover-ms', String(o.failoverMs)];
+  const targs = ['--host0', o.host, '--iters', String(o.iters), '--point-ms', String(o.pointMs), '--cut', o.cut, '--failover-ms', String(o.failoverMs),
+    '--syscalls', String(o.syscallIos)];
   if (o.host2) targs.push('--host1', o.host2);
   // the benchmark process is the client; its latency and IOPS servers run in a child on the server's CPU
   if (o.cpus) targs.push('--server-cpu', String(o.cpus.server));
   const transport = await step(failures, 'transport (bench/transport.js)', () => js(targs, 'transport.js', 900_000, 'client'));
+  // what a Node user would pick instead: the same workload over net (TCP), same addresses and CPUs
+  const tcpArgs = ['--host', o.host, '--iters', String(o.iters), '--point-ms', String(o.pointMs)];
+  if (o.cpus) tcpArgs.push('--server-cpu', String(o.cpus.server));
+  const tcp = await step(failures, "Node's net (TCP), 4 KiB request/response, QD1 and QD 32 (bench/tcp.js)", () => js(tcpArgs, 'tcp.js', 300_000, 'client'));
   // the transport step takes minutes, and an emulated host's speed drifts
   // meanwhile: its references run again after it, and its ratios use the
   // mean of the two runs
@@ -278,6 +287,7 @@ async function main(): Promise<number> {
   results.afterTransport = after;
   results.transportReferences = { ...ref, note: 'means of the runs before and after the transport step; the transport ratios use these' };
   if (transport) results.transport = transport;
+  if (tcp) results.tcp = tcp;
   // ratios against perftest: a transport IO is a round trip (request +
   // response), so its latency is compared with 2x ib_write_lat's one-way
   // figure; its IOPS with ib_write_bw's message rate
@@ -315,6 +325,23 @@ async function main(): Promise<number> {
   if (ref.floorWrite1 && ref.writeLat4) ratios[F.wlat] = ref.floorWrite1 / (2 * ref.writeLat4);
   if (ref.floorMix32 && ref.writeBwMsgs) ratios[F.iops32] = ref.floorMix32 / ref.writeBwMsgs;
   if (floorPeak && ref.writeBwMsgs) ratios[F.iopsPeak] = floorPeak / ref.writeBwMsgs;
+  // TCP against the transport (relaxed, its best QD1 setup; IOPS at the same depth)
+  const T = {
+    wlat: "Node's net (TCP) 4 KiB write p50 (QD1) vs transport relaxed",
+    rlat: "Node's net (TCP) 4 KiB read p50 (QD1) vs transport relaxed",
+    iops: (d: number) => `Node's net (TCP) IOPS at QD ${d} (4 KiB, 50% reads) vs transport relaxed`,
+  };
+  const rel = transport?.relaxed;
+  if (tcp && rel) {
+    const w = best(rel.latency, 'write');
+    const rd = best(rel.latency, 'read');
+    if (w && tcp.write) ratios[T.wlat] = tcp.write.p50Us / w.p50Us;
+    if (rd && tcp.read) ratios[T.rlat] = tcp.read.p50Us / rd.p50Us;
+    for (const p of tcp.iops ?? []) {
+      const q = rel.iops.find((x: any) => x.depth === p.depth);
+      if (q) ratios[T.iops(p.depth)] = p.iops / q.iops;
+    }
+  }
   for (const m of ['strict', 'relaxed']) {
     const t = transport?.[m];
     if (!t) continue;
@@ -388,6 +415,14 @@ async function main(): Promise<number> {
       if (ratios[F.tIops(m)] !== undefined) console.log(`    transport ${m} against the C floor: write p50 ${r(ratios[F.tWlat(m)])}x, read p50 ${r(ratios[F.tRlat(m)])}x, IOPS at QD 32 ${r(ratios[F.tIops32(m)])}x, peak IOPS ${r(ratios[F.tIops(m)])}x`);
     }
   }
+  if (tcp) {
+    console.log(`  Node's net (TCP), 4 KiB, same addresses: write p50 QD1 ${us(tcp.write?.p50Us)} (${r(ratios[T.wlat])}x transport relaxed), read p50 QD1 ${us(tcp.read?.p50Us)} (${r(ratios[T.rlat])}x);` +
+      ` IOPS ${(tcp.iops ?? []).map((p: any) => `QD${p.depth} ${Math.round(p.iops)} (${r(ratios[T.iops(p.depth)])}x)`).join(', ')}`);
+  }
+  const sc = transport?.syscalls;
+  if (Array.isArray(sc)) {
+    for (const x of sc) console.log(`  syscalls per IO, relaxed write QD1 (${x.setup}): client ${r(x.clientPerIo)} [${Object.entries(x.client).slice(0, 4).map(([k, v]: any) => `${k} ${r(v)}`).join(', ')}], server ${r(x.serverPerIo)} [${Object.entries(x.server).slice(0, 4).map(([k, v]: any) => `${k} ${r(v)}`).join(', ')}]`);
+  } else if (sc) console.log(`  syscall counts: ${sc.error}`);
   const mp = transport?.paths;
   for (const [m, pr] of [['relaxed', mp], ['strict', transport?.pathsStrict]] as const) {
     if (pr) console.log(`  transport ${m}, 4 KiB, QD 32: one path ${Math.round(pr.onePathIops)} IOPS, two paths ${Math.round(pr.twoPathIops)} IOPS -> ${r(pr.ratio)}x (IOs per path ${pr.perPath.join(', ')})`);

@@ -41,19 +41,22 @@ interface Args {
   cut: CutMode;
   failoverMs: number;
   modes: Array<'strict' | 'relaxed'>;
-  busyPoll: boolean;
+  /** undefined: the transport's defaults (the client's CQs adaptive, see lib/transport/conn.ts) */
+  busyPoll: boolean | undefined;
   latencySetup: 'separate' | 'same';
   /** internal: run only a server (the latency runs' peer process) */
   serve: 'strict' | 'relaxed' | undefined;
   /** the CPU of the peer server process (taskset), or none */
   serverCpu: number | undefined;
+  /** IOs per strace'd syscall count run (0: none) */
+  syscallIos: number;
 }
 
 function parse(argv: string[]): Args {
   const a: Args = {
     host0: '10.99.1.1', host1: undefined, port: 18700, iters: 1000, pointMs: 1500, depths: [1, 2, 4, 8, 16, 32, 64], size: 4096,
-    cut: 'server', failoverMs: 10_000, modes: ['strict', 'relaxed'], busyPoll: false,
-    latencySetup: 'separate', serve: undefined, serverCpu: undefined,
+    cut: 'server', failoverMs: 10_000, modes: ['strict', 'relaxed'], busyPoll: undefined,
+    latencySetup: 'separate', serve: undefined, serverCpu: undefined, syscallIos: 0,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
@@ -68,7 +71,8 @@ function parse(argv: string[]): Args {
     else if (k === '--cut') a.cut = v as CutMode;
     else if (k === '--failover-ms') a.failoverMs = Number(v);
     else if (k === '--modes') a.modes = v.split(',') as Args['modes'];
-    else if (k === '--busy-poll') a.busyPoll = v === 'true';
+    else if (k === '--busy-poll') a.busyPoll = v === 'default' ? undefined : v === 'true';
+    else if (k === '--syscalls') a.syscallIos = Number(v);
     else if (k === '--latency-setup') a.latencySetup = v as Args['latencySetup'];
     else if (k === '--serve') a.serve = v as Args['serve'];
     else if (k === '--server-cpu') a.serverCpu = Number(v);
@@ -83,7 +87,7 @@ function parse(argv: string[]): Args {
 const say = (s: string): void => void process.stderr.write(`bench/transport: ${s}\n`);
 
 /** The benchmarks' server: the in-memory store of `node-rdma serve`, 16 KiB chunks, listening on `addrs`. */
-function benchServer(addrs: Array<{ host: string; port: number }>, o: { queueDepth: number; strict: boolean; busyPoll: boolean }): TransportServer {
+function benchServer(addrs: Array<{ host: string; port: number }>, o: { queueDepth: number; strict: boolean; busyPoll: boolean | undefined }): TransportServer {
   const server = new TransportServer({ handler: memoryStore().handler, chunkSize: 16384, maxHeaderSize: 512, ...o });
   server.listen(addrs);
   return server;
@@ -95,14 +99,14 @@ async function warmUp(client: TransportClient, a: Args): Promise<void> {
 }
 
 /** The latency and IOPS runs' server: in a child process (as perftest's), or in this one (--latency-setup same). */
-async function peerServer(a: Args, strict: boolean, port: number, busy: boolean): Promise<{ close: () => Promise<void> }> {
+async function peerServer(a: Args, strict: boolean, port: number, busy: boolean | undefined): Promise<{ close: () => Promise<void>; pid: number }> {
   const maxDepth = Math.max(...a.depths);
   if (a.latencySetup === 'same') {
     const server = benchServer([{ host: a.host0, port }], { queueDepth: maxDepth, strict, busyPoll: busy });
-    return { close: () => server.close() };
+    return { close: () => server.close(), pid: process.pid };
   }
   const argv = [process.execPath, __filename, '--serve', strict ? 'strict' : 'relaxed', '--host0', a.host0, '--port', String(port),
-    '--depths', String(maxDepth), '--busy-poll', String(busy)];
+    '--depths', String(maxDepth), '--busy-poll', busy === undefined ? 'default' : String(busy)];
   // taskset execs the command: the child's pid stays the server's
   if (a.serverCpu !== undefined) argv.unshift('taskset', '-c', String(a.serverCpu));
   const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -111,6 +115,7 @@ async function peerServer(a: Args, strict: boolean, port: number, busy: boolean)
     child.stdout!.once('data', () => resolve());
   });
   return {
+    pid: child.pid!,
     close: () => new Promise<void>((resolve) => {
       child.removeAllListeners('exit');
       if (child.exitCode !== null) return resolve();
@@ -138,18 +143,22 @@ async function serve(a: Args): Promise<void> {
 async function latencyRuns(a: Args, strict: boolean, port: number): Promise<LatencyFigures[]> {
   const separate = a.latencySetup === 'separate';
   const latency: LatencyFigures[] = [];
-  for (const busy of separate ? [true, false] : [a.busyPoll]) {
-    const setup = `server in ${separate ? 'its own' : 'this'} process, ${busy ? 'both busy-polling' : 'completion channels'}`;
+  for (const busy of separate ? [true, false, undefined] : [a.busyPoll]) {
+    const setup = `server in ${separate ? 'its own' : 'this'} process, ${setupName(busy)}`;
     latency.push(...await latencyRun(a, strict, port++, busy, setup));
   }
   return latency;
 }
 
+function setupName(busy: boolean | undefined): string {
+  return busy === undefined ? 'the defaults (adaptive busy polling)' : busy ? 'both busy-polling' : 'completion channels';
+}
+
 /** Connects to a peerServer(); the server process may still be setting up: a refused connect is retried. */
-async function connectPeer(host: string, port: number, maxQueueDepth: number, name: string, busyPoll: boolean): Promise<TransportClient> {
+async function connectPeer(host: string, port: number, maxQueueDepth: number, name: string, busyPoll: boolean | undefined): Promise<TransportClient> {
   for (let i = 0; ; i++) {
     try {
-      return await connect({ paths: [{ host, port }], maxQueueDepth, name, busyPoll, reconnect: { maxAttempts: 0 } });
+      return await connect({ paths: [{ host, port }], maxQueueDepth, name, ...(busyPoll === undefined ? {} : { busyPoll }), reconnect: { maxAttempts: 0 } });
     } catch (err) {
       if (i >= 40) throw err;
       await new Promise((r) => setTimeout(r, 250));
@@ -157,7 +166,7 @@ async function connectPeer(host: string, port: number, maxQueueDepth: number, na
   }
 }
 
-async function latencyRun(a: Args, strict: boolean, port: number, busy: boolean, setup: string): Promise<LatencyFigures[]> {
+async function latencyRun(a: Args, strict: boolean, port: number, busy: boolean | undefined, setup: string): Promise<LatencyFigures[]> {
   const maxDepth = Math.max(...a.depths);
   const server = await peerServer(a, strict, port, busy);
   try {
@@ -235,6 +244,78 @@ async function onePathVsTwo(a: Args, port: number, strict: boolean): Promise<{ o
   }
 }
 
+/** strace -c of one process (all its threads) from now until stop(): calls per syscall. */
+async function straceOf(pid: number, file: string): Promise<{ stop: () => Promise<Record<string, number>> }> {
+  const st = spawn('strace', ['-f', '-c', '-p', String(pid), '-o', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  // strace says "Process N attached" (per thread) on stderr once tracing
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`strace -p ${pid} did not attach: ${err}`)), 20_000);
+    st.stderr!.on('data', (d) => {
+      err += String(d);
+      if (/attached/.test(err)) {
+        clearTimeout(t);
+        setTimeout(resolve, 300); // the other threads' attach lines
+      }
+    });
+    st.once('exit', (code) => reject(new Error(`strace exited (${code}): ${err}`)));
+  });
+  return {
+    stop: async () => {
+      st.removeAllListeners('exit');
+      const exited = new Promise((r) => st.once('exit', r));
+      st.kill('SIGINT');
+      await exited;
+      const calls: Record<string, number> = {};
+      const fs = await import('fs');
+      for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+        // % time, seconds, usecs/call, calls, [errors], syscall
+        const t = line.trim().split(/\s+/);
+        if (t.length < 5 || !/^[\d.]+$/.test(t[0]) || t[t.length - 1] === 'total') continue;
+        calls[t[t.length - 1]] = Number(t[3]);
+      }
+      return calls;
+    },
+  };
+}
+
+/**
+ * Syscalls per IO: `a.syscallIos` relaxed 4 KiB writes at QD1 with strace -c
+ * attached to the client (this process) and to the server process, after a
+ * warm-up, in each polling setup. strace slows every syscall, so only the
+ * counts mean something here, not the time.
+ */
+async function syscallRuns(a: Args, port: number): Promise<unknown[]> {
+  const out: unknown[] = [];
+  for (const busy of [undefined, true, false]) {
+    const server = await peerServer({ ...a, latencySetup: 'separate' }, false, port, busy);
+    try {
+      const client = await connectPeer(a.host0, port++, Math.max(...a.depths), 'bench-syscalls', busy);
+      try {
+        await warmUp(client, a);
+        // the server's strace first: started after the client's, it would be
+        // a child of a traced process, and its own ptrace/wait4 calls would be
+        // counted as the client's (the 2026-12-07 12:45 run's client counts)
+        const ts = await straceOf(server.pid, `/tmp/bench-strace-server-${process.pid}.txt`);
+        const tc = await straceOf(process.pid, `/tmp/bench-strace-client-${process.pid}.txt`);
+        const r = await runWorkload(client, { size: a.size, depth: 1, durationMs: 120_000, maxIos: a.syscallIos, readRatio: 0, keys: 1 });
+        const [cc, sc] = [await tc.stop(), await ts.stop()];
+        const ios = r.ios ?? a.syscallIos;
+        const per = (c: Record<string, number>) => Object.fromEntries(Object.entries(c).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, v / ios]));
+        const sum = (c: Record<string, number>) => Object.values(c).reduce((x, y) => x + y, 0) / ios;
+        const row = { setup: setupName(busy), ios, clientPerIo: sum(cc), serverPerIo: sum(sc), client: per(cc), server: per(sc) };
+        say(`syscalls per IO (${row.setup}): client ${row.clientPerIo.toFixed(2)}, server ${row.serverPerIo.toFixed(2)}`);
+        out.push(row);
+      } finally {
+        await client.close({ drainTimeoutMs: 5000 });
+      }
+    } finally {
+      await server.close();
+    }
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const a = parse(process.argv.slice(2));
   if (a.serve) return serve(a);
@@ -244,6 +325,15 @@ async function main(): Promise<void> {
   out.paths = await onePathVsTwo(a, port++, false);
   // strict re-keys a chunk once per IO whatever the path count (protocol.md §7.3)
   out.pathsStrict = await onePathVsTwo(a, port++, true);
+  if (a.syscallIos > 0) {
+    // a diagnostic: its failure (no strace, no ptrace) must not lose the figures above
+    try {
+      out.syscalls = await syscallRuns(a, (port += 10) - 10);
+    } catch (err) {
+      say(`syscall counts failed: ${(err as Error).message}`);
+      out.syscalls = { error: (err as Error).message };
+    }
+  }
   if (a.failoverMs > 0) {
     // endpoints: the devices behind host0/host1 (two paths to host0 when there is no host1)
     const eps = localEndpoints();

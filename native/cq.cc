@@ -18,6 +18,8 @@ void CompletionQueue::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&CompletionQueue::Stop>("stop"),
       InstanceMethod<&CompletionQueue::Ref>("ref"),
       InstanceMethod<&CompletionQueue::Unref>("unref"),
+      InstanceMethod<&CompletionQueue::Spin>("spin"),
+      InstanceMethod<&CompletionQueue::Idle>("idle"),
       InstanceAccessor<&CompletionQueue::GetHandle>("handle"),
       InstanceAccessor<&CompletionQueue::GetCqe>("cqe"),
       InstanceAccessor<&CompletionQueue::GetClosed>("closed"),
@@ -198,10 +200,35 @@ Napi::Value CompletionQueue::Unref(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-void CompletionQueue::OnReadable() {
-  Napi::Env env = Env();
-  if (!cq_) return;
-  // 1. consume the channel's events (ack in batches: acking takes a mutex)
+// spin(): the JS side polls this CQ itself from now on (busy polling):
+// stop watching the channel, so that a completion costs neither a channel
+// read, a re-arm nor a callback. The CQ is left as it is (armed at most once:
+// that one event waits in the channel until idle() reads it).
+Napi::Value CompletionQueue::Spin(const Napi::CallbackInfo& info) {
+  Get(info.Env());
+  if (poller_) poller_->Stop();
+  return info.Env().Undefined();
+}
+
+// idle(): the JS side stops polling and sleeps on the channel. Arm first,
+// then poll once more: a completion that landed after the last poll but
+// before the arm raises no event, so only this poll can see it. Returns
+// the number of completions written into the buffer (the JS side delivers
+// them), or -errno when the CQ can no longer be armed (the device is gone).
+// The channel is watched again either way, unless arming failed.
+Napi::Value CompletionQueue::Idle(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Get(env);
+  DrainEvents();
+  int rc = ibv_req_notify_cq(cq_, 0);
+  if (rc) return Napi::Number::New(env, -rc);
+  int n = PollInto();
+  if (poller_) poller_->Start();
+  return Napi::Number::New(env, n);
+}
+
+void CompletionQueue::DrainEvents() {
+  // ack in batches: acking takes a mutex
   ibv_cq* ev_cq = nullptr;
   void* ev_ctx = nullptr;
   while (ibv_get_cq_event(channel_, &ev_cq, &ev_ctx) == 0) unacked_++;
@@ -209,6 +236,13 @@ void CompletionQueue::OnReadable() {
     ibv_ack_cq_events(cq_, unacked_);
     unacked_ = 0;
   }
+}
+
+void CompletionQueue::OnReadable() {
+  Napi::Env env = Env();
+  if (!cq_) return;
+  // 1. consume the channel's events
+  DrainEvents();
   // 2. re-arm, 3. then drain: a completion that lands between the last poll
   // and the arm would otherwise never raise an event
   int rc = ibv_req_notify_cq(cq_, 0);
@@ -226,6 +260,8 @@ void CompletionQueue::OnReadable() {
     }
     if (n == 0) return;
     CallFromLoop(env, on_batch_, *async_, {Napi::Number::New(env, n)});
+    // the callback switched to busy polling (spin()): the JS side polls now
+    if (!poller_ || !poller_->active()) return;
     if (uint32_t(n) < wc_cap_) return;
   }
 }

@@ -34,11 +34,14 @@ class CompletionQueue : public Napi::ObjectWrap<CompletionQueue>, public Tracked
   Napi::Value Stop(const Napi::CallbackInfo& info);
   Napi::Value Ref(const Napi::CallbackInfo& info);
   Napi::Value Unref(const Napi::CallbackInfo& info);
+  Napi::Value Spin(const Napi::CallbackInfo& info);
+  Napi::Value Idle(const Napi::CallbackInfo& info);
   Napi::Value GetHandle(const Napi::CallbackInfo& info);
   Napi::Value GetCqe(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   int PollInto();  // fills the JS buffer; returns count or -errno
   void OnReadable();
+  void DrainEvents();  // reads (and acks in batches) the channel's pending events
   void ChannelFailed(Napi::Env env, int err);
   void Release();
 

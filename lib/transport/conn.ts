@@ -5,8 +5,8 @@
  * Owners get receive completions through onRecv and every failure (a
  * failed work completion, a failed post) exactly once through onError.
  */
-import { CmId, CompletionQueue, Device, MemoryRegion, MemoryWindow, openDevice, ProtectionDomain, QueuePair, SendWorkRequest, WorkCompletion } from '../verbs';
-import { Access } from '../verbs/constants';
+import { CmId, CompletionBatch, CompletionQueue, Device, MemoryRegion, MemoryWindow, openDevice, ProtectionDomain, QueuePair, SendWorkRequest, WorkCompletion } from '../verbs';
+import { Access, WC_OPCODE, WC_STATUS, WcStatusName } from '../verbs/constants';
 import { encodeHbImm, IMM_PAYLOAD_MASK } from './protocol';
 import { TransportError } from './errors';
 import { PortSettle } from './port-settle';
@@ -47,8 +47,30 @@ export class DeviceCache {
 export interface ConnOptions {
   maxRecvWr: number;
   maxSendWr: number;
-  /** poll the CQ from the event loop while work is outstanding (lower latency, one core busy) */
-  busyPoll?: boolean;
+  /**
+   * The CQ's busyPoll (CompletionQueueOptions): true polls from the event
+   * loop for as long as work is outstanding; 'adaptive' (the default) polls
+   * while work is outstanding and sleeps on the completion channel after
+   * `spinBudgetUs` without a completion, so an idle connection costs no CPU;
+   * false always sleeps on the channel.
+   */
+  busyPoll?: boolean | 'adaptive';
+  /** 'adaptive' only: the CQ's spinBudgetUs (default: the CQ's, 1000) */
+  spinBudgetUs?: number;
+  /**
+   * post(wrs, { unsignaled: true }) signals one WR in this many (default
+   * 16). The send queue gets this many extra entries, for the unsignaled
+   * WRs that wait for a later signaled completion to free their slots.
+   */
+  signalEvery?: number;
+  /**
+   * Hand onRecv one reused object, refilled per completion (no allocation
+   * per completion), instead of a fresh one each. Only for owners that read
+   * `wc` during the call: a closure that reads it later sees a later
+   * completion (server.ts's serialize() of a busy chunk read `wc.byteLen`
+   * late: transport-failover's repeated cuts failed with it on). Default false.
+   */
+  reuseCompletion?: boolean;
   /** counted into (the owning path's, so they outlive the connection) */
   wire?: WireCounters;
 }
@@ -132,6 +154,22 @@ export function registerArea(pd: ProtectionDomain, size: number, access: number 
   return { mr, buf: Buffer.from(mem, 0, size) };
 }
 
+/** Conn.post options. */
+export interface PostOptions {
+  /**
+   * Post the WRs unsignaled (no send completion each), except one in
+   * `signalEvery` and any WR posted while the send queue is nearly full:
+   * those stay signaled, and their completion frees the slots of every
+   * earlier WR of this QP (a send queue completes in order). An unsignaled
+   * WR never reaches onSendDone, so only WRs whose completion nobody waits
+   * for may be posted this way. A WR that fails still completes (with an
+   * error) and fails the connection.
+   */
+  unsignaled?: boolean;
+}
+
+const DEFAULT_SIGNAL_EVERY = 16;
+
 export class Conn {
   readonly id: CmId;
   readonly pd: ProtectionDomain;
@@ -139,7 +177,12 @@ export class Conn {
   readonly qp: QueuePair;
   recv: Area | undefined;
   recvSize = 0;
-  /** receive completion: the data is recv.buf[slot * recvSize, + byteLen); call repost(slot) when done with it */
+  /**
+   * receive completion: the data is recv.buf[slot * recvSize, + byteLen);
+   * call repost(slot) when done with it. With `reuseCompletion`, `wc` is
+   * one object per Conn, refilled for each completion: valid only during
+   * the call, so copy the fields a deferred step needs.
+   */
   onRecv: (wc: WorkCompletion, slot: number) => void = () => undefined;
   /** send completion of a SEND-kind work request (index from its wrId) */
   onSendDone: (index: number) => void = () => undefined;
@@ -158,22 +201,67 @@ export class Conn {
   #hbSentAt = 0n;
   #hbOutstanding = false;
   latencyNs: number | undefined;
+  /** the completion being handed out (onRecv's `wc`): refilled in place */
+  #wc: WorkCompletion = Conn.#blankWc();
+  readonly #reuseWc: boolean;
+
+  static #blankWc(): WorkCompletion {
+    return {
+      wrId: 0, status: 0, statusName: 'SUCCESS', ok: true, opcode: 0, opcodeName: 'SEND', vendorErr: 0, byteLen: 0,
+      imm: undefined, invalidatedRkey: undefined, qpNum: 0, srcQp: 0, wcFlags: 0,
+    };
+  }
+  // send queue accounting: WRs posted and WRs whose slots are free again, as
+  // running counts (2^53 WRs is centuries of posting), and the post count at
+  // each signaled WR not yet completed, oldest first (a ring): its completion
+  // frees every slot up to it
+  readonly #sqDepth: number;
+  readonly #signalEvery: number;
+  #sqPosted = 0;
+  #sqRetired = 0;
+  #sinceSignal = 0;
+  readonly #sigRing: Float64Array;
+  #sigHead = 0;
+  #sigCount = 0;
 
   constructor(id: CmId, pd: ProtectionDomain, opts: ConnOptions) {
     this.id = id;
     this.pd = pd;
     this.wire = opts.wire ?? wireCounters();
     const dev = pd.device;
-    this.cq = dev.createCompletionQueue({ cqe: opts.maxSendWr + opts.maxRecvWr + 16, batch: 64, busyPoll: opts.busyPoll ?? false });
+    // 'adaptive' by default: the fast path out of the box (no channel read,
+    // re-arm or callback per completion while IOs are in flight) without a
+    // core burnt by an idle connection
+    const busyPoll = opts.busyPoll ?? 'adaptive';
+    this.cq = dev.createCompletionQueue({
+      cqe: opts.maxSendWr + opts.maxRecvWr + 16, batch: 64, busyPoll,
+      ...(busyPoll === 'adaptive' && opts.spinBudgetUs !== undefined ? { spinBudgetUs: opts.spinBudgetUs } : {}),
+    });
+    const every = opts.signalEvery ?? DEFAULT_SIGNAL_EVERY;
+    if (!Number.isInteger(every) || every < 1 || every > 4096) throw new RangeError(`signalEvery must be an integer from 1 to 4096, got ${every}`);
+    this.#signalEvery = every;
+    this.#reuseWc = opts.reuseCompletion === true;
     try {
       this.qp = id.createQueuePair(pd, {
-        sendCq: this.cq, recvCq: this.cq, maxSendWr: opts.maxSendWr, maxRecvWr: opts.maxRecvWr, maxSendSge: 2, maxRecvSge: 1,
+        sendCq: this.cq, recvCq: this.cq, maxSendWr: opts.maxSendWr + every, maxRecvWr: opts.maxRecvWr, maxSendSge: 2, maxRecvSge: 1,
       });
     } catch (err) {
       this.cq.close();
       throw err;
     }
-    this.cq.on('completions', (wcs) => this.#onCompletions(wcs));
+    this.#sqDepth = this.qp.maxSendWr;
+    this.#sigRing = new Float64Array(this.#sqDepth);
+    this.cq.on('batch', (b) => this.#onBatch(b));
+  }
+
+  /** Send queue slots in use by this connection's WRs (posted, not yet freed by a signaled completion). */
+  get sendQueueUsed(): number {
+    return this.#sqPosted - this.#sqRetired;
+  }
+
+  /** The send queue's depth (as the provider granted it). */
+  get sendQueueDepth(): number {
+    return this.#sqDepth;
   }
 
   /** Registers `count` receive buffers of `size` bytes and posts them all. */
@@ -203,18 +291,70 @@ export class Conn {
     }
   }
 
-  /** Posts send WRs (signaled); a failure fails the connection. Returns false when it could not post. */
-  post(wrs: SendWorkRequest[]): boolean {
+  /**
+   * Posts send WRs, signaled unless `{ unsignaled: true }` (PostOptions); a
+   * failure fails the connection. Returns false when it could not post.
+   */
+  post(wrs: SendWorkRequest[], opts?: PostOptions): boolean {
     if (this.failed) return false;
-    if (TRACE) trace(`qp ${this.qp.qpNum} post ${wrs.map((w) => `${w.opcode}${w.rkey !== undefined ? `/rkey=${w.rkey}` : ''}${w.invalidateRkey !== undefined ? `/inv=${w.invalidateRkey}` : ''}${w.imm !== undefined ? `/imm=${(w.imm >>> 0).toString(16)}` : ''}`).join(' ')}`);
+    const unsignaled = opts?.unsignaled === true;
+    if (unsignaled) this.#chooseSignaled(wrs);
+    if (TRACE) trace(`qp ${this.qp.qpNum} post ${wrs.map((w) => `${w.opcode}${w.signaled === false ? '/unsig' : ''}${w.rkey !== undefined ? `/rkey=${w.rkey}` : ''}${w.invalidateRkey !== undefined ? `/inv=${w.invalidateRkey}` : ''}${w.imm !== undefined ? `/imm=${(w.imm >>> 0).toString(16)}` : ''}`).join(' ')}`);
     try {
       this.qp.postSend(wrs);
-      count(this.wire, wrs);
-      return true;
     } catch (err) {
+      // the WRs the provider took before the failing one are on the queue
+      this.#account(wrs, (err as { posted?: number }).posted ?? 0);
       this.fail(err as Error);
       return false;
     }
+    this.#account(wrs, wrs.length);
+    count(this.wire, wrs);
+    return true;
+  }
+
+  /**
+   * Marks each WR signaled or not: one in signalEvery is, and so is every
+   * WR posted while fewer than signalEvery slots would stay free (then a
+   * completion that frees slots is always on its way). The caller's WR
+   * objects are written (`signaled`), as postAndWait writes `wrId`.
+   */
+  #chooseSignaled(wrs: SendWorkRequest[]): void {
+    let used = this.#sqPosted - this.#sqRetired;
+    const every = this.#signalEvery;
+    const high = this.#sqDepth - every;
+    for (let i = 0; i < wrs.length; i++) {
+      used++;
+      if (++this.#sinceSignal >= every || used >= high) {
+        wrs[i].signaled = true;
+        this.#sinceSignal = 0;
+      } else {
+        wrs[i].signaled = false;
+      }
+    }
+  }
+
+  /** The first `n` of `wrs` are on the send queue: count them, and remember where each signaled one is. */
+  #account(wrs: SendWorkRequest[], n: number): void {
+    for (let i = 0; i < n; i++) {
+      this.#sqPosted++;
+      if (wrs[i].signaled !== false) this.#pushSignaled();
+    }
+  }
+
+  #pushSignaled(): void {
+    if (this.#sigCount === this.#sigRing.length) return; // cannot happen: a signaled WR holds a slot until it completes
+    this.#sigRing[(this.#sigHead + this.#sigCount) % this.#sigRing.length] = this.#sqPosted;
+    this.#sigCount++;
+    this.#sinceSignal = 0;
+  }
+
+  /** A signaled send-queue WR completed: it and every WR before it have left the queue. */
+  #retireSignaled(): void {
+    if (this.#sigCount === 0) return;
+    this.#sqRetired = this.#sigRing[this.#sigHead];
+    this.#sigHead = (this.#sigHead + 1) % this.#sigRing.length;
+    this.#sigCount--;
   }
 
   /**
@@ -227,6 +367,9 @@ export class Conn {
     if (this.failed) return 0;
     try {
       const rkey = mw.bind(this.qp, mr, { addr, length, access, wrId: id });
+      // a bind is a signaled WR on the same send queue
+      this.#sqPosted++;
+      this.#pushSignaled();
       if (TRACE) trace(`qp ${this.qp.qpNum} bind type-1 ${length} B -> rkey=${rkey}`);
       this.wire.binds++;
       return rkey;
@@ -253,6 +396,7 @@ export class Conn {
     for (const wr of wrs) {
       const n = this.#waitSeq = (this.#waitSeq + 1) % KIND_MUL;
       wr.wrId = wrId(WrKind.WAIT, n);
+      wr.signaled = true; // each one is waited for
       ps.push(new Promise<void>((resolve, reject) => this.#waiters.set(n, { resolve, reject })));
     }
     const all = Promise.all(ps).then(() => undefined);
@@ -286,32 +430,54 @@ export class Conn {
     for (const w of ws) w.reject(err);
   }
 
-  #onCompletions(wcs: WorkCompletion[]): void {
-    for (const wc of wcs) {
-      if (TRACE) trace(`qp ${wc.qpNum} wc ${wc.opcodeName} ${wc.statusName} wrId=${wc.wrId} len=${wc.byteLen} imm=${wc.imm?.toString(16)} flags=${wc.wcFlags}`);
+  /** One CQ batch, read in place: each completion fills #wc (reused, or one fresh object per completion). */
+  #onBatch(b: CompletionBatch): void {
+    for (let i = 0; i < b.length; i++) {
       if (this.#closed) return;
-      const kind = Math.floor(wc.wrId / KIND_MUL);
-      const index = wc.wrId % KIND_MUL;
-      if (!wc.ok) {
-        if (kind === WrKind.WAIT) {
-          const w = this.#waiters.get(index);
-          this.#waiters.delete(index);
-          w?.reject(new TransportError('EIO', `work request failed: ${wc.statusName}`));
-        }
-        this.fail(new TransportError(wc.statusName === 'WR_FLUSH_ERR' ? 'ECONNRESET' : 'EIO', `${wc.opcodeName} completed with ${wc.statusName}`));
-        continue;
-      }
-      if (kind === WrKind.RECV) {
-        this.wire.receives++;
-        this.#received = true;
-        this.onRecv(wc, index);
-      } else if (kind === WrKind.WAIT) {
+      const wc = this.#reuseWc ? this.#wc : (this.#wc = Conn.#blankWc());
+      const status = b.status(i);
+      const opcode = b.opcode(i);
+      wc.wrId = b.wrId(i);
+      wc.status = status;
+      wc.statusName = (WC_STATUS[status] ?? 'UNKNOWN') as WcStatusName;
+      wc.ok = status === 0;
+      wc.opcode = opcode;
+      wc.opcodeName = WC_OPCODE[opcode] ?? `OPCODE_${opcode}`;
+      wc.vendorErr = b.vendorErr(i);
+      wc.byteLen = b.byteLen(i);
+      wc.imm = b.imm(i);
+      wc.invalidatedRkey = b.invalidatedRkey(i);
+      wc.qpNum = b.qpNum(i);
+      wc.srcQp = b.srcQp(i);
+      wc.wcFlags = b.wcFlags(i);
+      this.#onCompletion(wc);
+    }
+  }
+
+  #onCompletion(wc: WorkCompletion): void {
+    if (TRACE) trace(`qp ${wc.qpNum} wc ${wc.opcodeName} ${wc.statusName} wrId=${wc.wrId} len=${wc.byteLen} imm=${wc.imm?.toString(16)} flags=${wc.wcFlags}`);
+    const kind = Math.floor(wc.wrId / KIND_MUL);
+    const index = wc.wrId % KIND_MUL;
+    if (!wc.ok) {
+      if (kind === WrKind.WAIT) {
         const w = this.#waiters.get(index);
         this.#waiters.delete(index);
-        w?.resolve();
-      } else if (kind === WrKind.SEND) {
-        this.onSendDone(index);
+        w?.reject(new TransportError('EIO', `work request failed: ${wc.statusName}`));
       }
+      this.fail(new TransportError(wc.statusName === 'WR_FLUSH_ERR' ? 'ECONNRESET' : 'EIO', `${wc.opcodeName} completed with ${wc.statusName}`));
+      return;
+    }
+    if (wc.opcode < 128) this.#retireSignaled(); // a send-queue WR (receives are 128 and up)
+    if (kind === WrKind.RECV) {
+      this.wire.receives++;
+      this.#received = true;
+      this.onRecv(wc, index);
+    } else if (kind === WrKind.WAIT) {
+      const w = this.#waiters.get(index);
+      this.#waiters.delete(index);
+      w?.resolve();
+    } else if (kind === WrKind.SEND) {
+      this.onSendDone(index);
     }
   }
 

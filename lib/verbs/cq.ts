@@ -45,16 +45,34 @@ export interface CompletionQueueOptions {
   /** Completions delivered per JS call at most. Default 64. */
   batch?: number;
   /**
-   * Poll from the event loop (setImmediate) while work is outstanding instead
-   * of sleeping on the completion channel: lower latency, one core busy.
+   * Poll from the event loop (setImmediate) instead of sleeping on the
+   * completion channel. While the CQ polls, its channel is not watched and
+   * the CQ is not re-armed, so a completion costs one ibv_poll_cq and no
+   * channel read, re-arm or callback; before it sleeps again it arms the CQ
+   * and polls once more (a completion that landed before the arm raises no
+   * event).
+   *
+   * - `true`: poll for as long as work is outstanding (signaled sends, or a
+   *   ref()), however long that is: lowest latency, one core busy meanwhile.
+   * - `'adaptive'`: poll while work is outstanding, but sleep on the channel
+   *   once `spinBudgetUs` pass with no completion (a CQ kept ref'd while it
+   *   waits for a peer does not burn a core), and start polling again at the
+   *   next completion or post.
+   * - `false` (default): always sleep on the channel.
    */
-  busyPoll?: boolean;
+  busyPoll?: boolean | 'adaptive';
   /**
    * Busy-poll only: how long one poll may spin on an empty CQ before giving
    * the event loop back, in microseconds. Default 0: under SoftRoCE the
    * kernel needs the CPU a spinning process takes (measured slower there).
    */
   spinUs?: number;
+  /**
+   * `busyPoll: 'adaptive'` only: how long the CQ keeps polling with no
+   * completion, while work is outstanding, before it sleeps on the channel,
+   * in microseconds, from 1 to 10000000. Default 1000.
+   */
+  spinBudgetUs?: number;
 }
 
 const STRIDE = 10;
@@ -179,10 +197,17 @@ export class CompletionBatch {
   }
 }
 
+/** busyPoll: true polls on however long work is outstanding; it still arms the CQ this often to see a removed device (EIO). */
+const ARM_CHECK_MS = 100;
+/** a power of 2 */
+const CLOCK_EVERY = 8;
+
 export class CompletionQueue extends Resource {
   readonly device: Device;
-  readonly busyPoll: boolean;
+  readonly busyPoll: boolean | 'adaptive';
   readonly #spinUs: number;
+  /** 'adaptive': ms of polling with no completion before sleeping; Infinity for busyPoll true */
+  readonly #budgetMs: number;
   /** @internal */
   readonly handle: any;
   readonly #wcs: Uint32Array;
@@ -191,6 +216,12 @@ export class CompletionQueue extends Resource {
   #outstanding = 0;
   #userRefs = 0;
   #busyTimer: NodeJS.Immediate | undefined;
+  /** polling from the event loop: the channel is not watched */
+  #spinning = false;
+  /** performance.now() of the first empty poll since the last completion (0: the last poll found some) */
+  #emptySince = 0;
+  /** empty polls since the last completion (the clock is read every CLOCK_EVERY of them) */
+  #emptyPolls = 0;
   /** whether the native poll handle is ref'ed (mirrors its state) */
   #handleRef = false;
   readonly #rxe: boolean;
@@ -199,17 +230,22 @@ export class CompletionQueue extends Resource {
   constructor(device: Device, options: CompletionQueueOptions = {}) {
     super();
     checkOptions(options);
-    if (options.busyPoll !== undefined && typeof options.busyPoll !== 'boolean') throw new TypeError('busyPoll must be a boolean');
+    const bp = options.busyPoll;
+    if (bp !== undefined && typeof bp !== 'boolean' && bp !== 'adaptive') throw new TypeError("busyPoll must be a boolean or 'adaptive'");
     const cqe = options.cqe ?? 256;
     const batch = options.batch ?? 64;
     if (!Number.isInteger(cqe) || cqe < 1 || cqe > 0x3fffffff) throw new RangeError(`cqe must be an integer >= 1, got ${cqe}`);
     if (!Number.isInteger(batch) || batch < 1 || batch > 4096) throw new RangeError(`batch must be an integer from 1 to 4096, got ${batch}`);
     this.device = device;
     this.#rxe = device.isSoftRoce;
-    this.busyPoll = options.busyPoll ?? false;
+    this.busyPoll = bp ?? false;
     const spin = options.spinUs ?? 0;
     if (!Number.isInteger(spin) || spin < 0 || spin > 1_000_000) throw new RangeError(`spinUs must be an integer from 0 to 1000000, got ${spin}`);
     this.#spinUs = spin;
+    const budget = options.spinBudgetUs ?? 1000;
+    if (!Number.isInteger(budget) || budget < 1 || budget > 10_000_000) throw new RangeError(`spinBudgetUs must be an integer from 1 to 10000000, got ${budget}`);
+    if (options.spinBudgetUs !== undefined && bp !== 'adaptive') throw new TypeError("spinBudgetUs needs busyPoll: 'adaptive'");
+    this.#budgetMs = bp === 'adaptive' ? budget / 1000 : Infinity;
     this.#wcs = new Uint32Array(batch * STRIDE);
     this.#batch = new CompletionBatch(this.#wcs, this.#rxe);
     this.handle = new (native().CompletionQueue)(device.handle, cqe, this.#wcs);
@@ -221,7 +257,7 @@ export class CompletionQueue extends Resource {
       const cq = self.deref();
       if (cq) {
         if (n < 0) cq.#channelFailed(-n);
-        else cq.#deliver(n);
+        else cq.#fromChannel(n);
       }
     });
     this.dependOn(device);
@@ -275,7 +311,12 @@ export class CompletionQueue extends Resource {
   poll(): WorkCompletion[] {
     this.assertOpen();
     const n = this.handle.poll();
-    return n ? this.#deliver(n) : [];
+    if (!n) return [];
+    this.#batch.length = n;
+    const out = this.#batch.toArray();
+    this.#settle(n);
+    this.#emit(out);
+    return out;
   }
 
   /** Keep the process alive while this CQ is waited on (counted). */
@@ -302,7 +343,8 @@ export class CompletionQueue extends Resource {
    * Polls once (ibv_poll_cq) without allocating: the completions are read
    * in place through the returned batch (the same object every time, valid
    * until this CQ is polled again). For latency-critical loops; emits the
-   * 'completions' event only when something listens.
+   * 'completions' event only when something listens ('batch' listeners
+   * are not called: the caller reads the batch itself).
    */
   pollBatch(): CompletionBatch {
     this.assertOpen();
@@ -315,12 +357,24 @@ export class CompletionQueue extends Resource {
     return this.#batch;
   }
 
-  #deliver(n: number): WorkCompletion[] {
+  /** n fresh completions in the buffer, from the channel or the busy-poll loop: settle, then tell the listeners. */
+  #deliver(n: number): void {
     this.#batch.length = n;
-    const out = this.#batch.toArray();
     this.#settle(n);
-    this.#events.emit('completions', out);
-    return out;
+    this.#emit(undefined);
+  }
+
+  /** 'batch' listeners read in place; 'completions' gets objects, built only when someone listens. */
+  #emit(objects: WorkCompletion[] | undefined): void {
+    if (this.#events.listenerCount('batch')) this.#events.emit('batch', this.#batch);
+    if (this.#events.listenerCount('completions')) this.#events.emit('completions', objects ?? this.#batch.toArray());
+  }
+
+  #fromChannel(n: number): void {
+    this.#deliver(n);
+    // 'adaptive' slept with work outstanding: a completion means the peer is
+    // active again, so poll again (true never sleeps while busy)
+    if (this.busyPoll && !this.#spinning && !this.closed && this.#busy()) this.#startSpin();
   }
 
   /** Counts the sends among n fresh completions as settled. */
@@ -338,19 +392,34 @@ export class CompletionQueue extends Resource {
     }
   }
 
+  #busy(): boolean {
+    return this.#outstanding > 0 || this.#userRefs > 0;
+  }
+
   #updateRef(): void {
     if (this.closed) return;
-    const busy = this.#outstanding > 0 || this.#userRefs > 0;
-    if (this.busyPoll) {
-      if (busy && !this.#busyTimer) this.#busyLoop();
-      return;
-    }
+    const busy = this.#busy();
+    // a post while 'adaptive' sleeps with work outstanding polls again too:
+    // new work is what the spin is for
+    if (this.busyPoll && busy && !this.#spinning) this.#startSpin();
     // every post and every batch with sends gets here: call native code
-    // only on a change (a Node-API call is not free, under emulation ~3 us)
+    // only on a change (a Node-API call is not free, under emulation ~3 us).
+    // While spinning the channel is not watched and the setImmediate loop
+    // keeps the process alive; the ref matters once the CQ sleeps again.
     if (busy === this.#handleRef) return;
     this.#handleRef = busy;
     if (busy) this.handle.ref();
     else this.handle.unref();
+  }
+
+  /** Stops watching the channel and polls from the event loop. */
+  #startSpin(): void {
+    if (this.#failure) return;
+    this.#spinning = true;
+    this.#emptySince = 0;
+    this.#emptyPolls = 0;
+    this.handle.spin();
+    this.#busyLoop();
   }
 
   #busyLoop(): void {
@@ -358,9 +427,61 @@ export class CompletionQueue extends Resource {
       this.#busyTimer = undefined;
       if (this.closed) return;
       const n = this.handle.poll(this.#spinUs);
-      if (n) this.#deliver(n);
-      if (this.#outstanding > 0 || this.#userRefs > 0) this.#busyLoop();
+      if (n) {
+        this.#emptySince = 0;
+        this.#emptyPolls = 0;
+        this.#deliver(n);
+        if (this.closed) return;
+      }
+      if (!this.#busy()) {
+        this.#sleep();
+        return;
+      }
+      // the clock only every CLOCK_EVERY empty polls: where the clocksource
+      // has no vDSO (the TCG guest) each read is a syscall, and strace found
+      // ~3 clock_gettime per turn of this loop (2026-12-07)
+      if (!n && (++this.#emptyPolls & (CLOCK_EVERY - 1)) === 0) {
+        const now = performance.now();
+        if (this.#emptySince === 0) this.#emptySince = now;
+        else if (now - this.#emptySince > this.#budgetMs) {
+          this.#sleep();
+          return;
+        } else if (now - this.#emptySince > ARM_CHECK_MS) {
+          // busyPoll true: arm once in a while, or a removed device would go unseen
+          this.#emptySince = now;
+          if (!this.#armCheck()) return;
+        }
+      }
+      this.#busyLoop();
     });
+  }
+
+  /**
+   * Back to the channel: arm, poll once more (native idle()), watch. What
+   * that last poll found is delivered; if it leaves work outstanding the CQ
+   * polls again.
+   */
+  #sleep(): void {
+    this.#spinning = false;
+    const n = this.handle.idle();
+    if (n < 0) {
+      this.#channelFailed(-n);
+      return;
+    }
+    if (n) this.#fromChannel(n);
+  }
+
+  /** Arms (so a removed device shows as EIO) and keeps polling; false when the CQ failed. */
+  #armCheck(): boolean {
+    const n = this.handle.idle();
+    this.handle.spin();
+    if (n < 0) {
+      this.#spinning = false;
+      this.#channelFailed(-n);
+      return false;
+    }
+    if (n) this.#deliver(n);
+    return !this.closed;
   }
 
   protected release(): void {

@@ -7,7 +7,7 @@
  */
 import type { NativeAsyncEvent } from '../native';
 import type { CmId } from './cm';
-import type { WorkCompletion } from './cq';
+import type { CompletionBatch, WorkCompletion } from './cq';
 import type { RdmaError } from '../errors';
 
 /** The `IBV_EVENT_*` types an async event can carry (native/context.cc), 'UNKNOWN' for any other. */
@@ -30,6 +30,11 @@ export type DeviceEvents = { event: [ev: AsyncEvent] } & { [T in AsyncEventType]
 export interface CompletionQueueEvents {
   /** a batch of completions, in the order the CQ returned them */
   completions: [wcs: WorkCompletion[]];
+  /**
+   * the same batch read in place (no object per completion): the CQ's one
+   * CompletionBatch, valid only during the listener call
+   */
+  batch: [batch: CompletionBatch];
   /** the CQ can no longer be armed (its device was removed): nothing more completes here */
   error: [err: RdmaError];
 }
@@ -50,4 +55,4 @@ export interface CmIdEvents {
 export const CM_ID_EVENTS = Object.keys({
   connection: 1, established: 1, rejected: 1, disconnected: 1, 'device-removal': 1, 'addr-change': 1, 'timewait-exit': 1, event: 1,
 } satisfies Record<keyof CmIdEvents, 1>) as Array<keyof CmIdEvents>;
-export const COMPLETION_QUEUE_EVENTS = Object.keys({ completions: 1, error: 1 } satisfies Record<keyof CompletionQueueEvents, 1>) as Array<keyof CompletionQueueEvents>;
+export const COMPLETION_QUEUE_EVENTS = Object.keys({ completions: 1, batch: 1, error: 1 } satisfies Record<keyof CompletionQueueEvents, 1>) as Array<keyof CompletionQueueEvents>;

@@ -330,6 +330,11 @@ export class QueuePair extends Resource {
     return this.handle.qpNum;
   }
 
+  /** The send queue's depth as the provider granted it (at least the maxSendWr asked for). */
+  get maxSendWr(): number {
+    return this.#maxSendWr;
+  }
+
   /** the queue sizes the provider granted (at least those asked for) */
   readonly #maxSendWr: number;
   readonly #maxRecvWr: number;

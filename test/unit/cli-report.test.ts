@@ -3,7 +3,7 @@
  * benchmark report on fixed input, the latency histogram, the in-memory
  * store handler of `serve`, and the live display in both of its forms.
  */
-import { BenchResults, esc, failoverTimelineSvg, iopsVsDepthSvg, latencyHistogramSvg, renderReport } from '../../bench/report';
+import { BenchResults, esc, failoverTimelineSvg, iopsVsDepthSvg, latencyCdfSvg, renderReport } from '../../bench/report';
 import { scenarioProblems, scenarioSummary } from '../../lib/cli/demo';
 import { fmtCount, fmtUs, intervalLine, LiveDisplay, table } from '../../lib/cli/display';
 import { fillPattern, Histogram, IntervalStats, memoryStore } from '../../lib/cli/workload';
@@ -37,6 +37,12 @@ const FIXED: BenchResults = {
       mix32: { size: 4096, depth: 32, read_pct: 50, iops: 7035.4, p50_usec: 4400, p99_usec: 9000 },
     },
   },
+  tcp: {
+    size: 4096,
+    write: { iters: 1000, p50Us: 300, p99Us: 900, meanUs: 350, minUs: 200, maxUs: 2000, histogram: [[200, 218, 500], [300, 327, 500]] },
+    read: { iters: 1000, p50Us: 320, p99Us: 950, meanUs: 360, minUs: 210, maxUs: 2100, histogram: [[210, 229, 500], [320, 349, 500]] },
+    iops: [{ depth: 1, iops: 3000, p50Us: 310, p99Us: 900 }, { depth: 32, iops: 9000, p50Us: 3500, p99Us: 9000 }],
+  },
   transport: {
     size: 4096,
     strict: {
@@ -54,6 +60,7 @@ const FIXED: BenchResults = {
       iops: [1, 2, 4, 8, 16, 32, 64].map((depth) => ({ depth, iops: 1400 * Math.min(depth, 8), mbps: 5.6 * Math.min(depth, 8), p50Us: 600 * depth, p99Us: 1200 * depth, errors: 0 })),
     },
     paths: { onePathIops: 5000, twoPathIops: 6500, ratio: 1.3, perPath: [3200, 3300] },
+    syscalls: [{ setup: 'the defaults (adaptive busy polling)', ios: 500, clientPerIo: 3.5, serverPerIo: 9, client: { write: 2, ioctl: 1.5 }, server: { read: 4, write: 5 } }],
     pathsStrict: { onePathIops: 2000, twoPathIops: 2050, ratio: 1.025, perPath: [1010, 1040] },
     failover: {
       cut: 'server', cutPath: 1,
@@ -80,9 +87,15 @@ describe('benchmark report', () => {
     expect(html).toMatch(/<style>[^<]+<\/style>/);
   });
 
-  test('three inline SVG charts with their titles, and the figures in tables', () => {
+  test('inline SVG charts with their titles (a latency CDF per mode and IO), and the figures in tables', () => {
     const svgs = html.match(/<svg\b[^>]*aria-label="([^"]+)"/g) ?? [];
-    expect(svgs.map((s) => /aria-label="([^"]+)"/.exec(s)![1])).toEqual(['latency histogram', 'IOPS vs queue depth', 'failover timeline']);
+    expect(svgs.map((s) => /aria-label="([^"]+)"/.exec(s)![1])).toEqual([
+      'latency CDF, strict write', 'latency CDF, strict read', 'latency CDF, relaxed write', 'latency CDF, relaxed read', 'IOPS vs queue depth', 'failover timeline']);
+    // TCP beside the transport: its own line in the CDFs, and the ratios
+    expect(html).toContain("<td>write p50, QD1</td><td>300.0 us</td><td>600.0 us</td><td>0.50x</td>");
+    expect(html).toContain('<td>IOPS, 50% reads, QD 32</td><td>9,000</td><td>11,200</td><td>0.80x</td>');
+    expect(html).toContain('<td>the defaults (adaptive busy polling)</td><td>500</td><td>3.50</td><td>9.00</td><td>write 2.00, ioctl 1.50</td>');
+    expect(html.match(/>Node&#39;s net \(TCP\), same workload<\/text>/g)).toHaveLength(4); // in each panel
     expect(html).toContain('<td>transport strict 4 KiB write p50 (QD1) vs 2x ib_write_lat 4 KiB</td><td>2.35x</td>');
     expect(html).toContain('<td>strict</td><td>write</td><td>1000</td><td>500.0 us</td><td>800.0 us</td>');
     expect(html).toContain('<td>time to detect</td><td>50 ms</td>');
@@ -113,12 +126,26 @@ describe('benchmark report', () => {
     expect(Math.max(...ys)).toBeGreaterThan(200);
   });
 
-  test('latency histogram: a filled step line per series and the perftest markers', () => {
-    const svg = latencyHistogramSvg([{ label: 'a', buckets: [[100, 110, 1], [200, 220, 3]] }], [{ label: 'ib_write_lat', us: 150 }]);
-    expect(svg.match(/<polyline/g)).toHaveLength(1);
-    expect(svg).toContain('>ib_write_lat</text>');
+  test('latency CDF: one line per series rising to 100%, the references dashed, every label below the plot', () => {
+    const svg = latencyCdfSvg('relaxed write', [
+      { label: 'a', buckets: [[100, 110, 1], [200, 220, 3]] },
+      { label: 'b', buckets: [[150, 160, 2], [300, 330, 0]] },
+    ], [{ label: 'ib_write_lat', us: 150 }, { label: 'C floor', us: 120 }]);
+    expect(svg.match(/<polyline/g)).toHaveLength(2);
+    // series a: 25% after its first bucket, 100% at its last
+    const pts = /<polyline [^>]*points="([^"]+)"/.exec(svg)![1].split(' ').map((p) => Number(p.split(',')[1]));
+    expect(pts[0]).toBeCloseTo(300 - 44, 0); // y of 0% (the plot's bottom)
+    expect(pts[pts.length - 1]).toBeCloseTo(16, 0); // y of 100% (its top)
+    expect(svg).toContain('>ib_write_lat (150.0 us)</text>');
     expect(svg).toContain('>a</text>');
-    expect(latencyHistogramSvg([])).toBe('<p>(no latency data)</p>');
+    // two reference lines with different dash patterns
+    const dashes = [...svg.matchAll(/<line [^>]*stroke="#444" stroke-dasharray="([^"]+)"><title>/g)].map((m) => m[1]);
+    expect(new Set(dashes).size).toBe(2);
+    // legend rows (2 series + 2 references) below the plot area (y >= 300), none over it
+    const legendYs = [...svg.matchAll(/<g transform="translate\([\d.]+,([\d.]+)\)">/g)].map((m) => Number(m[1]));
+    expect(legendYs).toHaveLength(4);
+    for (const yv of legendYs) expect(yv).toBeGreaterThan(300);
+    expect(latencyCdfSvg('x', [])).toBe('<p>(no latency data)</p>');
   });
 
   test('failover timeline: stacked bars per interval and the event markers', () => {
