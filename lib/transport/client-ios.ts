@@ -132,13 +132,6 @@ export class ClientIos {
   pathFailed(path: ClientPath): void {
     const ledger = this.#ledger;
     if (!ledger) return;
-    // answered, only its send completion was outstanding: it ran, and a
-    // read's data landed before the answer (the server's WRITE precedes its SEND)
-    for (const io of ledger.ios()) {
-      if (io.path !== path || !io.rsp) continue;
-      io.sendsPending = 0;
-      this.#maybeComplete(io);
-    }
     for (const c of ledger.pathFailed(path.id)) {
       const io = ledger.io(c)!;
       this.#detach(io);
@@ -225,7 +218,7 @@ export class ClientIos {
     return new Promise<IoResult>((resolve, reject) => {
       const io: Io = {
         kind, header, data, len, chunk: -1, seq: 0, signal, resolve, reject,
-        settled: false, aborted: false, failovers: 0, sendsPending: 0, zeroCopy: false,
+        settled: false, aborted: false, failovers: 0, zeroCopy: false,
       };
       if (io.signal) {
         io.onAbort = () => this.#abort(io);
@@ -348,7 +341,6 @@ export class ClientIos {
       if (path.inflight === 0) path.conn?.unref();
       io.path = undefined;
     }
-    io.sendsPending = 0;
     io.rsp = undefined;
     if (io.mw) {
       io.mw.close();
@@ -425,14 +417,7 @@ export class ClientIos {
     if (!path.ctrl || !path.conn) return;
     const off = P.CTRL_MSG_SIZE + c * P.RESUME_SIZE;
     P.encodeResumeReq({ chunk: c, seq: BigInt(seq) }).copy(path.ctrl.buf, off);
-    path.conn.post([{ opcode: 'SEND', wrId: wrId(WrKind.SEND, 0xfffffffd), sge: [path.ctrl.mr.sge(off, P.RESUME_SIZE)] }]);
-  }
-
-  onSendDone(path: ClientPath, c: number): void {
-    const io = this.#ledger?.io(c);
-    if (!io || io.path !== path || io.sendsPending === 0) return;
-    io.sendsPending--;
-    this.#maybeComplete(io);
+    path.conn.post([{ opcode: 'SEND', wrId: wrId(WrKind.SEND, 0xfffffffd), sge: [path.ctrl.mr.sge(off, P.RESUME_SIZE)] }], { unsignaled: true });
   }
 
   // ------------------------------------------------------------- receive
@@ -539,7 +524,7 @@ export class ClientIos {
   }
 
   #maybeComplete(io: Io): void {
-    if (!io.rsp || io.sendsPending > 0) return;
+    if (!io.rsp) return;
     const path = io.path;
     if (path) {
       if (io.kind === 'write') {

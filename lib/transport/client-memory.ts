@@ -12,6 +12,7 @@ import * as P from './protocol';
 import { windowTypeFor, WindowTypeOption } from './windows';
 
 const EMPTY = Buffer.alloc(0);
+const UNSIGNALED = { unsignaled: true } as const;
 
 /** Type 1 windows kept allocated ahead per device (reads in flight beyond this allocate their own) */
 const SPARE_WINDOWS = 32;
@@ -28,8 +29,6 @@ export interface IoRequest {
   seq: number;
   /** data/into lies in an allocBuffer() buffer: sent from / read into it directly */
   zeroCopy: boolean;
-  /** the completions the request's WRs still owe (send, bind) */
-  sendsPending: number;
   /** a read's window over its destination, and its device */
   mw?: MemoryWindow;
   mwDev?: DevState;
@@ -143,7 +142,10 @@ export class ClientMemory {
   /**
    * Posts io's request on `conn` (device `devName`) to the chunk's key (keyAddr, keyRkey):
    * a write's WRITE_WITH_IMM; a read's window bind over its destination
-   * (with `mw`) and its WRITE_WITH_IMM. Sets io.sendsPending.
+   * (with `mw`) and its WRITE_WITH_IMM, unsignaled: the IO completes on its
+   * answer, which can only come after the server got the request (so the
+   * NIC is done reading it), and a bind ahead of it on the send queue took
+   * effect before (RTRS does the same).
    */
   postRequest(io: IoRequest, conn: Conn, devName: string, dev: DevState, keyAddr: bigint, keyRkey: number, p: P.SessionParams, mw: MemoryWindow | undefined): void {
     const c = io.chunk;
@@ -159,11 +161,10 @@ export class ClientMemory {
       } else {
         sge = [staged.sge(base, dataLen + hdrLen + P.WRITE_TRAILER_SIZE)];
       }
-      io.sendsPending = 1;
       conn.post([{
         opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge, remoteAddr: keyAddr, rkey: keyRkey,
         imm: P.encodeRequestImm('write', c, dataLen + hdrLen, p),
-      }]);
+      }], UNSIGNALED);
       return;
     }
     // read: a window over the destination, bound on this path's QP
@@ -172,13 +173,11 @@ export class ClientMemory {
     const wrs: SendWorkRequest[] = [];
     let rkey = 0;
     let addr = 0n;
-    io.sendsPending = 0;
     if (mw) {
       io.mw = mw;
       io.mwDev = dev;
       const mr = io.zeroCopy ? this.#userMr(io.data, devName, dev)! : staged;
       const at = io.zeroCopy ? mr.addr + io.data.byteOffset : staged.addr + base;
-      io.sendsPending++;
       if (dev.windowType === 1) {
         // type 1 (rxe): ibv_bind_mw posts the bind ahead of the request
         rkey = conn.bindWindow(mw, mr, at, io.len, Access.REMOTE_WRITE, wrId(WrKind.SEND, c));
@@ -193,12 +192,11 @@ export class ClientMemory {
       addr = BigInt(at);
     }
     P.writeReadTrailer(this.#stagingBuf, base + reqAt + hdrLen, { hdrLen, len: io.len, seq: BigInt(io.seq), addr, rkey });
-    io.sendsPending++;
     wrs.push({
       opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge: [staged.sge(base + reqAt, hdrLen + P.READ_TRAILER_SIZE)],
       remoteAddr: keyAddr + BigInt(reqAt), rkey: keyRkey, imm: P.encodeRequestImm('read', c, reqAt + hdrLen, p),
     });
-    conn.post(wrs);
+    conn.post(wrs, UNSIGNALED);
   }
 
   /** A staged read's data, from the chunk's slot into the caller's `into`. */

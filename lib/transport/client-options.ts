@@ -30,8 +30,15 @@ export interface ClientOptions {
   /** a name for the server's logs */
   name?: string;
   log?: (line: string) => void;
-  /** busy-poll completion queues while IOs are in flight (see CompletionQueueOptions.busyPoll) */
-  busyPoll?: boolean;
+  /**
+   * How the paths' completion queues are polled (CompletionQueueOptions.busyPoll):
+   * 'adaptive' (default) spins while IOs are in flight and sleeps on the
+   * completion channel after spinBudgetUs without a completion; true spins
+   * while IOs are in flight; false always sleeps on the channel.
+   */
+  busyPoll?: boolean | 'adaptive';
+  /** busyPoll 'adaptive': microseconds of polling with no completion before sleeping (1..10000000, default 1000) */
+  spinBudgetUs?: number;
   /**
    * Path slots of the session (the pathCount sent to the server), >= paths.length;
    * default paths.length. addPath() can use a free slot at run time.
@@ -114,7 +121,8 @@ export function checkClientOptions(opts: ClientOptions): CheckedClientOptions {
   optUint(opts.connectTimeoutMs, 'connectTimeoutMs', 0x7fffffff, 1);
   optUint(opts.resolveTimeoutMs, 'resolveTimeoutMs', 0x7fffffff, 1);
   optUint(opts.portSettleMs, 'portSettleMs', 0x7fffffff);
-  for (const k of ['requireStrict', 'busyPoll', 'watchPortEvents', 'rejoinOnServerRestart'] as const) optBool(opts[k], k);
+  for (const k of ['requireStrict', 'watchPortEvents', 'rejoinOnServerRestart'] as const) optBool(opts[k], k);
+  checkBusyPoll(opts.busyPoll, opts.spinBudgetUs);
   optFunction(opts.log, 'log');
   optString(opts.name, 'name');
   const windowType = checkWindowType(opts.windowType);
@@ -135,4 +143,11 @@ export function checkPathOptions(p: ClientPathOptions): void {
   if (typeof p !== 'object' || p === null || typeof p.host !== 'string') throw new TypeError('every path needs a host string');
   checkUint(p.port, 'port', 65535);
   optString(p.source, 'source');
+}
+
+/** busyPoll: a boolean or 'adaptive'; spinBudgetUs only with 'adaptive' (the default). Shared with the server's options. */
+export function checkBusyPoll(busyPoll: unknown, spinBudgetUs: unknown): void {
+  if (busyPoll !== undefined && typeof busyPoll !== 'boolean' && busyPoll !== 'adaptive') throw new TypeError("busyPoll must be a boolean or 'adaptive'");
+  optUint(spinBudgetUs as number | undefined, 'spinBudgetUs', 10_000_000, 1);
+  if (spinBudgetUs !== undefined && busyPoll !== undefined && busyPoll !== 'adaptive') throw new TypeError("spinBudgetUs needs busyPoll: 'adaptive'");
 }

@@ -47,7 +47,6 @@ export interface PathHost {
   accepted(acc: P.AcceptData): void;
   credentials(path: ClientPath): Uint8Array | undefined;
   onRecv(path: ClientPath, conn: Conn, ctx: P.ClientMsgContext, wc: WorkCompletion, slot: number): void;
-  onSendDone(path: ClientPath, chunk: number): void;
   pathFailed(path: ClientPath, err: Error): void;
 }
 
@@ -158,7 +157,9 @@ export class ClientPath implements PathLike {
       // the pool parameters (queue depth) come with the first accept: size
       // the QP for the most this client will use
       const maxQd = opts.maxQueueDepth ?? 512;
-      conn = new Conn(id, dev.pd, { maxRecvWr: maxQd + P.RECV_SLACK, maxSendWr: maxQd * 3 + 32, busyPoll: opts.busyPoll, wire: this.wire });
+      conn = new Conn(id, dev.pd, {
+        maxRecvWr: maxQd + P.RECV_SLACK, maxSendWr: maxQd * 3 + 32, busyPoll: opts.busyPoll, spinBudgetUs: opts.spinBudgetUs, wire: this.wire, reuseCompletion: true,
+      });
       const req = P.encodeConnectRequest({
         newSession: !host.established, pathIndex: this.id, pathCount: host.pathSlots, reconnectCount: this.reconnectCount, sessionId: host.sessionId,
         localReadInvalidate: dev.windowType === 1, credentials: host.credentials(this),
@@ -201,9 +202,6 @@ export class ClientPath implements PathLike {
     // change within a session: accepted() checks)
     const ctx: P.ClientMsgContext = { ...p, pathCount: host.pathSlots, pathIndex: this.id };
     conn.onRecv = (wc, slot) => host.onRecv(this, conn, ctx, wc, slot);
-    conn.onSendDone = (c) => {
-      if (this.conn === conn) host.onSendDone(this, c);
-    };
     conn.onError = (err) => {
       if (this.conn === conn) host.pathFailed(this, err);
     };

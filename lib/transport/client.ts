@@ -239,7 +239,6 @@ export class TransportClient extends EventEmitter {
         return P.checkCredentials(c({ sessionId: this.#sessionId, pathIndex: path.id, reconnectCount: path.reconnectCount }));
       },
       onRecv: (path, conn, ctx, wc, slot) => this.#ios.onRecv(path, conn, ctx, wc, slot),
-      onSendDone: (path, c) => this.#ios.onSendDone(path, c),
       pathFailed: (path, err) => this.#pathFailed(path, err),
     };
   }

@@ -7,7 +7,7 @@
  */
 import { CmId, MemoryRegion, ProtectionDomain, SendWorkRequest, Sge, WorkCompletion } from '../verbs';
 import { Access } from '../verbs/constants';
-import { Area, Conn, DeviceCache, registerArea, wireCounters, wireStats, wrId, WrKind } from './conn';
+import { Area, Conn, DeviceCache, PostOptions, registerArea, wireCounters, wireStats, wrId, WrKind } from './conn';
 import * as P from './protocol';
 import { ProtocolError } from './protocol';
 import * as R from './records';
@@ -16,6 +16,8 @@ import { ChunkKeys, DeviceWindows, PathWindows } from './server-keys';
 import { windowTypeFor } from './windows';
 import type { TransportRequest, TransportResponse, TransportServer } from './server';
 import type { ServerPathStats } from './types';
+
+const UNSIGNALED: PostOptions = { unsignaled: true };
 
 type ChunkRecord = R.ChunkRecord<ServerPath>;
 
@@ -201,7 +203,9 @@ export class ServerPath {
     this.device = dev.pd.device.name;
     this.localReadInvalidate = localReadInvalidate;
     const qd = session.params.queueDepth;
-    this.conn = new Conn(id, dev.pd, { maxRecvWr: qd + P.RECV_SLACK, maxSendWr: qd * 4 + 64, busyPoll: session.server.busyPoll, wire: this.#wire });
+    this.conn = new Conn(id, dev.pd, {
+      maxRecvWr: qd + P.RECV_SLACK, maxSendWr: qd * 4 + 64, busyPoll: session.server.busyPoll, spinBudgetUs: session.server.spinBudgetUs, wire: this.#wire, reuseCompletion: true,
+    });
     try {
       if (dev.windows) {
         this.keys = dev.windows;
@@ -245,7 +249,7 @@ export class ServerPath {
     this.session.server.log(`${this.name}: established on ${this.device} (reconnect ${this.reconnectCount})`);
     // busy polling: a server waits for requests all the time, so poll all
     // the time (until the path closes); the channel would add a wakeup
-    if (this.session.server.busyPoll) this.conn.ref();
+    if (this.session.server.busyPoll === true) this.conn.ref();
   }
 
   violation(err: unknown): void {
@@ -562,20 +566,26 @@ export class ServerPath {
       wr.wrId = wrId(WrKind.SEND, c);
       wrs.push(wr);
     }
+    // responses are posted unsignaled (no completion each: nobody waits for
+    // one), except with a type 2 bind in the post, whose completion counts
+    let post: PostOptions | undefined = UNSIGNALED;
     if (p.strict && this.keys.key(c) === 0) {
       // a new key through this path (§7.3), bound ahead of the response in
       // its send queue: valid for every path of this device's key set (type
       // 1) or this path only (type 2); another path without one gets one
       // when the client asks there with RESUME_REQ
       const bind = this.keys.rekey(c, this.conn, c);
-      if (bind) wrs.push(bind);
+      if (bind) {
+        wrs.push(bind);
+        post = undefined;
+      }
     }
     // a replay carries its seq: an immediate-only answer could settle a newer IO on the chunk (§7.4)
     if (!replay && !p.strict && rec.kind === 'write' && rec.header.length === 0) {
       o.imm.imm = P.encodeIoRspImm(c, rec.status);
       o.imm.wrId = wrId(WrKind.SEND, c);
       wrs.push(o.imm);
-      this.conn.post(wrs);
+      this.conn.post(wrs, post);
       return;
     }
     const keys = o.keys;
@@ -612,7 +622,7 @@ export class ServerPath {
     wr.wrId = wrId(WrKind.SEND, c);
     wrs.push(wr);
     // not posted: the connection failed (and closes this path); no key was bound
-    if (!this.conn.post(wrs) && p.strict) this.keys.forget(c);
+    if (!this.conn.post(wrs, post) && p.strict) this.keys.forget(c);
   }
 
   #resume(c: number, seq: bigint): void | Promise<void> {
@@ -644,7 +654,7 @@ export class ServerPath {
     if (this.state !== 'connected') return;
     const m = P.encodeResumeRsp({ chunk: c, rkey, seq });
     m.copy(this.#ctrl.buf, c * P.RESUME_SIZE);
-    this.conn.post([{ opcode: 'SEND', sge: [this.#ctrl.mr.sge(c * P.RESUME_SIZE, P.RESUME_SIZE)], wrId: wrId(WrKind.SEND, c) }]);
+    this.conn.post([{ opcode: 'SEND', sge: [this.#ctrl.mr.sge(c * P.RESUME_SIZE, P.RESUME_SIZE)], wrId: wrId(WrKind.SEND, c) }], UNSIGNALED);
   }
 }
 

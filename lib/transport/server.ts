@@ -12,6 +12,7 @@
 import { EventEmitter } from 'events';
 import { CmId } from '../verbs';
 import { checkUint, optBool, optFunction, optUint } from '../verbs/args';
+import { checkBusyPoll } from './client-options';
 import { DeviceCache } from './conn';
 import { TransportError } from './errors';
 import type { ServerPathStats } from './types';
@@ -63,8 +64,15 @@ export interface ServerOptions {
   maxSessions?: number;
   /** log lines (violations, rejects, path events); default: none */
   log?: (line: string) => void;
-  /** busy-poll completion queues while work is outstanding (see CompletionQueueOptions.busyPoll) */
-  busyPoll?: boolean;
+  /**
+   * How the paths' completion queues are polled (CompletionQueueOptions.busyPoll):
+   * 'adaptive' (default) spins for spinBudgetUs after each completion, then
+   * sleeps on the completion channel; true spins all the time; false always
+   * sleeps on the channel.
+   */
+  busyPoll?: boolean | 'adaptive';
+  /** busyPoll 'adaptive': microseconds of polling with no completion before sleeping (1..10000000, default 1000) */
+  spinBudgetUs?: number;
   /**
    * How strict mode takes a type 2 window's key away: 'local-inv' (a
    * LOCAL_INV work request), 'dealloc' (free the window and allocate a fresh
@@ -138,7 +146,8 @@ export class TransportServer extends EventEmitter {
   readonly #maxSessions: number;
   readonly #log: (line: string) => void;
   /** @internal */
-  readonly busyPoll: boolean;
+  readonly busyPoll: boolean | 'adaptive';
+  readonly spinBudgetUs: number | undefined;
   /** @internal */
   readonly invalidation: 'auto' | 'local-inv' | 'dealloc';
   /** @internal */
@@ -159,7 +168,7 @@ export class TransportServer extends EventEmitter {
     if (typeof opts !== 'object' || opts === null) throw new TypeError('options must be an object');
     if (typeof opts.handler !== 'function') throw new TypeError('handler must be a function');
     optBool(opts.strict, 'strict');
-    optBool(opts.busyPoll, 'busyPoll');
+    checkBusyPoll(opts.busyPoll, opts.spinBudgetUs);
     optFunction(opts.log, 'log');
     optUint(opts.sessionLingerMs, 'sessionLingerMs');
     optUint(opts.maxSessions, 'maxSessions', 0xffff, 1);
@@ -180,7 +189,8 @@ export class TransportServer extends EventEmitter {
     this.#lingerMs = opts.sessionLingerMs ?? 30000;
     this.#maxSessions = opts.maxSessions ?? 64;
     this.#log = opts.log ?? (() => undefined);
-    this.busyPoll = opts.busyPoll ?? false;
+    this.busyPoll = opts.busyPoll ?? 'adaptive';
+    this.spinBudgetUs = opts.spinBudgetUs;
     this.invalidation = opts.invalidation ?? 'auto';
     if (!['auto', 'local-inv', 'dealloc'].includes(this.invalidation)) throw new RangeError("invalidation must be 'auto', 'local-inv' or 'dealloc'");
     this.windowType = checkWindowType(opts.windowType);
