@@ -61,6 +61,8 @@ export class TransportClient extends EventEmitter {
   readonly #ios: ClientIos;
   #established = false;
   #closing = false;
+  /** SESSION_CLOSE is on its way: the server's disconnects that answer it are no path going down */
+  #closeSent = false;
   #closed = false;
   #fatal: Error | undefined;
   readonly #host: PathHost;
@@ -310,6 +312,13 @@ export class TransportClient extends EventEmitter {
 
   #pathFailed(path: ClientPath, err: Error): void {
     if (path.state === 'closed' || path.state === 'dead') return;
+    if (this.#closeSent) {
+      // the answer to our SESSION_CLOSE (it can beat the SEND's own completion)
+      path.state = 'closed';
+      path.unwatch?.();
+      path.teardown(err);
+      return;
+    }
     const wasConnected = path.state === 'connected' || path.state === 'draining';
     if (!wasConnected && path.attemptFailed) return; // this attempt's failure was handled already
     path.attemptFailed = true;
@@ -487,6 +496,7 @@ export class TransportClient extends EventEmitter {
     if (path && this.#ios.unsettledCount === 0) {
       const off = P.CTRL_MSG_SIZE + this.#queueDepth * P.RESUME_SIZE;
       P.encodeSessionClose().copy(path.ctrl!.buf, off);
+      this.#closeSent = true;
       await Promise.race([
         path.conn!.postAndWait([{ opcode: 'SEND', sge: [path.ctrl!.mr.sge(off, P.SESSION_CLOSE_SIZE)] }]).catch(() => undefined),
         new Promise((r) => setTimeout(r, 2000).unref()),

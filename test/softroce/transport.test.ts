@@ -375,6 +375,25 @@ describe('multipath (rxe0 + rxe1)', () => {
       await client.close();
     }
   });
+  test("close(): the server's disconnects that answer SESSION_CLOSE are not reported as paths going down", async () => {
+    // the demo saw this at the end of each run: the server's disconnect of
+    // the path that carried SESSION_CLOSE raced the SEND's own completion
+    srv = serverWith({ hosts: [HOST0, HOST1], handler: (req) => ({ header: req.header }) });
+    const events: string[] = [];
+    for (let round = 0; round < 6; round++) {
+      const client = await connect({ paths: [{ host: HOST0, port: srv.port }, { host: HOST1, port: srv.port }], policy: 'round-robin' });
+      client.on('path', (i: number, what: string, err?: Error) => events.push(`round ${round}: path${i} ${what}${err ? `: ${err.message}` : ''}`));
+      client.on('path-down', (i: number) => events.push(`round ${round}: path-down ${i}`));
+      client.on('session-down', () => events.push(`round ${round}: session-down`));
+      await Promise.all(Array.from({ length: 32 }, (_, i) => client.write(Buffer.from(`w${i}`), Buffer.alloc(4096, i))));
+      await client.close();
+      expect(client.stats().paths.map((p) => [p.state, p.downs])).toEqual([['closed', 0], ['closed', 0]]);
+    }
+    expect(events).toEqual([]);
+    for (let i = 0; i < 50 && srv.server.sessionCount > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(srv.server.sessionCount).toBe(0);
+  });
+
   test('strict over two paths: one re-key per IO whatever the path count, the policy still spreads the IOs', async () => {
     srv = serverWith({ hosts: [HOST0, HOST1] });
     const client = await connect({ paths: [{ host: HOST0, port: srv.port }, { host: HOST1, port: srv.port }], policy: 'round-robin' });
