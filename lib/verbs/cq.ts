@@ -434,6 +434,15 @@ export class CompletionQueue extends Resource {
         if (this.closed) return;
       }
       if (!this.#busy()) {
+        // a poll that delivered gets one more turn first: a closed loop
+        // posts its next work in the microtasks of this completion (the
+        // transport's client at QD1), and sleeping now would cost an arm, a
+        // channel watch and its removal again per round trip. The turn
+        // after an empty poll sleeps
+        if (n) {
+          this.#busyLoop();
+          return;
+        }
         this.#sleep();
         return;
       }
