@@ -426,6 +426,7 @@ export class CompletionQueue extends Resource {
     this.#busyTimer = setImmediate(() => {
       this.#busyTimer = undefined;
       if (this.closed) return;
+      const wasBusy = this.#busy();
       const n = this.handle.poll(this.#spinUs);
       if (n) {
         this.#emptySince = 0;
@@ -434,12 +435,14 @@ export class CompletionQueue extends Resource {
         if (this.closed) return;
       }
       if (!this.#busy()) {
-        // a poll that delivered gets one more turn first: a closed loop
-        // posts its next work in the microtasks of this completion (the
-        // transport's client at QD1), and sleeping now would cost an arm, a
-        // channel watch and its removal again per round trip. The turn
-        // after an empty poll sleeps
-        if (n) {
+        // the work ran out in this poll's completions: one more turn first.
+        // A closed loop posts its next work in the microtasks of this
+        // completion (the transport's client at QD1), and sleeping now would
+        // cost an arm, a channel watch and its removal again per round
+        // trip. A CQ that was not busy before the poll (an 'adaptive' server
+        // that is not ref'd) sleeps as before: spinning on for it would take
+        // the CPU from rxe's kernel threads on a small guest
+        if (n && wasBusy) {
           this.#busyLoop();
           return;
         }
