@@ -33,6 +33,8 @@ class QueuePair : public Napi::ObjectWrap<QueuePair>, public Tracked {
   Napi::Value PostSendPacked(const Napi::CallbackInfo& info);
   Napi::Value PostRecvPacked(const Napi::CallbackInfo& info);
   Napi::Value SetPackBuffers(const Napi::CallbackInfo& info);
+  // the first n records of the recv pack (ibv_post_recv); throws on failure
+  void PostPackedRecvs(Napi::Env env, ibv_qp* qp, uint32_t n);
   Napi::Value GetQpNum(const Napi::CallbackInfo& info);
   Napi::Value GetCaps(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);

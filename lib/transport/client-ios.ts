@@ -437,17 +437,18 @@ export class ClientIos {
           this.#onResponse(path, imm.chunk, { status: imm.status, header: EMPTY, length: 0 }, undefined, 'write', undefined);
         }
         else throw new ProtocolError('imm-direction', `${imm.type} imm received by the client`);
-        // replaced after the caller's continuation (queued by the resolve
-        // above) had its turn to post the next IO; RECV_SLACK spare receives
-        // cover the server's messages meanwhile
-        queueMicrotask(() => conn.repost(slot));
+        // replaced with the next post: the next IO, which the caller's
+        // continuation (queued by the resolve above) posts, carries it (one
+        // native call for both); else in this turn. RECV_SLACK spare
+        // receives cover the server's messages meanwhile
+        conn.repostLater(slot);
         return;
       }
       if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);
       const m = P.decodeClientMessage(conn.recvBytes(slot, wc.byteLen), ctx);
       if (m.type === 'io-rsp') {
         const header = Buffer.from(m.header); // copy: the caller keeps it, the buffer is reposted
-        queueMicrotask(() => conn.repost(slot)); // after the caller's continuation, as above
+        conn.repostLater(slot); // with the next post, as above (m's fields are copied out)
         this.#onResponse(path, m.chunk, { status: m.status, header, length: m.dataLen }, m, m.read ? 'read' : 'write', wc);
         return;
       }

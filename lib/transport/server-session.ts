@@ -282,6 +282,10 @@ export class ServerPath {
       if (wc.invalidatedRkey !== undefined) throw new ProtocolError('send-with-inv', 'the client sent SEND_WITH_INV');
       if (wc.opcodeName === 'RECV_RDMA_WITH_IMM') {
         const imm = P.decodeImm(wc.imm ?? 0, wc.byteLen, 'server', p);
+        // an immediate's receive carries no data: it is replaced with the
+        // next post, which for a synchronous handler is this request's
+        // response (one native call for both); else in this turn
+        this.conn.repostLater(slot);
         switch (imm.type) {
           case 'hb':
             this.conn.answerHeartbeat(imm.id);
@@ -297,10 +301,6 @@ export class ServerPath {
           default:
             throw new ProtocolError('imm-direction', `${imm.type} imm received by the server`);
         }
-        // replaced after the request ran (a synchronous handler's response is
-        // already posted): the post is off the IO's critical path, and the
-        // RECV_SLACK spare receives cover the client's next request meanwhile
-        this.conn.repost(slot);
         return;
       }
       if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);

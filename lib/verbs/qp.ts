@@ -335,6 +335,11 @@ export class QueuePair extends Resource {
     return this.#maxSendWr;
   }
 
+  /** The receive queue's depth as the provider granted it (at least the maxRecvWr asked for). */
+  get maxRecvWr(): number {
+    return this.#maxRecvWr;
+  }
+
   /** the queue sizes the provider granted (at least those asked for) */
   readonly #maxSendWr: number;
   readonly #maxRecvWr: number;
@@ -383,13 +388,31 @@ export class QueuePair extends Resource {
     });
   }
 
-  /** Posts a list of send work requests (one ibv_post_send call). */
-  postSend(wrs: SendWorkRequest[]): void {
+  /**
+   * Posts a list of send work requests (one ibv_post_send call).
+   * `recvFirst`: receive work requests posted (ibv_post_recv) ahead of the
+   * sends in the same native call, e.g. the receive a request consumed,
+   * replaced as its response goes out: one call into the addon instead of
+   * two. When a receive cannot be posted nothing is sent (the error says
+   * `recv: true`, `posted: 0`).
+   */
+  postSend(wrs: SendWorkRequest[], recvFirst?: RecvWorkRequest[]): void {
     this.assertOpen();
     if (!Array.isArray(wrs)) throw new TypeError('wrs must be an array of work requests');
     const count = checkListLength(wrs, this.#maxSendWr, 'wrs');
     this.#checkInline(wrs);
-    const signaled = this.#postSendPacked(wrs);
+    let recvs = 0;
+    if (recvFirst !== undefined && recvFirst.length !== 0) {
+      if (!Array.isArray(recvFirst)) throw new TypeError('recvFirst must be an array of work requests');
+      if (this.srq) throw new TypeError('this QP receives through its SharedReceiveQueue: post there');
+      checkListLength(recvFirst, this.#maxRecvWr, 'recvFirst');
+      // not packable (more than one SGE, or a shape the general path must
+      // check and name): posted on their own first, with its precise errors
+      if (this.#packRecvs(recvFirst)) recvs = recvFirst.length;
+      else this.handle.postRecv(toNativeRecvs(recvFirst));
+    }
+    const signaled = this.#postSendPacked(wrs, recvs);
+    if (signaled < 0 && recvs) this.handle.postRecvPacked(recvs);
     if (signaled >= 0) {
       if (this.#handles.length) {
         for (const wr of wrs) if (wr.opcode === 'BIND_MW') wr.bind!.mw.boundThrough(this, wr.bind!.mr);
@@ -524,7 +547,7 @@ export class QueuePair extends Resource {
    * number of signaled WRs posted, or -1 when a WR needs the general path
    * (which also produces the precise argument errors).
    */
-  #postSendPacked(wrs: SendWorkRequest[]): number {
+  #postSendPacked(wrs: SendWorkRequest[], recvs: number): number {
     const n = wrs.length;
     if (this.#sendPack.length < n * SEND_STRIDE) this.#growPacks(n * SEND_STRIDE * 2, this.#recvPack.length);
     const f = this.#sendPack;
@@ -536,7 +559,7 @@ export class QueuePair extends Resource {
       signaled += s;
     }
     try {
-      this.handle.postSendPacked(n, this.#handles);
+      this.handle.postSendPacked(n, this.#handles, recvs);
     } catch (err) {
       this.#sent(wrs, postedBefore(err), (i) => (f[i * SEND_STRIDE + 2] & SendFlags.SIGNALED) !== 0);
       this.#handles.length = 0;
@@ -634,6 +657,13 @@ export class QueuePair extends Resource {
   }
 
   #postRecvPacked(wrs: RecvWorkRequest[]): boolean {
+    if (!this.#packRecvs(wrs)) return false;
+    this.handle.postRecvPacked(wrs.length);
+    return true;
+  }
+
+  /** Packs receive WRs into the recv pack; false when one needs the general path. */
+  #packRecvs(wrs: RecvWorkRequest[]): boolean {
     const n = wrs.length;
     if (this.#recvPack.length < n * RECV_STRIDE) this.#growPacks(this.#sendPack.length, n * RECV_STRIDE * 2);
     const f = this.#recvPack;
@@ -655,7 +685,6 @@ export class QueuePair extends Resource {
         f[o + 4] = sge[0].lkey;
       } else return false;
     }
-    this.handle.postRecvPacked(n);
     return true;
   }
 

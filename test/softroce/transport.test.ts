@@ -7,7 +7,7 @@
  * mode invalidates a chunk's key while the handler runs) and S3 (malformed
  * input closes that path only).
  */
-import { CmId, openDevice, RdmaError, transport } from '../../lib';
+import { CmId, openDevice, QueuePair, RdmaError, transport } from '../../lib';
 import { later, raw, rawServer, rawWrite } from './transport-raw';
 
 const { TransportServer, TransportClient, connect } = transport;
@@ -118,6 +118,34 @@ describe('single path', () => {
       expect([d('s', 'binds'), d('s', 'invalidations')]).toEqual(strict ? [W + R, W + R] : [0, 0]);
       expect(client.prometheus()).toMatch(/^node_rdma_transport_messages_sent_total\{role="client",[^}]*\} \d+$/m);
     } finally {
+      await client.close();
+    }
+  });
+
+  test.each([true, false])('at QD1 each receive an IO consumed is replaced in the same post as the next message, on both ends: no call of its own (strict=%s)', async (strict) => {
+    srv = serverWith({ strict, handler: (req) => (req.kind === 'read' ? (req.data.fill(3), { length: 64 }) : {}) });
+    const client = await connect({ paths: [{ host: HOST0, port: srv.port }] });
+    const proto = QueuePair.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+    const orig = { send: proto.postSend, recv: proto.postRecv };
+    const counted = { recvOnly: 0, carried: 0 };
+    try {
+      for (let i = 0; i < 20; i++) await client.write(Buffer.alloc(0), Buffer.alloc(512, i));
+      proto.postRecv = function (this: unknown, ...a: unknown[]) { counted.recvOnly++; return orig.recv.apply(this, a); };
+      proto.postSend = function (this: unknown, ...a: unknown[]) { counted.carried += (a[1] as unknown[] | undefined)?.length ?? 0; return orig.send.apply(this, a); };
+      const N = 200;
+      for (let i = 0; i < N; i++) {
+        if (i % 2) expect((await client.read(Buffer.from('k'), Buffer.alloc(64))).length).toBe(64);
+        else expect((await client.write(Buffer.alloc(0), Buffer.alloc(512, i))).status).toBe(0);
+      }
+      proto.postRecv = orig.recv;
+      proto.postSend = orig.send;
+      process.stdout.write(`QD1, ${N} IOs (strict=${strict}): ${JSON.stringify(counted)}\n`);
+      // two receives per IO (one at each end), replaced in posts of their own at most once in ten IOs
+      expect(counted.recvOnly).toBeLessThan(N / 10);
+      expect(counted.carried + counted.recvOnly).toBeGreaterThanOrEqual(2 * N - 4);
+    } finally {
+      proto.postRecv = orig.recv;
+      proto.postSend = orig.send;
       await client.close();
     }
   });

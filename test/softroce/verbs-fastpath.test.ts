@@ -180,3 +180,62 @@ test('signaled prepared posts reaped by pollBatch do not keep the process alive'
   expect(r.stdout.trim()).toBe('reaped 10');
   expect(r.status).toBe(0);
 });
+
+describe('postSend(wrs, recvFirst): receives posted ahead of the sends, in one call', () => {
+  test('a ping-pong where each side replaces the receive a message consumed with its answer: every message lands in the receive posted for it', () => {
+    const src = region(l.pd, 4096);
+    const dstB = region(l.pd, 4096);
+    const bufA = region(l.pd, 4096);
+    l.a.postRecv([{ wrId: 0, sge: [bufA.sge(0, 64)] }]);
+    l.b.postRecv([{ wrId: 0 }]);
+    for (let i = 1; i <= 200; i++) {
+      // A: a WRITE_WITH_IMM to B (it consumes B's receive)
+      l.a.postSend([{ wrId: i, opcode: 'RDMA_WRITE_WITH_IMM', imm: i, sge: [src.sge(0, 8)], remoteAddr: dstB.addr, rkey: dstB.rkey, signaled: false }]);
+      const [rb] = batchPoll(l.cqB, 1);
+      expect(rb).toMatchObject({ ok: true, wrId: i - 1, imm: i });
+      // B answers with a SEND into A's receive, and replaces its own receive in the same call
+      bytes(src).writeUInt32LE(i, 0);
+      l.b.postSend([{ wrId: i, opcode: 'SEND', sge: [src.sge(0, 4)] }], [{ wrId: i }]);
+      const got = batchPoll(l.cqA, 1);
+      expect(got[0]).toMatchObject({ ok: true, opcodeName: 'RECV', wrId: i - 1, byteLen: 4 });
+      expect(bytes(bufA).readUInt32LE(0)).toBe(i);
+      // A replaces its receive with the next post (a later iteration's send)
+      l.a.postSend([], [{ wrId: i, sge: [bufA.sge(0, 64)] }]);
+      expect(batchPoll(l.cqB, 1)[0]).toMatchObject({ ok: true, opcodeName: 'SEND', wrId: i });
+    }
+  });
+
+  test('receives that need the general path (two SGEs) are posted too, and land', () => {
+    const m = loopback('rxe0', { maxSendWr: 8, maxRecvWr: 8, maxSge: 2 });
+    try {
+      const a1 = region(m.pd, 64);
+      const a2 = region(m.pd, 64);
+      const src = region(m.pd, 64);
+      bytes(src).fill(9, 0, 40);
+      m.b.postSend([], [{ wrId: 77, sge: [a1.sge(0, 20), a2.sge(0, 20)] }]);
+      m.a.postSend([{ wrId: 5, opcode: 'SEND', sge: [src.sge(0, 40)], signaled: false }]);
+      const [rb] = batchPoll(m.cqB, 1);
+      expect(rb).toMatchObject({ ok: true, wrId: 77, byteLen: 40 });
+      expect(bytes(a1).subarray(0, 20).every((x) => x === 9)).toBe(true);
+      expect(bytes(a2).subarray(0, 20).every((x) => x === 9)).toBe(true);
+    } finally {
+      m.close();
+    }
+  });
+
+  test('a receive list too long for the queue is refused before anything is posted; a bad receive posts no send', () => {
+    const src = region(l.pd, 64);
+    const n = l.a.maxRecvWr + 1;
+    expect(n).toBeGreaterThan(64);
+    const recvs = Array.from({ length: n }, (_, i) => ({ wrId: i }));
+    expect(() => l.a.postSend([{ wrId: 1, opcode: 'SEND', sge: [src.sge(0, 4)] }], recvs)).toThrow(rangeErr(new RegExp(`recvFirst has ${n} work requests`)));
+    expect(() => l.a.postSend([{ wrId: 1, opcode: 'SEND', sge: [src.sge(0, 4)] }], [{ wrId: 1, sge: [{ addr: -1, length: 4, lkey: 1 }] }]))
+      .toThrow(expect.objectContaining({ name: 'RangeError' }));
+    expect(() => l.a.postSend([], 'x' as never)).toThrow(TypeError);
+    // nothing was sent by the refused calls: B's receive is still there for this one
+    l.b.postRecv([{ wrId: 3 }]);
+    l.a.postSend([{ wrId: 2, opcode: 'SEND', sge: [], signaled: false }]);
+    expect(batchPoll(l.cqB, 1)[0]).toMatchObject({ ok: true, wrId: 3 });
+    expect(l.cqB.pollBatch().length).toBe(0);
+  });
+});
