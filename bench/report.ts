@@ -61,6 +61,8 @@ export interface BenchResults {
   device: string;
   iters?: number;
   environment?: string;
+  /** the same plain byte loop in C and in JS on this machine (bench/run.ts jsCpu, floor cpu) */
+  cpu?: { c: { lcg_fill_1mib_usec: number }; js: { lcg_fill_1mib_usec: number }; jsOverC: number };
   latency?: { perftest_ib_write_lat: PerftestLat; js: PerftestLat; js_sync?: PerftestLat; ratio_typical: number };
   rate?: {
     perftest_ib_write_bw: { bw_avg_mb_sec: number; msg_rate_mpps: number };
@@ -347,6 +349,11 @@ export function renderReport(r: BenchResults): string {
   const parts: string[] = [];
   parts.push(`<h1>node-rdma benchmark: ${esc(r.device)}, ${esc(r.date)}</h1>`);
   if (r.environment) parts.push(`<p class="note">${esc(r.environment)}</p>`);
+  if (r.cpu) {
+    parts.push(`<p class="note">Plain code on this machine: the same byte loop takes ${r.cpu.jsOverC.toFixed(1)}x as long in JS as in C ` +
+      `(${r.cpu.js.lcg_fill_1mib_usec.toFixed(0)} vs ${r.cpu.c.lcg_fill_1mib_usec.toFixed(0)} us; 1.27x on the x86 build host, not emulated). ` +
+      'Every JS/C ratio below is read through it.</p>');
+  }
   if (r.failures?.length) {
     parts.push('<h2>Failed steps</h2>');
     parts.push(tableHtml([['step', 'error'], ...r.failures.map((f) => [f.step, f.error])]));

@@ -118,11 +118,34 @@ function resultRow(out: string, firstCol: string): number[] {
   return row.trim().split(/\s+/).map(Number);
 }
 
+/**
+ * floor cpu's loop in JS (an LCG filling 1 MiB, best of 20), in this
+ * process: with the C figure, what this machine charges V8's code against
+ * compiled C for the same plain work (1.27x on the x86 build host, not emulated; under
+ * qemu TCG every guest instruction is translated, so V8's extra
+ * instructions cost what an out-of-order core hides).
+ */
+function jsCpu(): { lcg_fill_1mib_usec: number; check: number } {
+  const n = 1 << 20;
+  const b = new Uint8Array(n);
+  let h = 2166136261;
+  let best = Infinity;
+  for (let r = 0; r < 20; r++) {
+    const t = performance.now();
+    for (let i = 0; i < n; i++) {
+      h = (Math.imul(h, 1103515245) + 12345) >>> 0;
+      b[i] = h >>> 24;
+    }
+    best = Math.min(best, (performance.now() - t) * 1000);
+  }
+  return { lcg_fill_1mib_usec: best, check: b[n >> 1] };
+}
+
 /** Runs the C floor (bench/native/floor.c); returns its JSON line. */
 async function floor(args: string[]): Promise<any> {
   const bin = path.join(ROOT, 'build', 'floor');
   if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: scripts/setup builds it (cc bench/native/floor.c -libverbs)`);
-  const { stdout } = await exec(bin, cpus ? [...args, '-c', `${cpus.client},${cpus.server}`] : args, { timeout: 120_000 });
+  const { stdout } = await exec(bin, cpus && args[0] !== 'cpu' ? [...args, '-c', `${cpus.client},${cpus.server}`] : args, { timeout: 120_000 });
   return JSON.parse(stdout.trim().split('\n').pop()!);
 }
 
@@ -174,6 +197,13 @@ async function main(): Promise<number> {
   // 30% and more), so perftest and the JS ping-pong alternate for `rounds`
   // rounds and the medians are compared; every round is kept
   type Lat = ReturnType<typeof lat>;
+  // plain code, no RDMA: how much more this machine charges JS than C (the
+  // lens for every JS/C ratio below)
+  const cC = await step(failures, 'C byte loop (floor cpu)', () => floor(['cpu']));
+  const cJs = await step(failures, 'JS byte loop (the same loop in V8)', async () => jsCpu());
+  if (cC && cJs) {
+    results.cpu = { c: cC, js: cJs, jsOverC: cJs.lcg_fill_1mib_usec / cC.lcg_fill_1mib_usec, note: 'an LCG filling 1 MiB, best of 20, in C (floor cpu) and in JS (this process); 1.27x on the x86 build host, not emulated' };
+  }
   const rounds: Array<{ ib_write_lat?: Lat; ib_send_lat?: Lat; js?: any; js_sync?: any; floor?: any }> = [];
   for (let i = 0; i < o.rounds; i++) {
     const tag = `(round ${i + 1}/${o.rounds})`;
@@ -372,6 +402,10 @@ async function main(): Promise<number> {
   const r = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
   const us = (x: number | undefined) => (x === undefined ? '-' : `${x.toFixed(1)} us`);
   console.log(`node-rdma benchmark on ${o.device} (${o.iters} iterations; ${o.cpus ? `client end on CPU ${o.cpus.client}, server end on CPU ${o.cpus.server}` : 'ends not pinned'})`);
+  if (cC && cJs) {
+    console.log(`  plain code on this machine: the same byte loop takes ${(results.cpu as { jsOverC: number }).jsOverC.toFixed(1)}x as long in JS as in C ` +
+      `(${cJs.lcg_fill_1mib_usec.toFixed(0)} vs ${cC.lcg_fill_1mib_usec.toFixed(0)} us; 1.27x on the x86 build host, not emulated): read the JS/C ratios below through it`);
+  }
   if (perfLat && jsLat) {
     console.log(`  verbs latency, 2 B, one-way (RTT/2), typical: JS ${r(jsLat.t_typical_usec)} us  vs ib_write_lat ${r(perfLat.t_typical_usec)} us  -> ratio ${r(ratios['JS verbs ping-pong 2 B vs ib_write_lat 2 B (typical)'])}x (target <= 1.15x)`);
     // ib_write_lat polls memory; our ping-pong (and ib_send_lat) take a completion per message

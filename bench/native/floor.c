@@ -16,6 +16,9 @@
  *       (1, as the bench); one-way latency = round trip / 2, like ib_write_lat;
  *       -W NS: spin NS between a message and its reply at both ends (what a
  *       binding's own per-hop work costs on this device)
+ *   floor cpu
+ *       no RDMA: an LCG filling 1 MiB, best of 20 (bench/run.ts runs the
+ *       same loop in JS: the machine's JS/C cost ratio for plain code)
  *   floor io -d rxe0 -x 1 [-s 4096] [-q 32] [-t 3] [-r 50] [-b 1] [-e 1]
  *       the transport's IO (docs/protocol.md): a write is one
  *       WRITE_WITH_IMM of the data into a server chunk and a zero-length
@@ -346,11 +349,39 @@ static int num(const char *v, const char *name, int lo, int hi) {
   return (int)x;
 }
 
+/*
+ * floor cpu: the same byte loop as bench/run.ts's JS one (an LCG filling
+ * 1 MiB), best of 20 runs. Not RDMA: what one machine charges compiled C
+ * against V8's code for the same work, so that the JS/C ratios of the other
+ * figures can be read on that machine (under qemu TCG every guest
+ * instruction is translated, and V8's extra instructions cost what
+ * hardware hides).
+ */
+static int cpu_mode(void) {
+  size_t n = 1 << 20;
+  volatile uint8_t *b = malloc(n);
+  if (!b) die("malloc", ENOMEM);
+  uint32_t h = 2166136261u;
+  double best = 1e18;
+  for (int r = 0; r < 20; r++) {
+    uint64_t t = now_ns();
+    for (size_t i = 0; i < n; i++) {
+      h = h * 1103515245u + 12345u;
+      b[i] = (uint8_t)(h >> 24);
+    }
+    double d = (double)(now_ns() - t) / 1000.0;
+    if (d < best) best = d;
+  }
+  printf("{\"bench\":\"floor_cpu\",\"lcg_fill_1mib_usec\":%.1f,\"check\":%u}\n", best, (unsigned)b[n / 2]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 2 && !strcmp(argv[1], "cpu")) return cpu_mode();
   o = (struct opts){ .device = "rxe0", .gid_index = 1, .size = -1, .iters = 1000, .warmup = 5000, .depth = 32,
                      .seconds = 3, .read_pct = 50, .recv_batch = -1, .signal_every = 1, .client_cpu = -1, .server_cpu = -1 };
   if (argc < 2 || (strcmp(argv[1], "lat") && strcmp(argv[1], "io"))) {
-    fprintf(stderr, "usage: floor lat|io -d DEVICE -x GID_INDEX [-s SIZE] [-n ITERS] [-w WARMUP] [-q DEPTH] [-t SECONDS] [-r READ_PCT] [-b RECV_BATCH] [-e SIGNAL_EVERY] [-c CLIENT_CPU,SERVER_CPU] [-W WORK_NS]\n");
+    fprintf(stderr, "usage: floor cpu | floor lat|io -d DEVICE -x GID_INDEX [-s SIZE] [-n ITERS] [-w WARMUP] [-q DEPTH] [-t SECONDS] [-r READ_PCT] [-b RECV_BATCH] [-e SIGNAL_EVERY] [-c CLIENT_CPU,SERVER_CPU] [-W WORK_NS]\n");
     return 2;
   }
   o.mode = argv[1];
