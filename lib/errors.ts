@@ -30,6 +30,13 @@ export class RdmaError extends Error {
    * failed. They execute and complete as usual.
    */
   posted?: number;
+  /**
+   * postSend(wrs, recvFirst): true when it was a receive of `recvFirst` that
+   * could not be posted (then no send was: `posted` is 0), with
+   * `recvPosted` the receives posted before it.
+   */
+  recv?: boolean;
+  recvPosted?: number;
 
   constructor(message: string, code?: RdmaErrorCode, errno?: number, syscall?: string) {
     super(message);

@@ -35,6 +35,8 @@ class QueuePair : public Napi::ObjectWrap<QueuePair>, public Tracked {
   Napi::Value SetPackBuffers(const Napi::CallbackInfo& info);
   // the first n records of the recv pack (ibv_post_recv); throws on failure
   void PostPackedRecvs(Napi::Env env, ibv_qp* qp, uint32_t n);
+  // the same, for postSendPacked's receives (the error says so)
+  void PostRecvsFirst(Napi::Env env, ibv_qp* qp, uint32_t n);
   Napi::Value GetQpNum(const Napi::CallbackInfo& info);
   Napi::Value GetCaps(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);

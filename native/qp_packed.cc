@@ -90,19 +90,12 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ibv_qp* qp = Get(env);
   uint32_t n = PackedCount(env, info[0], "count", kSendStride, send_pack_len_, max_send_wr_);
-  if (info.Length() > 2 && !info[2].IsUndefined()) {
-    uint32_t nr = PackedCount(env, info[2], "recvs", kRecvStride, recv_pack_len_, max_recv_wr_);
-    if (nr > 0) {
-      try {
-        PostPackedRecvs(env, qp, nr);
-      } catch (Napi::Error& e) {
-        e.Value().Set("posted", Napi::Number::New(env, 0));
-        e.Value().Set("recv", Napi::Boolean::New(env, true));
-        throw;
-      }
-    }
+  uint32_t nr = 0;
+  if (info.Length() > 2 && !info[2].IsUndefined()) nr = PackedCount(env, info[2], "recvs", kRecvStride, recv_pack_len_, max_recv_wr_);
+  if (n == 0) {
+    if (nr > 0) PostRecvsFirst(env, qp, nr);
+    return env.Undefined();
   }
-  if (n == 0) return env.Undefined();
   Binds binds;
   const double* d = send_pack_data_;
   SmallArray<ibv_send_wr, 8> wrs(n);
@@ -181,11 +174,29 @@ Napi::Value QueuePair::PostSendPacked(const Napi::CallbackInfo& info) {
     }
     wr.next = i + 1 < n ? &wrs[i + 1] : nullptr;
   }
+  // every send checked: the receives go first (nothing is posted when a
+  // field above is out of range)
+  if (nr > 0) PostRecvsFirst(env, qp, nr);
   ibv_send_wr* bad = nullptr;
   int rc = ibv_post_send(qp, wrs.data(), &bad);
   CommitBinds(binds, rc, bad, Value());
   if (rc) ThrowPost(env, "ibv_post_send", rc, bad, wrs.data(), n);
   return env.Undefined();
+}
+
+// postSendPacked's receives: a failure throws with `recv` true, `posted` 0
+// (no send was posted) and `recvPosted`, the receives ibv_post_recv took
+// before the one it refused
+void QueuePair::PostRecvsFirst(Napi::Env env, ibv_qp* qp, uint32_t n) {
+  try {
+    PostPackedRecvs(env, qp, n);
+  } catch (Napi::Error& e) {
+    Napi::Value posted = e.Value().Get("posted");
+    e.Value().Set("recvPosted", posted.IsNumber() ? posted : Napi::Number::New(env, 0));
+    e.Value().Set("posted", Napi::Number::New(env, 0));
+    e.Value().Set("recv", Napi::Boolean::New(env, true));
+    throw;
+  }
 }
 
 // postRecvPacked(n): the first n WRs of the bound recv pack

@@ -429,6 +429,12 @@ export class ClientIos {
     try {
       if (wc.opcodeName === 'RECV_RDMA_WITH_IMM') {
         const imm = P.decodeImm(wc.imm ?? 0, wc.byteLen, 'client', p);
+        // an immediate's receive carries no data: replaced with the next
+        // post (the heartbeat's answer, an IO started below or the next one
+        // the caller's continuation posts: one native call for both), else
+        // in this turn. RECV_SLACK spare receives cover the server's
+        // messages meanwhile
+        conn.repostLater(slot);
         if (imm.type === 'hb') conn.answerHeartbeat(imm.id);
         else if (imm.type === 'hb-ack') conn.heartbeatAck(imm.id);
         else if (imm.type === 'io-rsp') {
@@ -437,11 +443,6 @@ export class ClientIos {
           this.#onResponse(path, imm.chunk, { status: imm.status, header: EMPTY, length: 0 }, undefined, 'write', undefined);
         }
         else throw new ProtocolError('imm-direction', `${imm.type} imm received by the client`);
-        // replaced with the next post: the next IO, which the caller's
-        // continuation (queued by the resolve above) posts, carries it (one
-        // native call for both); else in this turn. RECV_SLACK spare
-        // receives cover the server's messages meanwhile
-        conn.repostLater(slot);
         return;
       }
       if (wc.opcodeName !== 'RECV') throw new ProtocolError('opcode', `unexpected completion ${wc.opcodeName}`);

@@ -393,8 +393,10 @@ export class QueuePair extends Resource {
    * `recvFirst`: receive work requests posted (ibv_post_recv) ahead of the
    * sends in the same native call, e.g. the receive a request consumed,
    * replaced as its response goes out: one call into the addon instead of
-   * two. When a receive cannot be posted nothing is sent (the error says
-   * `recv: true`, `posted: 0`).
+   * two. Every work request of both lists is checked before anything is
+   * posted; when a receive cannot be posted no send is (the error says
+   * `recv: true`, `posted: 0`, and `recvPosted`: the receives posted
+   * before the refused one).
    */
   postSend(wrs: SendWorkRequest[], recvFirst?: RecvWorkRequest[]): void {
     this.assertOpen();
@@ -402,18 +404,23 @@ export class QueuePair extends Resource {
     const count = checkListLength(wrs, this.#maxSendWr, 'wrs');
     this.#checkInline(wrs);
     let recvs = 0;
-    if (recvFirst !== undefined && recvFirst.length !== 0) {
+    // receives that cannot be packed (more than one SGE, or a shape the
+    // general path must check and name): converted (and checked) here,
+    // posted on their own ahead of the sends
+    let recvList: ReturnType<typeof toNativeRecvs> | undefined;
+    if (recvFirst !== undefined) {
       if (!Array.isArray(recvFirst)) throw new TypeError('recvFirst must be an array of work requests');
-      if (this.srq) throw new TypeError('this QP receives through its SharedReceiveQueue: post there');
-      checkListLength(recvFirst, this.#maxRecvWr, 'recvFirst');
-      // not packable (more than one SGE, or a shape the general path must
-      // check and name): posted on their own first, with its precise errors
-      if (this.#packRecvs(recvFirst)) recvs = recvFirst.length;
-      else this.handle.postRecv(toNativeRecvs(recvFirst));
+      if (recvFirst.length !== 0) {
+        if (this.srq) throw new TypeError('this QP receives through its SharedReceiveQueue: post there');
+        checkListLength(recvFirst, this.#maxRecvWr, 'recvFirst');
+        if (this.#packRecvs(recvFirst)) recvs = recvFirst.length;
+        else recvList = toNativeRecvs(recvFirst);
+      }
     }
-    const signaled = this.#postSendPacked(wrs, recvs);
-    if (signaled < 0 && recvs) this.handle.postRecvPacked(recvs);
+    const signaled = this.#packSends(wrs);
     if (signaled >= 0) {
+      if (recvList) postRecvsFirst(() => this.handle.postRecv(recvList));
+      this.#postPacked(wrs, recvs);
       if (this.#handles.length) {
         for (const wr of wrs) if (wr.opcode === 'BIND_MW') wr.bind!.mw.boundThrough(this, wr.bind!.mr);
         this.#handles.length = 0;
@@ -424,6 +431,8 @@ export class QueuePair extends Resource {
     // an index loop, not wrs.map(): an Array subclass's map() could return anything
     const list: Array<Record<string, unknown>> = new Array(count);
     for (let i = 0; i < count; i++) list[i] = toNativeSend(wrs[i], this.sigAll);
+    if (recvList) postRecvsFirst(() => this.handle.postRecv(recvList));
+    else if (recvs) postRecvsFirst(() => this.handle.postRecvPacked(recvs));
     try {
       this.handle.postSend(list);
     } catch (err) {
@@ -543,11 +552,11 @@ export class QueuePair extends Resource {
   /**
    * The fast path: common WRs (at most PACKED_SGES SGEs, no UD address,
    * 64-bit fields that fit a double; window binds by handle index) packed
-   * into a Float64Array for one native call. Returns the
-   * number of signaled WRs posted, or -1 when a WR needs the general path
+   * into a Float64Array for one native call (#postPacked). Returns the
+   * number of signaled WRs packed, or -1 when a WR needs the general path
    * (which also produces the precise argument errors).
    */
-  #postSendPacked(wrs: SendWorkRequest[], recvs: number): number {
+  #packSends(wrs: SendWorkRequest[]): number {
     const n = wrs.length;
     if (this.#sendPack.length < n * SEND_STRIDE) this.#growPacks(n * SEND_STRIDE * 2, this.#recvPack.length);
     const f = this.#sendPack;
@@ -558,14 +567,19 @@ export class QueuePair extends Resource {
       if (s < 0) return -1;
       signaled += s;
     }
+    return signaled;
+  }
+
+  /** Posts the packed sends, after the first `recvs` records of the recv pack (one native call). */
+  #postPacked(wrs: SendWorkRequest[], recvs: number): void {
+    const f = this.#sendPack;
     try {
-      this.handle.postSendPacked(n, this.#handles, recvs);
+      this.handle.postSendPacked(wrs.length, this.#handles, recvs);
     } catch (err) {
       this.#sent(wrs, postedBefore(err), (i) => (f[i * SEND_STRIDE + 2] & SendFlags.SIGNALED) !== 0);
       this.#handles.length = 0;
       throw err;
     }
-    return signaled;
   }
 
   /** Packs one WR into f at o: 1 when signaled, 0 when not, -1 when it needs the general path. */
@@ -690,6 +704,25 @@ export class QueuePair extends Resource {
 
   protected release(): void {
     this.handle.close();
+  }
+}
+
+/**
+ * Posts postSend's `recvFirst` receives on their own (`post`), ahead of the
+ * sends: a failure says that it was the receives (`recv`), that no send was
+ * posted (`posted` 0) and how many receives were (`recvPosted`).
+ */
+function postRecvsFirst(post: () => void): void {
+  try {
+    post();
+  } catch (err) {
+    if (typeof err === 'object' && err !== null) {
+      const e = err as { posted?: unknown; recvPosted?: number; recv?: boolean };
+      e.recvPosted = typeof e.posted === 'number' ? e.posted : 0;
+      e.posted = 0;
+      e.recv = true;
+    }
+    throw err;
   }
 }
 

@@ -153,6 +153,29 @@ test("adaptive: after sleeping with work outstanding, a post makes it spin again
 });
 
 /**
+ * The body of a child script: two busy-polling CQs on rxe0, a QP pair, and
+ * `roundTrip()`, a QD1 round trip as the transport's client runs one (ref,
+ * post; the server end, polled all the time, answers each request at once;
+ * on the answer, unref). Defines dev, pd, cqA, cqB, a, b, dst, wr.
+ */
+function closedLoop(signaled: boolean): string {
+  return `
+      const dev = openDevice('rxe0');
+      const pd = dev.allocPd();
+      const cqA = dev.createCompletionQueue({ cqe: 256, busyPoll: true });
+      const cqB = dev.createCompletionQueue({ cqe: 256, busyPoll: true });
+      const { a, b } = connectedPair(pd, cqA, cqB, { maxSendWr: 64, maxRecvWr: 64 });
+      const dst = region(pd, 64);
+      for (let i = 0; i < 32; i++) { a.postRecv([{ wrId: i, sge: [] }]); b.postRecv([{ wrId: i, sge: [] }]); }
+      const wr = { wrId: 1, opcode: 'RDMA_WRITE_WITH_IMM', imm: 1, sge: [], remoteAddr: dst.addr, rkey: dst.rkey, signaled: ${signaled} };
+      cqB.ref();
+      cqB.on('batch', (bt) => { for (let i = 0; i < bt.length; i++) if (bt.opcode(i) >= 128) { b.postRecv([{ wrId: 0, sge: [] }]); b.postSend([wr]); } });
+      let answered;
+      cqA.on('batch', (bt) => { for (let i = 0; i < bt.length; i++) if (bt.opcode(i) >= 128) { a.postRecv([{ wrId: 0, sge: [] }]); cqA.unref(); answered(); } });
+      const roundTrip = () => new Promise((resolve) => { answered = resolve; cqA.ref(); a.postSend([wr]); });`;
+}
+
+/**
  * A closed loop at QD1 as the transport's client runs it: ref the CQ, post,
  * and on the answer unref it; the next post comes in the completion's own
  * microtasks. The CQ must keep spinning across that gap: before, every
@@ -169,20 +192,7 @@ test('busyPoll true: a closed loop at QD1 keeps the CQ spinning between round tr
     const { openDevice } = require(${lib});
     const { connectedPair, region } = require(${helpers});
     (async () => {
-      const dev = openDevice('rxe0');
-      const pd = dev.allocPd();
-      const cqA = dev.createCompletionQueue({ cqe: 256, busyPoll: true });
-      const cqB = dev.createCompletionQueue({ cqe: 256, busyPoll: true });
-      const { a, b } = connectedPair(pd, cqA, cqB, { maxSendWr: 64, maxRecvWr: 64 });
-      const dst = region(pd, 64);
-      for (let i = 0; i < 32; i++) { a.postRecv([{ wrId: i, sge: [] }]); b.postRecv([{ wrId: i, sge: [] }]); }
-      const wr = { wrId: 1, opcode: 'RDMA_WRITE_WITH_IMM', imm: 1, sge: [], remoteAddr: dst.addr, rkey: dst.rkey };
-      // the server end: polled all the time, answers each request at once
-      cqB.ref();
-      cqB.on('batch', (bt) => { for (let i = 0; i < bt.length; i++) if (bt.opcode(i) >= 128) { b.postRecv([{ wrId: 0, sge: [] }]); b.postSend([wr]); } });
-      let answered;
-      cqA.on('batch', (bt) => { for (let i = 0; i < bt.length; i++) if (bt.opcode(i) >= 128) { a.postRecv([{ wrId: 0, sge: [] }]); cqA.unref(); answered(); } });
-      const roundTrip = () => new Promise((resolve) => { answered = resolve; cqA.ref(); a.postSend([wr]); });
+      ${closedLoop(true)}
       for (let i = 0; i < ${ROUNDS}; i++) await roundTrip();
       cqB.unref();
       dev.close();
@@ -229,19 +239,7 @@ test('busyPoll: the poll handle is not ref\'d and unref\'d per round trip while 
       }
     };
     (async () => {
-      const dev = openDevice('rxe0');
-      const pd = dev.allocPd();
-      const cqA = dev.createCompletionQueue({ cqe: 256, busyPoll: true });
-      const cqB = dev.createCompletionQueue({ cqe: 256, busyPoll: true });
-      const { a, b } = connectedPair(pd, cqA, cqB, { maxSendWr: 64, maxRecvWr: 64 });
-      const dst = region(pd, 64);
-      for (let i = 0; i < 32; i++) { a.postRecv([{ wrId: i, sge: [] }]); b.postRecv([{ wrId: i, sge: [] }]); }
-      const wr = { wrId: 1, opcode: 'RDMA_WRITE_WITH_IMM', imm: 1, sge: [], remoteAddr: dst.addr, rkey: dst.rkey, signaled: false };
-      cqB.ref();
-      cqB.on('batch', (bt) => { for (let i = 0; i < bt.length; i++) if (bt.opcode(i) >= 128) { b.postRecv([{ wrId: 0, sge: [] }]); b.postSend([wr]); } });
-      let answered;
-      cqA.on('batch', (bt) => { for (let i = 0; i < bt.length; i++) if (bt.opcode(i) >= 128) { a.postRecv([{ wrId: 0, sge: [] }]); cqA.unref(); answered(); } });
-      const roundTrip = () => new Promise((resolve) => { answered = resolve; cqA.ref(); a.postSend([wr]); });
+      ${closedLoop(false)}
       for (let i = 0; i < 20; i++) await roundTrip();
       count(cqA);
       for (let i = 0; i < ${ROUNDS}; i++) await roundTrip();

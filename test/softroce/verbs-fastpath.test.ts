@@ -223,6 +223,45 @@ describe('postSend(wrs, recvFirst): receives posted ahead of the sends, in one c
     }
   });
 
+  test.each([
+    ['a send the general path refuses (unknown opcode)', { wrId: 1, opcode: 'NOPE' }],
+    ['a packed send with a field out of range (rkey > 2^32)', { wrId: 1, opcode: 'RDMA_WRITE', sge: [], remoteAddr: 0, rkey: 2 ** 33 }],
+  ])('%s: the receives of the same call are not posted either', (_what, bad) => {
+    expect(() => l.b.postSend([bad as never], [{ wrId: 90 }])).toThrow();
+    // B's next receive is the one posted now, not the refused call's
+    l.b.postRecv([{ wrId: 91 }]);
+    l.a.postSend([{ wrId: 2, opcode: 'SEND', sge: [], signaled: false }]);
+    expect(batchPoll(l.cqB, 1)[0]).toMatchObject({ ok: true, wrId: 91 });
+  });
+
+  test('a full receive queue: the receive fails (recv true, posted 0, recvPosted 0) and the send of that call is not posted', () => {
+    let posted = 0;
+    try {
+      for (;;) {
+        l.b.postRecv([{ wrId: 1000 + posted }]);
+        posted++;
+        if (posted > 100000) throw new Error('the receive queue never filled');
+      }
+    } catch (err) {
+      expect(err).toMatchObject({ name: 'RdmaError' });
+    }
+    expect(posted).toBeGreaterThanOrEqual(64);
+    let err: unknown;
+    try {
+      l.b.postSend([{ wrId: 7, opcode: 'SEND', sge: [] }], [{ wrId: 5 }]);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ name: 'RdmaError', recv: true, posted: 0, recvPosted: 0 });
+    // nothing reached A, and no send completion is due at B
+    l.a.postRecv([{ wrId: 3 }]);
+    const until = Date.now() + 300;
+    while (Date.now() < until) {
+      expect(l.cqA.pollBatch().length).toBe(0);
+      expect(l.cqB.pollBatch().length).toBe(0);
+    }
+  });
+
   test('a receive list too long for the queue is refused before anything is posted; a bad receive posts no send', () => {
     const src = region(l.pd, 64);
     const n = l.a.maxRecvWr + 1;
