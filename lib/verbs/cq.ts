@@ -54,10 +54,14 @@ export interface CompletionQueueOptions {
    *
    * - `true`: poll for as long as work is outstanding (signaled sends, or a
    *   ref()), however long that is: lowest latency, one core busy meanwhile.
-   * - `'adaptive'`: poll while work is outstanding, but sleep on the channel
-   *   once `spinBudgetUs` pass with no completion (a CQ kept ref'd while it
-   *   waits for a peer does not burn a core), and start polling again at the
-   *   next completion or post.
+   * - `'adaptive'`: poll while work is outstanding and after each
+   *   completion, but sleep on the channel once `spinBudgetUs` pass with no
+   *   completion (a CQ kept ref'd while it waits for a peer does not burn a
+   *   core), and start polling again at the next completion or post. A CQ
+   *   with nothing outstanding (a server's, whose answers are unsignaled)
+   *   so takes a stream of requests from polls, not channel wakeups, and
+   *   costs nothing once the stream stops. Lingering keeps the process
+   *   alive for at most `spinBudgetUs`.
    * - `false` (default): always sleep on the channel.
    */
   busyPoll?: boolean | 'adaptive';
@@ -372,9 +376,10 @@ export class CompletionQueue extends Resource {
 
   #fromChannel(n: number): void {
     this.#deliver(n);
-    // 'adaptive' slept with work outstanding: a completion means the peer is
-    // active again, so poll again (true never sleeps while busy)
-    if (this.busyPoll && !this.#spinning && !this.closed && this.#busy()) this.#startSpin();
+    // a completion means the peer is active: true polls again while work is
+    // outstanding (it never sleeps while busy), 'adaptive' whether or not
+    // (it lingers for spinBudgetUs, see #busyLoop)
+    if (this.busyPoll && !this.#spinning && !this.closed && (this.#busy() || (this.busyPoll === 'adaptive' && n > 0))) this.#startSpin();
   }
 
   /** Counts the sends among n fresh completions as settled. */
@@ -447,15 +452,22 @@ export class CompletionQueue extends Resource {
         // A closed loop posts its next work in the microtasks of this
         // completion (the transport's client at QD1), and sleeping now would
         // cost an arm, a channel watch and its removal again per round
-        // trip. A CQ that was not busy before the poll (an 'adaptive' server
-        // that is not ref'd) sleeps as before: spinning on for it would take
-        // the CPU from rxe's kernel threads on a small guest
+        // trip
         if (n && wasBusy) {
           this.#busyLoop();
           return;
         }
-        this.#sleep();
-        return;
+        // true: nothing outstanding, sleep. 'adaptive' lingers: it polls on
+        // until spinBudgetUs pass without a completion (the clock below),
+        // outstanding work or not, so a server between requests (nothing
+        // of its own outstanding: its answers are unsignaled) takes the
+        // next one from a poll instead of a channel wakeup (a read, a
+        // re-arm and an epoll wakeup per request), and an idle one sleeps
+        // within the budget
+        if (this.busyPoll !== 'adaptive') {
+          this.#sleep();
+          return;
+        }
       }
       // the clock only every CLOCK_EVERY empty polls: where the clocksource
       // has no vDSO (the TCG guest) each read is a syscall, and strace found

@@ -270,3 +270,60 @@ test('busyPoll: the poll handle is not ref\'d and unref\'d per round trip while 
   expect(rest).toEqual(['completion SUCCESS']);
   expect(r.status).toBe(0);
 }, 180_000);
+
+/**
+ * An 'adaptive' CQ with nothing of its own outstanding (a server's: its
+ * answers are unsignaled) between requests of a stream: it lingers after a
+ * completion, so each request comes from a poll, not from a channel wakeup
+ * (channel reads, a re-arm ioctl and an epoll wakeup per request); once the
+ * stream stops it sleeps within spinBudgetUs and costs no CPU, and the
+ * process exits on its own. Counted with strace -c on a child of its own.
+ */
+test("'adaptive' lingers after a completion: a server end with nothing outstanding takes a stream of requests from polls, then sleeps", () => {
+  const ROUNDS = 1000;
+  const lib = JSON.stringify(path.resolve(__dirname, '../../lib'));
+  const helpers = JSON.stringify(path.resolve(__dirname, 'helpers'));
+  const code = `
+    const { openDevice } = require(${lib});
+    const { connectedPair, region } = require(${helpers});
+    (async () => {
+      const dev = openDevice('rxe0');
+      const pd = dev.allocPd();
+      const cqA = dev.createCompletionQueue({ cqe: 256, busyPoll: true });
+      // the server end: never ref'd, its answers unsignaled (nothing outstanding)
+      const cqB = dev.createCompletionQueue({ cqe: 256, busyPoll: 'adaptive', spinBudgetUs: 20000 });
+      const { a, b } = connectedPair(pd, cqA, cqB, { maxSendWr: 64, maxRecvWr: 64 });
+      const dst = region(pd, 64);
+      for (let i = 0; i < 32; i++) { a.postRecv([{ wrId: i, sge: [] }]); b.postRecv([{ wrId: i, sge: [] }]); }
+      const wr = { wrId: 1, opcode: 'RDMA_WRITE_WITH_IMM', imm: 1, sge: [], remoteAddr: dst.addr, rkey: dst.rkey, signaled: false };
+      cqB.on('batch', (bt) => { for (let i = 0; i < bt.length; i++) if (bt.opcode(i) >= 128) { b.postSend([wr], [{ wrId: 0, sge: [] }]); } });
+      let answered;
+      cqA.on('batch', (bt) => { for (let i = 0; i < bt.length; i++) if (bt.opcode(i) >= 128) { a.postRecv([{ wrId: 0, sge: [] }]); cqA.unref(); answered(); } });
+      const roundTrip = () => new Promise((resolve) => { answered = resolve; cqA.ref(); a.postSend([wr]); });
+      for (let i = 0; i < ${ROUNDS}; i++) await roundTrip();
+      // the stream stopped: both ends sleep; the process CPU over the next 500 ms stays low
+      await new Promise((r) => setTimeout(r, 200));
+      const u0 = process.cpuUsage(), t0 = Date.now();
+      await new Promise((r) => setTimeout(r, 500));
+      const u = process.cpuUsage(u0);
+      console.log(JSON.stringify({ idleCpu: (u.user + u.system) / 1000 / (Date.now() - t0) }));
+      // nothing closed: the process must exit by itself
+    })().catch((e) => { console.error(e); process.exit(1); });`;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'busypoll-'));
+  const out = path.join(dir, 'strace');
+  const r = spawnSync('strace', ['-f', '-c', '-o', out, process.execPath, '-e', code], { encoding: 'utf8', timeout: 120_000 });
+  expect(r.signal).toBeNull();
+  expect(r.stderr).toBe('');
+  const { idleCpu } = JSON.parse(r.stdout.trim()) as { idleCpu: number };
+  const table = fs.readFileSync(out, 'utf8');
+  const calls = (name: string): number => Number(new RegExp(`^\\s*[\\d.]+\\s+[\\d.]+\\s+\\d+\\s+(\\d+)\\s+(?:\\d+\\s+)?${name}\\s*$`, 'm').exec(table)?.[1] ?? 0);
+  const counted = { ioctl: calls('ioctl'), read: calls('read'), write: calls('write'), idleCpu: Number(idleCpu.toFixed(3)) };
+  process.stdout.write(`adaptive server end, ${ROUNDS} round trips: ${JSON.stringify(counted)}\n`);
+  expect(counted.write).toBeGreaterThanOrEqual(2 * ROUNDS); // the doorbells: the table was read
+  // a re-arm (ioctl) and two channel reads per request when each came from the channel
+  // (the process's start makes ~50 ioctls and ~200 reads, its modules)
+  expect(counted.ioctl).toBeLessThan(ROUNDS / 10);
+  expect(counted.read).toBeLessThan(ROUNDS / 2);
+  expect(idleCpu).toBeLessThan(0.3);
+  expect(r.status).toBe(0);
+}, 180_000);
