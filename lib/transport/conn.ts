@@ -6,7 +6,7 @@
  * failed work completion, a failed post) exactly once through onError.
  */
 import { CmId, CompletionBatch, CompletionQueue, Device, MemoryRegion, MemoryWindow, openDevice, ProtectionDomain, QueuePair, RecvWorkRequest, SendWorkRequest, WorkCompletion } from '../verbs';
-import { Access, WC_OPCODE, WC_STATUS, WcStatusName } from '../verbs/constants';
+import { Access } from '../verbs/constants';
 import { encodeHbImm, IMM_PAYLOAD_MASK } from './protocol';
 import { TransportError } from './errors';
 import { PortSettle } from './port-settle';
@@ -469,23 +469,7 @@ export class Conn {
   #onBatch(b: CompletionBatch): void {
     for (let i = 0; i < b.length; i++) {
       if (this.#closed) return;
-      const wc = this.#reuseWc ? this.#wc : (this.#wc = Conn.#blankWc());
-      const status = b.status(i);
-      const opcode = b.opcode(i);
-      wc.wrId = b.wrId(i);
-      wc.status = status;
-      wc.statusName = (WC_STATUS[status] ?? 'UNKNOWN') as WcStatusName;
-      wc.ok = status === 0;
-      wc.opcode = opcode;
-      wc.opcodeName = WC_OPCODE[opcode] ?? `OPCODE_${opcode}`;
-      wc.vendorErr = b.vendorErr(i);
-      wc.byteLen = b.byteLen(i);
-      wc.imm = b.imm(i);
-      wc.invalidatedRkey = b.invalidatedRkey(i);
-      wc.qpNum = b.qpNum(i);
-      wc.srcQp = b.srcQp(i);
-      wc.wcFlags = b.wcFlags(i);
-      this.#onCompletion(wc);
+      this.#onCompletion(b.fill(i, this.#reuseWc ? this.#wc : (this.#wc = Conn.#blankWc())));
     }
   }
 

@@ -180,6 +180,33 @@ export class CompletionBatch {
     return wc;
   }
 
+  /**
+   * Completion i written into `wc` (every field; imm and invalidatedRkey
+   * undefined when it carries none): one index check and direct reads, for
+   * a caller that refills one object per completion instead of allocating.
+   */
+  fill(i: number, wc: WorkCompletion): WorkCompletion {
+    const o = this.#at(i);
+    const w = this.#w;
+    const status = w[o + 2];
+    const opcode = w[o + 3];
+    const flags = this.#flags(o);
+    wc.wrId = w[o] + w[o + 1] * 0x100000000;
+    wc.status = status;
+    wc.statusName = (WC_STATUS[status] ?? 'UNKNOWN') as WcStatusName;
+    wc.ok = status === 0;
+    wc.opcode = opcode;
+    wc.opcodeName = WC_OPCODE[opcode] ?? `OPCODE_${opcode}`;
+    wc.vendorErr = w[o + 4];
+    wc.byteLen = w[o + 5];
+    wc.imm = flags & WcFlags.WITH_IMM ? w[o + 6] : undefined;
+    wc.invalidatedRkey = flags & WcFlags.WITH_INV ? w[o + 6] : undefined;
+    wc.qpNum = w[o + 7];
+    wc.srcQp = w[o + 8];
+    wc.wcFlags = flags;
+    return wc;
+  }
+
   /** Every completion of the batch as WorkCompletion objects. */
   toArray(): WorkCompletion[] {
     const out: WorkCompletion[] = new Array(this.length);

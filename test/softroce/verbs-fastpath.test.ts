@@ -143,7 +143,12 @@ test('pollBatch reads the same completions poll() would, in place, and refuses i
       .toEqual([wc.wrId, true, 0, WcOpcode.RECV_RDMA_WITH_IMM, 32, wc.imm, l.b.qpNum, wc.wcFlags, undefined]);
     expect(b.wrId(i)).toBe(40 + i);
     expect(b.imm(i)).toBe(77 + i);
+    // fill() writes the same fields into a reused object, stale ones included
+    const reused = { ...wc, imm: 1, invalidatedRkey: 5, wrId: -1 } as WorkCompletion;
+    expect(b.fill(i, reused)).toBe(reused);
+    expect(reused).toEqual({ ...wc, invalidatedRkey: undefined });
   }
+  expect(() => b.fill(n, {} as WorkCompletion)).toThrow(RangeError);
   expect(b.toArray()).toHaveLength(n);
   expect(() => b.opcode(n)).toThrow(RangeError);
   expect(() => b.wrId(-1)).toThrow(RangeError);
