@@ -31,6 +31,13 @@ export interface ChunkRecord<P> {
   destRkey: number;
   /** state 'resumed': the path the RESUME_REQ came on */
   resumedOn: P | undefined;
+  /**
+   * A RESUME_REQ asked for the running IO: its answer carries its seq (an
+   * IO_RSP message, never the immediate-only fast path). The client asked
+   * because the chunk is unsettled or its IO parked, and answers without a
+   * seq are only for a posted request (§5, §7.4).
+   */
+  asked: boolean;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -38,7 +45,7 @@ const EMPTY = new Uint8Array(0);
 export function newRecord<P>(): ChunkRecord<P> {
   return {
     seq: 0n, state: 'idle', kind: 'write', status: 0, header: EMPTY, dataLen: 0,
-    respondOn: undefined, destPath: undefined, destAddr: 0n, destRkey: 0, resumedOn: undefined,
+    respondOn: undefined, destPath: undefined, destAddr: 0n, destRkey: 0, resumedOn: undefined, asked: false,
   };
 }
 
@@ -108,6 +115,7 @@ export function onRequest<P>(
   rec.kind = kind;
   rec.respondOn = path;
   rec.resumedOn = undefined;
+  rec.asked = false;
   if (kind === 'read') setDest(rec, path, destAddr, destRkey);
   else setDest(rec, undefined, 0n, 0);
   return RUN;
@@ -121,6 +129,7 @@ export function onResume<P>(rec: ChunkRecord<P>, c: number, seq: bigint, path: P
   if (seq < rec.seq) return DROP_STALE;
   if (seq === rec.seq && rec.state === 'running') {
     rec.respondOn = path;
+    rec.asked = true;
     return AWAIT;
   }
   // never with read data: the original copy's destination belongs to a

@@ -580,8 +580,12 @@ export class ServerPath {
         post = undefined;
       }
     }
-    // a replay carries its seq: an immediate-only answer could settle a newer IO on the chunk (§7.4)
-    if (!replay && !p.strict && rec.kind === 'write' && rec.header.length === 0) {
+    // a replay carries its seq: an immediate-only answer could settle a newer
+    // IO on the chunk (§7.4); so does the answer to a RESUME_REQ that came
+    // while the IO ran (rec.asked): the client asked because it holds the
+    // chunk unsettled or its IO parked, and takes an answer without a seq
+    // only for a posted request
+    if (!replay && !p.strict && rec.kind === 'write' && rec.header.length === 0 && !rec.asked) {
       o.imm.imm = P.encodeIoRspImm(c, rec.status);
       o.imm.wrId = wrId(WrKind.SEND, c);
       wrs.push(o.imm);

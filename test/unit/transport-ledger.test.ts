@@ -24,7 +24,7 @@ type Msg =
 /** a path's connection: slot and generation (a reconnect is a new connection: the server answers on the one a copy came on) */
 type ConnId = { path: number; gen: number } | undefined;
 
-interface Rec { seq: number; state: 'idle' | 'running' | 'done' | 'resumed'; respondOn: ConnId; arrivedOn: ConnId; resumedOn: number; kind: 'write' | 'read' }
+interface Rec { seq: number; state: 'idle' | 'running' | 'done' | 'resumed'; respondOn: ConnId; arrivedOn: ConnId; resumedOn: number; kind: 'write' | 'read'; asked: boolean }
 
 class ServerModel {
   readonly recs: Rec[];
@@ -32,7 +32,7 @@ class ServerModel {
   readonly runs = new Map<string, number>();
   violations = 0;
   constructor(qd: number, private readonly strict: boolean, private readonly conn: (p: number) => ConnId, private readonly send: (p: number, m: Msg) => void) {
-    this.recs = Array.from({ length: qd }, () => ({ seq: 0, state: 'idle' as const, respondOn: undefined, arrivedOn: undefined, resumedOn: -1, kind: 'write' as const }));
+    this.recs = Array.from({ length: qd }, () => ({ seq: 0, state: 'idle' as const, respondOn: undefined, arrivedOn: undefined, resumedOn: -1, kind: 'write' as const, asked: false }));
   }
 
   request(c: number, seq: number, path: number, kind: 'write' | 'read'): void {
@@ -45,7 +45,7 @@ class ServerModel {
       return;
     }
     if (seq > r.seq && r.state === 'running') return void this.violations++;
-    Object.assign(r, { seq, state: 'running', respondOn: this.conn(path), arrivedOn: this.conn(path), resumedOn: -1, kind });
+    Object.assign(r, { seq, state: 'running', respondOn: this.conn(path), arrivedOn: this.conn(path), resumedOn: -1, kind, asked: false });
     const k = `${c}:${seq}`;
     this.runs.set(k, (this.runs.get(k) ?? 0) + 1);
   }
@@ -56,7 +56,7 @@ class ServerModel {
     // settled it and the chunk carried a newer IO: a stale ask, dropped
     if (seq < r.seq) return;
     if (seq === r.seq && (r.state === 'done' || r.state === 'running')) {
-      if (r.state === 'running') r.respondOn = this.conn(path);
+      if (r.state === 'running') Object.assign(r, { respondOn: this.conn(path), asked: true });
       else this.send(path, { to: 'client', type: 'io-rsp', c, seq });
       return;
     }
@@ -68,7 +68,8 @@ class ServerModel {
   /**
    * the handler of chunk c finishes: answered on the latest copy's path,
    * else where it arrived, else lost. A relaxed write is answered with an
-   * immediate (no seq) then; a replay always carries its seq (§7.4).
+   * immediate (no seq) then, unless a RESUME_REQ asked for it while it ran;
+   * a replay always carries its seq (§7.4).
    */
   finish(c: number): void {
     const r = this.recs[c];
@@ -76,7 +77,7 @@ class ServerModel {
     r.state = 'done';
     const live = (x: ConnId): boolean => x !== undefined && this.conn(x.path)?.gen === x.gen;
     const target = live(r.respondOn) ? r.respondOn : r.arrivedOn;
-    const seq = !this.strict && r.kind === 'write' ? undefined : r.seq;
+    const seq = !this.strict && r.kind === 'write' && !r.asked ? undefined : r.seq;
     if (live(target)) this.send(target!.path, { to: 'client', type: 'io-rsp', c, seq });
   }
 }
@@ -324,6 +325,29 @@ describe('chunk ledger against the server records of protocol.md §7.5', () => {
       }
     }), { numRuns: 400 });
   }, 60_000); // ~2 s alone; the unit tier runs files side by side on a busy host
+
+  test('a relaxed write asked for by RESUME_REQ while it runs is answered with its seq, and that answer settles its chunk (fast-check\'s counterexample, seed -2010877996)', () => {
+    // aborted while posted, its request arrived, then its path failed: the
+    // chunk is unsettled and asked on the other paths while the handler runs.
+    // An immediate-only answer (no seq) would be a protocol violation for the
+    // client, which closed the healthy path it came on
+    const w = new World(1, false);
+    const steps: Step[] = [
+      { op: 'submit', kind: 'write' }, { op: 'abort', c: 0 }, { op: 'deliver', path: 1, which: 0 }, { op: 'fail', path: 1 },
+      { op: 'deliver', path: 0, which: 0 },
+    ];
+    for (const s of steps) {
+      w.apply(s);
+      w.checkInvariants();
+    }
+    expect(w.ledger.state(0)).toBe('unsettled');
+    expect(w.server.recs[0]).toMatchObject({ state: 'running', asked: true });
+    w.heal();
+    w.checkInvariants();
+    expect(w.ledger.freeCount).toBe(1);
+    expect(w.ios[0]).toMatchObject({ outcome: 'rejected', executed: 'unknown' });
+    expect(w.server.runs.get('0:1')).toBe(1);
+  });
 
   test('an IO whose only path failed is parked, not failed: it resumes on the next path up and completes once (issue 17)', () => {
     const w = new World(1, true);

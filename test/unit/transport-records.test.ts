@@ -212,6 +212,18 @@ describe('record rules, one bullet each', () => {
     expect([r.destAddr, r.destRkey]).toEqual([0x2000n, 6]);
   });
 
+  test('a RESUME_REQ for the running IO marks it asked (its answer carries its seq); a request copy does not, a new IO clears it', () => {
+    const r = newRecord<Path>();
+    onRequest(r, 0, 1n, 'write', 'p0');
+    expect(onRequest(r, 0, 1n, 'write', 'p1').decision).toBe('await');
+    expect(r.asked).toBe(false);
+    expect(onResume(r, 0, 1n, 'p2').decision).toBe('await');
+    expect(r.asked).toBe(true);
+    expect(complete(r, 0, new Uint8Array(0), 0)).toBe('p2');
+    expect(onRequest(r, 0, 2n, 'write', 'p0').decision).toBe('run');
+    expect(r.asked).toBe(false);
+  });
+
   test('an older seq: a request is a violation, a resume a stale ask that gets no answer', () => {
     const r = newRecord<Path>();
     onRequest(r, 3, 5n, 'write', 'p0');
