@@ -403,6 +403,59 @@ describe('multipath (rxe0 + rxe1)', () => {
       await client.close();
     }
   });
+  test('relaxed: a write aborted while its handler runs, whose path then drops, is asked for on the other path and answered with its seq; that healthy path stays up', async () => {
+    // the client holds the chunk unsettled and asks for it with RESUME_REQ
+    // on the other path; an immediate-only answer (no seq) there would be a
+    // protocol violation for the client, which would close that path. The
+    // ledger's fast-check model did answer so (its server has no chunk
+    // locks); the real server queues the RESUME_REQ behind the running IO
+    // (the chunk's lock) and answers it as a replay, with its seq, and
+    // records.ts's `asked` keeps it so if a RESUME_REQ ever meets a running IO
+    const entered = later<{ pathIndex: number; sessionId: string }>();
+    const release = later();
+    let runs = 0;
+    srv = serverWith({
+      hosts: [HOST0, HOST1],
+      handler: async (req) => {
+        if (req.header.toString() === 'hold') {
+          runs++;
+          entered.resolve({ pathIndex: req.pathIndex, sessionId: req.sessionId });
+          await release.promise;
+        }
+        return { status: 0 }; // no header: a relaxed write's answer would be the immediate fast path
+      },
+    });
+    const logs: string[] = [];
+    const client = await connect({
+      paths: [{ host: HOST0, port: srv.port }, { host: HOST1, port: srv.port }], policy: 'round-robin',
+      reconnect: { initialDelayMs: 200, jitter: 0 }, log: (l) => logs.push(l),
+    });
+    try {
+      const ac = new AbortController();
+      const io = client.write(Buffer.from('hold'), Buffer.alloc(32), { signal: ac.signal });
+      const where = await entered.promise;
+      ac.abort();
+      await expect(io).rejects.toMatchObject({ name: 'AbortError', executed: 'unknown' });
+      const other = 1 - where.pathIndex;
+      const downsBefore = client.stats().paths[other].downs;
+      expect(srv.server.disconnectPath(where.sessionId, where.pathIndex)).toBe(true);
+      // the cut path is down on the client and the chunk is asked for on the other
+      for (let i = 0; i < 100 && client.stats().paths[where.pathIndex].state === 'connected'; i++) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 300));
+      release.resolve();
+      await new Promise((r) => setTimeout(r, 500));
+      expect(logs.filter((l) => /violation|unexpected-response/.test(l))).toEqual([]);
+      expect(client.stats().paths[other]).toMatchObject({ state: 'connected', downs: downsBefore });
+      expect(runs).toBe(1);
+      // every permit is back: a full queue of IOs completes
+      const rs = await Promise.all(Array.from({ length: 8 }, (_, i) => client.write(Buffer.from(`after${i}`), Buffer.alloc(16))));
+      expect(rs.every((r) => r.status === 0)).toBe(true);
+    } finally {
+      release.resolve();
+      await client.close();
+    }
+  });
+
   test("close(): the server's disconnects that answer SESSION_CLOSE are not reported as paths going down", async () => {
     // the demo saw this at the end of each run: the server's disconnect of
     // the path that carried SESSION_CLOSE raced the SEND's own completion
