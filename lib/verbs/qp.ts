@@ -393,8 +393,11 @@ export class QueuePair extends Resource {
    * `recvFirst`: receive work requests posted (ibv_post_recv) ahead of the
    * sends in the same native call, e.g. the receive a request consumed,
    * replaced as its response goes out: one call into the addon instead of
-   * two. Every work request of both lists is checked before anything is
-   * posted; when a receive cannot be posted no send is (the error says
+   * two. Receives of at most one SGE each go into that call, and then
+   * every work request of both lists is checked before anything is posted;
+   * receives with more SGEs are checked and posted on their own first, so
+   * a send the addon then refuses (a field out of range) leaves them
+   * posted. When a receive cannot be posted no send is (the error says
    * `recv: true`, `posted: 0`, and `recvPosted`: the receives posted
    * before the refused one).
    */
