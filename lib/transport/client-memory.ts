@@ -12,7 +12,6 @@ import * as P from './protocol';
 import { windowTypeFor, WindowTypeOption } from './windows';
 
 const EMPTY = Buffer.alloc(0);
-const UNSIGNALED = { unsignaled: true } as const;
 
 /** Type 1 windows kept allocated ahead per device (reads in flight beyond this allocate their own) */
 const SPARE_WINDOWS = 32;
@@ -145,7 +144,9 @@ export class ClientMemory {
    * (with `mw`) and its WRITE_WITH_IMM, unsignaled: the IO completes on its
    * answer, which can only come after the server got the request (so the
    * NIC is done reading it), and a bind ahead of it on the send queue took
-   * effect before (RTRS does the same).
+   * effect before (RTRS does the same). Through Conn.postSoon: the
+   * requests started in one microtask checkpoint (the IOs a batch of
+   * answers lets start) go out in one native call.
    */
   postRequest(io: IoRequest, conn: Conn, devName: string, dev: DevState, keyAddr: bigint, keyRkey: number, p: P.SessionParams, mw: MemoryWindow | undefined): void {
     const c = io.chunk;
@@ -161,10 +162,10 @@ export class ClientMemory {
       } else {
         sge = [staged.sge(base, dataLen + hdrLen + P.WRITE_TRAILER_SIZE)];
       }
-      conn.post([{
+      conn.postSoon([{
         opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge, remoteAddr: keyAddr, rkey: keyRkey,
         imm: P.encodeRequestImm('write', c, dataLen + hdrLen, p),
-      }], UNSIGNALED);
+      }]);
       return;
     }
     // read: a window over the destination, bound on this path's QP
@@ -196,7 +197,7 @@ export class ClientMemory {
       opcode: 'RDMA_WRITE_WITH_IMM', wrId: wrId(WrKind.SEND, c), sge: [staged.sge(base + reqAt, hdrLen + P.READ_TRAILER_SIZE)],
       remoteAddr: keyAddr + BigInt(reqAt), rkey: keyRkey, imm: P.encodeRequestImm('read', c, reqAt + hdrLen, p),
     });
-    conn.post(wrs, UNSIGNALED);
+    conn.postSoon(wrs);
   }
 
   /** A staged read's data, from the chunk's slot into the caller's `into`. */

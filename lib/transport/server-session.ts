@@ -193,7 +193,9 @@ export class ServerPath {
   readonly #writeTrailer = Buffer.alloc(P.WRITE_TRAILER_SIZE);
   readonly #readTrailer = Buffer.alloc(P.READ_TRAILER_SIZE);
   readonly #result: Result = { status: 0, header: EMPTY, length: 0 };
-  readonly #out: Outgoing;
+  /** each chunk's response work requests (a chunk has one response at a time in postSoon's queue: see #respond) */
+  readonly #outs: Outgoing[] = [];
+  readonly #poolLkey: number;
 
   constructor(session: ServerSession, index: number, reconnectCount: number, id: CmId, dev: DevState, localReadInvalidate: boolean) {
     this.session = session;
@@ -218,7 +220,7 @@ export class ServerPath {
       this.#rspSlot = P.clientRecvSize(session.params, session.pathCount);
       this.#rsp = registerArea(dev.pd, this.#rspSlot * qd);
       this.#ctrl = registerArea(dev.pd, P.RESUME_SIZE * qd);
-      this.#out = outgoing(dev.pool.lkey, this.#rsp.mr.lkey);
+      this.#poolLkey = dev.pool.lkey;
     } catch (err) {
       this.conn.close();
       throw err;
@@ -547,12 +549,21 @@ export class ServerPath {
     if (this.keys.key(c) === 0 && this.state === 'connected') await this.keys.ready(c, this.conn).catch(() => 0);
   }
 
-  /** Sends chunk c's recorded result on this path (§7.3, §7.4), through this path's reused work requests. */
+  /**
+   * Sends chunk c's recorded result on this path (§7.3, §7.4), through the
+   * chunk's reused work requests. Relaxed: with Conn.postSoon, so the
+   * answers to one batch of requests go out in one native call. The WRs
+   * are the chunk's own because they wait in that queue until the flush; a
+   * second answer for the chunk before it (a replay) rewrites the same
+   * objects with the same record, as it rewrites the chunk's response slot
+   * that the NIC reads when it sends. Strict posts at once: a bind may be
+   * in the post, and a failed post must forget the key it did not bind.
+   */
   #respond(c: number, rec: ChunkRecord, replay: boolean): void {
     if (this.state !== 'connected') return; // the client resumes on another path
     const s = this.session;
     const p = s.params;
-    const o = this.#out;
+    const o = (this.#outs[c] ??= outgoing(this.#poolLkey, this.#rsp.mr.lkey));
     const wrs = o.wrs;
     wrs.length = 0;
     // read data goes only to the destination of a copy that arrived here (§7.5)
@@ -589,7 +600,7 @@ export class ServerPath {
       o.imm.imm = P.encodeIoRspImm(c, rec.status);
       o.imm.wrId = wrId(WrKind.SEND, c);
       wrs.push(o.imm);
-      this.conn.post(wrs, post);
+      this.conn.postSoon(wrs); // (relaxed: no bind in it)
       return;
     }
     const keys = o.keys;
@@ -625,8 +636,12 @@ export class ServerPath {
     wr.sge![0].length = len;
     wr.wrId = wrId(WrKind.SEND, c);
     wrs.push(wr);
+    if (!p.strict) {
+      this.conn.postSoon(wrs);
+      return;
+    }
     // not posted: the connection failed (and closes this path); no key was bound
-    if (!this.conn.post(wrs, post) && p.strict) this.keys.forget(c);
+    if (!this.conn.post(wrs, post)) this.keys.forget(c);
   }
 
   #resume(c: number, seq: bigint): void | Promise<void> {
@@ -663,9 +678,9 @@ export class ServerPath {
 }
 
 /**
- * A path's response work requests, reused by every response (postSend
- * copies them into the send queue): what changes per IO is written into
- * them before the post.
+ * A chunk's response work requests on a path, reused by each of its
+ * responses (postSend copies them into the send queue): what changes per IO
+ * is written into them before the post.
  */
 interface Outgoing {
   wrs: SendWorkRequest[];

@@ -6,7 +6,7 @@
  * unsignaled posts never overflows the send queue, its accounting returns
  * to zero, and a failing unsignaled WR still fails the connection.
  */
-import { CmId, openDevice, WorkCompletion } from '../../lib';
+import { CmId, openDevice, QueuePair, WorkCompletion } from '../../lib';
 import { Conn } from '../../lib/transport/conn';
 import { TransportError } from '../../lib/transport/errors';
 import { region } from './helpers';
@@ -142,4 +142,137 @@ test('an unsignaled WR that fails still fails the connection (EIO), and later po
   } finally {
     t.close();
   }
+});
+
+/** Counts QueuePair.postSend calls (the native post) and their WRs, per QP, while `fn` runs. */
+async function countingPosts<T>(fn: (calls: Map<unknown, number[]>) => Promise<T>): Promise<T> {
+  const proto = QueuePair.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const orig = proto.postSend;
+  const calls = new Map<unknown, number[]>();
+  proto.postSend = function (this: unknown, ...a: unknown[]) {
+    let l = calls.get(this);
+    if (!l) calls.set(this, (l = []));
+    l.push((a[0] as unknown[]).length);
+    return orig.apply(this, a);
+  };
+  try {
+    return await fn(calls);
+  } finally {
+    proto.postSend = orig;
+  }
+}
+
+/** The immediates b receives, in order, until `n` arrived (or `ms` passed). */
+function immsAt(b: Conn, n: number, ms: number): Promise<number[]> {
+  const got: number[] = [];
+  b.ref();
+  return new Promise<number[]>((resolve) => {
+    const done = (): void => {
+      clearTimeout(t);
+      b.unref();
+      resolve(got);
+    };
+    const t = setTimeout(done, ms);
+    b.onRecv = (wc, slot) => {
+      got.push(wc.imm!);
+      b.repost(slot);
+      if (got.length === n) done();
+    };
+  });
+}
+
+describe('postSoon', () => {
+  const imm = (dst: { addr: number; rkey: number }, v: number) => ({ opcode: 'RDMA_WRITE_WITH_IMM' as const, imm: v, sge: [], remoteAddr: dst.addr, rkey: dst.rkey, wrId: 2 * 2 ** 32 + v });
+
+  test('the WRs of one checkpoint go out in one native call, in order, and a post() in between takes them along first', async () => {
+    const t = await connPair();
+    try {
+      const dst = region(t.pd, 64);
+      const arrived = immsAt(t.b, 6, 20000);
+      await countingPosts(async (calls) => {
+        t.a.postSoon([imm(dst, 1)]);
+        t.a.postSoon([imm(dst, 2), imm(dst, 3)]);
+        expect(calls.get(t.a.qp)).toBeUndefined(); // nothing posted yet
+        t.a.post([imm(dst, 4)]); // the three waiting WRs go first, in the same call
+        expect(calls.get(t.a.qp)).toEqual([4]);
+        t.a.postSoon([imm(dst, 5)]);
+        t.a.postSoon([imm(dst, 6)]);
+        await Promise.resolve(); // the flush was queued before this continuation
+        expect(calls.get(t.a.qp)).toEqual([4, 2]);
+        expect(await arrived).toEqual([1, 2, 3, 4, 5, 6]);
+      });
+      expect(t.a.failed).toBe(false);
+    } finally {
+      t.close();
+    }
+  });
+
+  test('WRs waiting when the connection fails or closes are never posted', async () => {
+    const t = await connPair();
+    try {
+      const dst = region(t.pd, 64);
+      const arrived = immsAt(t.b, 1, 1500);
+      await countingPosts(async (calls) => {
+        t.a.onError = () => undefined;
+        t.a.postSoon([imm(dst, 7)]);
+        t.a.fail(new Error('test: failed'));
+        t.a.postSoon([imm(dst, 8)]); // refused: failed
+        await new Promise((r) => setImmediate(r));
+        expect(calls.get(t.a.qp)).toBeUndefined();
+      });
+      expect(await arrived).toEqual([]);
+    } finally {
+      t.close();
+    }
+    const u = await connPair();
+    try {
+      const dst = region(u.pd, 64);
+      await countingPosts(async (calls) => {
+        u.a.postSoon([imm(dst, 9)]);
+        u.a.close();
+        await new Promise((r) => setImmediate(r));
+        expect(calls.get(u.a.qp)).toBeUndefined();
+      });
+    } finally {
+      u.close();
+    }
+  });
+
+  test('5000 WRs in checkpoints of 1 to 16 never overflow the send queue, one in signalEvery completes, and the accounting returns to 0', async () => {
+    const t = await connPair({ signalEvery: 8 });
+    try {
+      const dst = region(t.pd, 4096);
+      const src = region(t.pd, 4096);
+      let sendDone = 0;
+      t.a.onSendDone = () => sendDone++;
+      const errors: Error[] = [];
+      t.a.onError = (e) => errors.push(e);
+      t.a.ref();
+      const depth = t.a.sendQueueDepth;
+      let maxUsed = 0;
+      const N = 5000;
+      let calls = 0;
+      await countingPosts(async (c) => {
+        for (let i = 0; i < N;) {
+          while (t.a.sendQueueUsed >= 40) await new Promise((r) => setImmediate(r));
+          const k = Math.min(N - i, 1 + (i % 16));
+          for (let j = 0; j < k; j++, i++) t.a.postSoon([{ opcode: 'RDMA_WRITE', sge: [src.sge(0, 64)], remoteAddr: dst.addr + (i % 64) * 64, rkey: dst.rkey, wrId: 2 * 2 ** 32 + (i % 1000) }]);
+          await Promise.resolve();
+          maxUsed = Math.max(maxUsed, t.a.sendQueueUsed);
+        }
+        calls = c.get(t.a.qp)?.length ?? 0;
+      });
+      await t.a.postAndWait([{ opcode: 'RDMA_WRITE', sge: [src.sge(0, 8)], remoteAddr: dst.addr, rkey: dst.rkey }]);
+      t.a.unref();
+      expect(errors).toEqual([]);
+      expect(maxUsed).toBeLessThanOrEqual(depth);
+      expect(t.a.sendQueueUsed).toBe(0);
+      expect(sendDone).toBeGreaterThanOrEqual(Math.floor(N / 8) - 1);
+      expect(sendDone).toBeLessThan(N / 4);
+      // one native call per checkpoint: 5000 WRs in checkpoints of 1..16
+      expect(calls).toBeLessThan(N / 6);
+    } finally {
+      t.close();
+    }
+  });
 });
