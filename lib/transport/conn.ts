@@ -412,8 +412,28 @@ export class Conn {
 
   /** Forgets the postSoon WRs not posted (references too: the array is reused). */
   #dropSoon(): void {
+    if (this.#soonLen === 0) return;
     for (let i = 0; i < this.#soonLen; i++) this.#sooner[i] = undefined as unknown as SendWorkRequest;
     this.#soonLen = 0;
+    this.#soonEpoch++;
+  }
+
+  #soonEpoch = 0;
+
+  /**
+   * Names the current contents of postSoon's queue: it changes each time
+   * the queue is emptied (posted, or dropped by a failure or close). An
+   * owner that reuses a WR object it gave postSoon compares the epoch of
+   * that call with this one: equal means the WR still waits (flushSoon()
+   * before rewriting it).
+   */
+  get soonEpoch(): number {
+    return this.#soonEpoch;
+  }
+
+  /** Posts the WRs waiting from postSoon now (with the waiting receives). */
+  flushSoon(): void {
+    if (this.#soonLen !== 0) this.post(EMPTY_WRS);
   }
 
   /**

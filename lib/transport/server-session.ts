@@ -218,7 +218,7 @@ export class ServerPath {
       }
       this.conn.setupReceives(P.CTRL_MSG_SIZE, qd + P.RECV_SLACK);
       this.#rspSlot = P.clientRecvSize(session.params, session.pathCount);
-      this.#rsp = registerArea(dev.pd, this.#rspSlot * qd);
+      this.#rsp = registerArea(dev.pd, this.#rspSlot * qd * 2); // two slots per chunk: see #respond
       this.#ctrl = registerArea(dev.pd, P.RESUME_SIZE * qd);
       this.#poolLkey = dev.pool.lkey;
     } catch (err) {
@@ -556,14 +556,19 @@ export class ServerPath {
    * are the chunk's own because they wait in that queue until the flush; a
    * second answer for the chunk before it (a replay) rewrites the same
    * objects with the same record, as it rewrites the chunk's response slot
-   * that the NIC reads when it sends. Strict posts at once: a bind may be
-   * in the post, and a failed post must forget the key it did not bind.
+   * that the NIC reads when it sends. Only an answer with a type 2 bind in
+   * it (strict) posts at once, signaled: a failed post must forget the key
+   * it did not bind.
    */
   #respond(c: number, rec: ChunkRecord, replay: boolean): void {
     if (this.state !== 'connected') return; // the client resumes on another path
     const s = this.session;
     const p = s.params;
     const o = (this.#outs[c] ??= outgoing(this.#poolLkey, this.#rsp.mr.lkey));
+    // the chunk's last answer still waits in postSoon's queue (a stale
+    // RESUME_REQ's replay and the chunk's next IO in one batch): it goes out
+    // before its WRs are rewritten for this one
+    if (o.queuedEpoch === this.conn.soonEpoch) this.conn.flushSoon();
     const wrs = o.wrs;
     wrs.length = 0;
     // read data goes only to the destination of a copy that arrived here (§7.5)
@@ -600,6 +605,7 @@ export class ServerPath {
       o.imm.imm = P.encodeIoRspImm(c, rec.status);
       o.imm.wrId = wrId(WrKind.SEND, c);
       wrs.push(o.imm);
+      o.queuedEpoch = this.conn.soonEpoch;
       this.conn.postSoon(wrs); // (relaxed: no bind in it)
       return;
     }
@@ -616,7 +622,11 @@ export class ServerPath {
         keys.push(k);
       }
     }
-    const off = c * this.#rspSlot;
+    // a replay in the chunk's second slot: the device reads a SEND's bytes
+    // when it sends them (rxe: in a kernel task, after the post returns), so
+    // the chunk's next answer, written at once after a replay, must not
+    // land in the bytes the replay is still to send
+    const off = (2 * c + (replay ? 1 : 0)) * this.#rspSlot;
     const f = o.fields;
     f.chunk = c;
     f.status = rec.status;
@@ -636,11 +646,19 @@ export class ServerPath {
     wr.sge![0].length = len;
     wr.wrId = wrId(WrKind.SEND, c);
     wrs.push(wr);
-    if (!p.strict) {
+    if (post === UNSIGNALED) {
+      // no bind WR in it: relaxed, or strict with the key bound already or by
+      // ibv_bind_mw (type 1), which is on the send queue ahead of this answer
+      // now; if the flush fails, that bind fails with the connection (the
+      // key set then drops its key) or it completed, and its key, never
+      // handed out on this path, is still exposed() and invalidated on the
+      // chunk's next arrival like any other
+      o.queuedEpoch = this.conn.soonEpoch;
       this.conn.postSoon(wrs);
       return;
     }
-    // not posted: the connection failed (and closes this path); no key was bound
+    // a type 2 bind in the post, not posted: the connection failed (and
+    // closes this path); no key was bound, so it is not handed out
     if (!this.conn.post(wrs, post)) this.keys.forget(c);
   }
 
@@ -693,6 +711,8 @@ interface Outgoing {
   keys: P.IoRspKey[];
   keyPool: P.IoRspKey[];
   fields: P.IoRspFields & { keys: P.IoRspKey[] };
+  /** Conn.soonEpoch when these WRs were last given to postSoon (-1: never) */
+  queuedEpoch: number;
 }
 
 function outgoing(poolLkey: number, rspLkey: number): Outgoing {
@@ -705,6 +725,7 @@ function outgoing(poolLkey: number, rspLkey: number): Outgoing {
     keys,
     keyPool: [],
     fields: { chunk: 0, status: 0, seq: 1n, dataLen: 0, read: false, replay: false, keys, header: EMPTY },
+    queuedEpoch: -1,
   };
 }
 

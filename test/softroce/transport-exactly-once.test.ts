@@ -97,10 +97,10 @@ describe('every path drops at once under load: no IO rejects, each runs once', (
     let restoring = false;
     let cuts = 0;
     try {
-      // a link restore takes seconds under TCG, and relaxed IOs since their
-      // requests and answers go out in one post per batch (Conn.postSoon)
-      // finished 5,000 IOs before the first restore: enough IOs for two cuts
-      const TOTAL = strict ? 5000 : 15000;
+      // a link restore takes seconds under TCG, and since requests and
+      // answers go out in one post per batch (Conn.postSoon) 5,000 IOs
+      // could finish before the first restore: enough IOs for two cuts
+      const TOTAL = strict ? 12000 : 15000;
       const run = await workload(client, TOTAL, 16, 500, () => {
         if (restoring || cuts >= 3) return; // a link restore takes seconds under TCG: one cut at a time
         restoring = true;
