@@ -554,11 +554,11 @@ export class ServerPath {
    * chunk's reused work requests. Relaxed: with Conn.postSoon, so the
    * answers to one batch of requests go out in one native call. The WRs
    * are the chunk's own because they wait in that queue until the flush; a
-   * second answer for the chunk before it (a replay) rewrites the same
-   * objects with the same record, as it rewrites the chunk's response slot
-   * that the NIC reads when it sends. Only an answer with a type 2 bind in
-   * it (strict) posts at once, signaled: a failed post must forget the key
-   * it did not bind.
+   * second answer for the chunk while the first still waits (a stale
+   * RESUME_REQ's replay, then the chunk's next IO) posts the first before
+   * rewriting them, and a replay writes the chunk's second response slot.
+   * Only an answer with a type 2 bind in it (strict) posts at once,
+   * signaled: a failed post must forget the key it did not bind.
    */
   #respond(c: number, rec: ChunkRecord, replay: boolean): void {
     if (this.state !== 'connected') return; // the client resumes on another path
@@ -568,7 +568,10 @@ export class ServerPath {
     // the chunk's last answer still waits in postSoon's queue (a stale
     // RESUME_REQ's replay and the chunk's next IO in one batch): it goes out
     // before its WRs are rewritten for this one
-    if (o.queuedEpoch === this.conn.soonEpoch) this.conn.flushSoon();
+    if (o.queuedEpoch === this.conn.soonEpoch) {
+      this.conn.flushSoon();
+      if (this.state !== 'connected') return; // that post failed and closed this path
+    }
     const wrs = o.wrs;
     wrs.length = 0;
     // read data goes only to the destination of a copy that arrived here (§7.5)
