@@ -331,9 +331,9 @@ export class Conn {
   readonly #sooner: SendWorkRequest[] = [];
   #soonLen = 0;
   #soonQueued = false;
-  readonly #flushSoon = (): void => {
+  readonly #flushSoonTask = (): void => {
     this.#soonQueued = false;
-    if (this.#soonLen !== 0) this.post(EMPTY_WRS);
+    this.flushSoon();
   };
 
   /**
@@ -350,19 +350,18 @@ export class Conn {
    * order of the calls (binds aside: bindWindow posts at once). A failure
    * fails the connection then, as post() would; WRs given to a connection
    * that failed or closed before the flush are not posted (its owner fails
-   * their IOs over).
+   * their IOs over). Returns the queue's soonEpoch, for an owner that
+   * reuses the WR objects.
    */
-  postSoon(wrs: SendWorkRequest[]): void {
-    if (this.failed) return;
-    const q = this.#sooner;
-    for (let i = 0; i < wrs.length; i++) {
-      wrs[i].signaled = false; // chosen at the flush (#chooseSignaled)
-      q[this.#soonLen++] = wrs[i];
-    }
+  postSoon(wrs: SendWorkRequest[]): number {
+    if (this.failed) return this.#soonEpoch;
+    // (each WR's `signaled` is chosen at the flush: #chooseSignaled)
+    for (let i = 0; i < wrs.length; i++) this.#sooner[this.#soonLen++] = wrs[i];
     if (!this.#soonQueued) {
       this.#soonQueued = true;
-      queueMicrotask(this.#flushSoon);
+      queueMicrotask(this.#flushSoonTask);
     }
+    return this.#soonEpoch;
   }
 
   /** The WRs of one native call: the postSoon ones first, then the caller's (reused). */
@@ -389,25 +388,21 @@ export class Conn {
     if (opts?.unsignaled === true) this.#chooseSignaled(all, soon, all.length);
     if (TRACE) trace(`qp ${this.qp.qpNum} post ${all.map((w) => `${w.opcode}${w.signaled === false ? '/unsig' : ''}${w.rkey !== undefined ? `/rkey=${w.rkey}` : ''}${w.invalidateRkey !== undefined ? `/inv=${w.invalidateRkey}` : ''}${w.imm !== undefined ? `/imm=${(w.imm >>> 0).toString(16)}` : ''}`).join(' ')}`);
     const recvs = this.#recvs.length !== 0 ? this.#recvs : undefined;
-    let n = 0;
     try {
       this.qp.postSend(all, recvs);
-      n = all.length;
+      this.#account(all, all.length);
+      count(this.wire, all);
+      return true;
     } catch (err) {
       // the WRs the provider took before the failing one are on the queue
       // (none when a receive failed: then the connection fails anyway)
-      n = (err as { posted?: number }).posted ?? 0;
-      this.#account(all, n);
-      if (all !== wrs) all.length = 0;
+      this.#account(all, (err as { posted?: number }).posted ?? 0);
       this.fail(err as Error);
       return false;
     } finally {
       if (recvs) recvs.length = 0;
+      if (all !== wrs) all.length = 0;
     }
-    this.#account(all, n);
-    count(this.wire, all);
-    if (all !== wrs) all.length = 0;
-    return true;
   }
 
   /** Forgets the postSoon WRs not posted (references too: the array is reused). */
@@ -423,9 +418,9 @@ export class Conn {
   /**
    * Names the current contents of postSoon's queue: it changes each time
    * the queue is emptied (posted, or dropped by a failure or close). An
-   * owner that reuses a WR object it gave postSoon compares the epoch of
-   * that call with this one: equal means the WR still waits (flushSoon()
-   * before rewriting it).
+   * owner that reuses a WR object it gave postSoon compares the epoch that
+   * call returned with this one: equal means the WR still waits
+   * (flushSoon() before rewriting it).
    */
   get soonEpoch(): number {
     return this.#soonEpoch;

@@ -608,8 +608,7 @@ export class ServerPath {
       o.imm.imm = P.encodeIoRspImm(c, rec.status);
       o.imm.wrId = wrId(WrKind.SEND, c);
       wrs.push(o.imm);
-      o.queuedEpoch = this.conn.soonEpoch;
-      this.conn.postSoon(wrs); // (relaxed: no bind in it)
+      o.queuedEpoch = this.conn.postSoon(wrs); // (relaxed: no bind in it)
       return;
     }
     const keys = o.keys;
@@ -656,8 +655,7 @@ export class ServerPath {
       // key set then drops its key) or it completed, and its key, never
       // handed out on this path, is still exposed() and invalidated on the
       // chunk's next arrival like any other
-      o.queuedEpoch = this.conn.soonEpoch;
-      this.conn.postSoon(wrs);
+      o.queuedEpoch = this.conn.postSoon(wrs);
       return;
     }
     // a type 2 bind in the post, not posted: the connection failed (and

@@ -6,7 +6,7 @@
  * unsignaled posts never overflows the send queue, its accounting returns
  * to zero, and a failing unsignaled WR still fails the connection.
  */
-import { CmId, openDevice, QueuePair, WorkCompletion } from '../../lib';
+import { CmId, openDevice, QueuePair, SendWorkRequest, WorkCompletion } from '../../lib';
 import { Conn } from '../../lib/transport/conn';
 import { TransportError } from '../../lib/transport/errors';
 import { region } from './helpers';
@@ -86,7 +86,14 @@ test.each([true, false])('reuseCompletion %s: onRecv gets each completion\'s fie
   }
 });
 
-test('unsignaled posts: 5000 WRITEs never overflow the send queue, one in signalEvery completes, and the accounting returns to 0', async () => {
+/**
+ * A send-queue accounting run on a fresh pair (signalEvery 8): `postAll`
+ * puts N RDMA WRITEs (write(i) is the i-th) on conn a, calling track() after
+ * each post so the highest use is seen; then one signaled WR completes after
+ * every earlier one, and the queue must be empty, never have been over its
+ * depth, and one WR in 8 must have completed. Returns postAll's result.
+ */
+async function accountingRun<T>(N: number, postAll: (a: Conn, write: (i: number) => SendWorkRequest, track: () => void) => Promise<T>): Promise<T> {
   const t = await connPair({ signalEvery: 8 });
   try {
     const dst = region(t.pd, 4096);
@@ -99,14 +106,8 @@ test('unsignaled posts: 5000 WRITEs never overflow the send queue, one in signal
     const depth = t.a.sendQueueDepth;
     expect(depth).toBeGreaterThanOrEqual(64 + 8);
     let maxUsed = 0;
-    const N = 5000;
-    for (let i = 0; i < N; i++) {
-      // at most 16 posted ahead of what the queue gave back, as a transport
-      // bounds its in-flight IOs; the rest waits a turn of the event loop
-      while (t.a.sendQueueUsed >= 48) await new Promise((r) => setImmediate(r));
-      expect(t.a.post([{ opcode: 'RDMA_WRITE', sge: [src.sge(0, 64)], remoteAddr: dst.addr + (i % 64) * 64, rkey: dst.rkey, wrId: 2 * 2 ** 32 + (i % 1000) }], { unsignaled: true })).toBe(true);
-      maxUsed = Math.max(maxUsed, t.a.sendQueueUsed);
-    }
+    const write = (i: number): SendWorkRequest => ({ opcode: 'RDMA_WRITE', sge: [src.sge(0, 64)], remoteAddr: dst.addr + (i % 64) * 64, rkey: dst.rkey, wrId: 2 * 2 ** 32 + (i % 1000) });
+    const r = await postAll(t.a, write, () => (maxUsed = Math.max(maxUsed, t.a.sendQueueUsed)));
     // a signaled WR completes after every earlier one: then nothing is held
     await t.a.postAndWait([{ opcode: 'RDMA_WRITE', sge: [src.sge(0, 8)], remoteAddr: dst.addr, rkey: dst.rkey }]);
     t.a.unref();
@@ -116,9 +117,23 @@ test('unsignaled posts: 5000 WRITEs never overflow the send queue, one in signal
     // one in 8 signaled (a few more only if the queue ran nearly full)
     expect(sendDone).toBeGreaterThanOrEqual(Math.floor(N / 8) - 1);
     expect(sendDone).toBeLessThan(N / 4);
+    return r;
   } finally {
     t.close();
   }
+}
+
+test('unsignaled posts: 5000 WRITEs never overflow the send queue, one in signalEvery completes, and the accounting returns to 0', async () => {
+  const N = 5000;
+  await accountingRun(N, async (a, write, track) => {
+    for (let i = 0; i < N; i++) {
+      // at most 16 posted ahead of what the queue gave back, as a transport
+      // bounds its in-flight IOs; the rest waits a turn of the event loop
+      while (a.sendQueueUsed >= 48) await new Promise((r) => setImmediate(r));
+      expect(a.post([write(i)], { unsignaled: true })).toBe(true);
+      track();
+    }
+  });
 });
 
 test('an unsignaled WR that fails still fails the connection (EIO), and later posts are refused', async () => {
@@ -239,40 +254,18 @@ describe('postSoon', () => {
   });
 
   test('5000 WRs in checkpoints of 1 to 16 never overflow the send queue, one in signalEvery completes, and the accounting returns to 0', async () => {
-    const t = await connPair({ signalEvery: 8 });
-    try {
-      const dst = region(t.pd, 4096);
-      const src = region(t.pd, 4096);
-      let sendDone = 0;
-      t.a.onSendDone = () => sendDone++;
-      const errors: Error[] = [];
-      t.a.onError = (e) => errors.push(e);
-      t.a.ref();
-      const depth = t.a.sendQueueDepth;
-      let maxUsed = 0;
-      const N = 5000;
-      let calls = 0;
-      await countingPosts(async (c) => {
-        for (let i = 0; i < N;) {
-          while (t.a.sendQueueUsed >= 40) await new Promise((r) => setImmediate(r));
-          const k = Math.min(N - i, 1 + (i % 16));
-          for (let j = 0; j < k; j++, i++) t.a.postSoon([{ opcode: 'RDMA_WRITE', sge: [src.sge(0, 64)], remoteAddr: dst.addr + (i % 64) * 64, rkey: dst.rkey, wrId: 2 * 2 ** 32 + (i % 1000) }]);
-          await Promise.resolve();
-          maxUsed = Math.max(maxUsed, t.a.sendQueueUsed);
-        }
-        calls = c.get(t.a.qp)?.length ?? 0;
-      });
-      await t.a.postAndWait([{ opcode: 'RDMA_WRITE', sge: [src.sge(0, 8)], remoteAddr: dst.addr, rkey: dst.rkey }]);
-      t.a.unref();
-      expect(errors).toEqual([]);
-      expect(maxUsed).toBeLessThanOrEqual(depth);
-      expect(t.a.sendQueueUsed).toBe(0);
-      expect(sendDone).toBeGreaterThanOrEqual(Math.floor(N / 8) - 1);
-      expect(sendDone).toBeLessThan(N / 4);
-      // one native call per checkpoint: 5000 WRs in checkpoints of 1..16
-      expect(calls).toBeLessThan(N / 6);
-    } finally {
-      t.close();
-    }
+    const N = 5000;
+    const calls = await accountingRun(N, (a, write, track) => countingPosts(async (c) => {
+      for (let i = 0; i < N;) {
+        while (a.sendQueueUsed >= 40) await new Promise((r) => setImmediate(r));
+        const k = Math.min(N - i, 1 + (i % 16));
+        for (let j = 0; j < k; j++, i++) a.postSoon([write(i)]);
+        await Promise.resolve();
+        track();
+      }
+      return c.get(a.qp)?.length ?? 0;
+    }));
+    // one native call per checkpoint: 5000 WRs in checkpoints of 1..16
+    expect(calls).toBeLessThan(N / 6);
   });
 });
