@@ -253,6 +253,8 @@ export class Conn {
     this.#sqDepth = this.qp.maxSendWr;
     this.#sigRing = new Float64Array(this.#sqDepth);
     this.cq.on('batch', (b) => this.#onBatch(b));
+    // registered before any owner's listener, so it runs first
+    id.on('disconnected', () => this.#drain());
   }
 
   /** Send queue slots in use by this connection's WRs (posted, not yet freed by a signaled completion). */
@@ -555,6 +557,26 @@ export class Conn {
     for (let i = 0; i < b.length; i++) {
       if (this.#closed) return;
       this.#onCompletion(b.fill(i, this.#reuseWc ? this.#wc : (this.#wc = Conn.#blankWc())));
+    }
+  }
+
+  /**
+   * The peer disconnected: the completions already in the CQ (the last
+   * messages it sent, such as the client's SESSION_CLOSE) are delivered
+   * before the owner hears of it and closes the connection with its CQ. The
+   * CM event can be dispatched first: it fires in the loop's poll phase,
+   * while a spinning CQ polls in the check phase (and a sleeping one's
+   * channel may be read after the CM channel). Found by a transport test's
+   * server session that lingered after its client's close().
+   */
+  #drain(): void {
+    // (bounded: a peer that is gone sends nothing more)
+    for (let i = 0; i < 64 && !this.#closed && !this.cq.closed; i++) {
+      try {
+        if (this.cq.poll().length === 0) return;
+      } catch {
+        return; // the CQ failed (device removal): the owner's close handles it
+      }
     }
   }
 

@@ -22,12 +22,22 @@ function world(handler: (req: any) => any) {
   const chunkSize = 4096;
   const calls: PostedWr[][] = [];
   const handlers: Record<string, (b: unknown) => void> = {};
+  /** completions the device holds that no poll has taken yet (the fake CQ's poll() delivers them) */
+  const inCq: unknown[] = [];
+  const cmHandlers: Record<string, () => void> = {};
   const mrs = new Map<number, { addr: number; mem: ArrayBuffer }>();
   let nextAddr = 0x100000;
   let lk = 10;
   const device: any = {
     name: 'mlx5_0', attributes: { vendorId: 0x15b3 }, closed: false,
-    createCompletionQueue: () => ({ on: (ev: string, fn: (b: unknown) => void) => void (handlers[ev] = fn), ref() {}, unref() {}, close() {} }),
+    createCompletionQueue: () => ({
+      on: (ev: string, fn: (b: unknown) => void) => void (handlers[ev] = fn), ref() {}, unref() {}, close() {}, closed: false,
+      poll: () => {
+        const wcs = inCq.splice(0);
+        if (wcs.length) handlers.batch({ length: wcs.length, fill: (i: number, o: any) => Object.assign(o, wcs[i]) });
+        return wcs;
+      },
+    }),
   };
   const pd: any = {
     device, closed: false,
@@ -57,7 +67,13 @@ function world(handler: (req: any) => any) {
     },
     postRecv() {},
   };
-  const id: any = { createQueuePair: () => qp, info: () => ({ portNum: 0 }), disconnect() {}, close() {}, on() {} };
+  const id: any = {
+    createQueuePair: () => qp, info: () => ({ portNum: 0 }), disconnect() {}, close() {},
+    on: (ev: string, fn: () => void) => {
+      const before = cmHandlers[ev];
+      cmHandlers[ev] = before ? () => (before(), fn()) : fn;
+    },
+  };
   const logs: string[] = [];
   const server: any = {
     params: { queueDepth: qd, chunkSize, maxHeaderSize: 64, strict: false }, log: (l: string) => logs.push(l), windowType: 'auto', invalidation: 'local',
@@ -83,7 +99,14 @@ function world(handler: (req: any) => any) {
   const recvImm = (imm: number, byteLen: number) => conn.onRecv(completion(129, 'RECV_RDMA_WITH_IMM', byteLen, imm) as any, slot++ % (qd + P.RECV_SLACK));
   const ctx = { ...p, pathCount: 2, pathIndex: 0 };
   return {
-    calls, logs,
+    calls, logs, session,
+    /** the peer's SESSION_CLOSE reached the device (no poll has taken it yet), then the CM says the peer disconnected */
+    closeThenDisconnect() {
+      const s = slot++ % (qd + P.RECV_SLACK);
+      P.encodeSessionClose().copy(conn.recv!.buf, s * conn.recvSize);
+      inCq.push({ ...completion(128, 'RECV', P.SESSION_CLOSE_SIZE), wrId: 2 ** 32 + s });
+      cmHandlers.disconnected();
+    },
     async info() {
       recvMsg(P.encodeInfoReq({ recvSize: P.clientRecvSize(p, 2), name: 'x' }));
       for (let i = 0; i < 5; i++) {
@@ -149,4 +172,12 @@ test('the answers to one batch of requests on different chunks go out in one nat
   await Promise.resolve();
   expect(w.calls.length - mark).toBe(1);
   expect(w.sent(mark).map((m) => [m.chunk, m.seq])).toEqual([[0, 1], [1, 1], [2, 1], [3, 1]]);
+});
+
+test('a SESSION_CLOSE already in the CQ when the CM reports the disconnect is still read: the session ends at once instead of lingering', async () => {
+  const w = world(() => ({}));
+  await w.info();
+  w.closeThenDisconnect();
+  expect(w.logs).toContain('session sess closed: client closed the session');
+  expect(w.session.closing).toBe(true);
 });
