@@ -781,7 +781,9 @@ describe('client against a raw server', () => {
     listener.on('connection', (id) => {
       attempts++;
       id.accept({ privateData: P.encodeAccept({ queueDepth: 8, chunkSize: 16384, maxHeaderSize: 512, strict: false, sessionCreated: false, hbIntervalMs: 5000, hbMissedMax: 5 }) })
-        .then(() => setTimeout(() => id.disconnect(), 20), () => undefined);
+        // (unless the client ended the connection first: then the
+        // 'disconnected' handler below has closed the id already)
+        .then(() => setTimeout(() => { if (!id.closed) id.disconnect(); }, 20), () => undefined);
       id.on('disconnected', () => id.close());
     });
     listener.listen(HOST1, p1);
